@@ -1,0 +1,1 @@
+//! rs-agent: LVS-DR node agent.
