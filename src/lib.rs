@@ -1,1 +1,9 @@
-//! rs-agent: LVS-DR node agent.
+//! rs-agent: the node agent for Linux Virtual Server Direct Routing (LVS-DR).
+//!
+//! Every command is the same pipeline: config → `Desired`, kernel → `Observed`,
+//! `plan(desired, observed)` → ordered `Change`s, then apply. See docs/architecture.md.
+
+pub mod config;
+pub mod model;
+pub mod plan;
+pub mod state;

@@ -1,0 +1,434 @@
+//! TOML file + command-line flags → validated desired state. Every input error the user can
+//! make is reported from here, as one line naming the input (`file:line:col` or `--flag`) and
+//! the fix, before anything touches the kernel.
+
+use crate::model::{ArpMethod, Device, RealServerDesired, IFNAMSIZ_MAX};
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the config is read from when `--config` is not given (and only if it exists).
+pub const DEFAULT_CONFIG: &str = "/etc/rs-agent/rs-agent.toml";
+
+/// An input error: a one-line message that names the input and says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The whole config file, as written. Spans are kept so that semantic errors can point at
+/// the offending value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub real_server: Option<RawRealServer>,
+    pub director: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRealServer {
+    #[serde(default)]
+    pub vips: Vec<Spanned<String>>,
+    pub device: Option<Spanned<String>>,
+    pub arp: Option<Spanned<String>>,
+    pub interfaces: Option<Vec<Spanned<String>>>,
+}
+
+/// A parsed config file together with its text, for turning spans into `file:line:col`.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    pub path: Option<PathBuf>,
+    pub text: String,
+    pub raw: RawConfig,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or the default config if `path` is `None` and the default exists;
+    /// otherwise an empty config (flags only).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+            None => return Ok(Self::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError(format!(
+                "{}: cannot read config: {e}; pass an existing file with --config",
+                path.display()
+            ))
+        })?;
+        Self::parse(Some(path), text)
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(path: Option<PathBuf>, text: String) -> Result<Self, ConfigError> {
+        let name = display_name(path.as_deref());
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(&text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError(format!("{name}:{line}:{col}: {}", first_line(e.message())))
+        })?;
+        Ok(Self { path, text, raw })
+    }
+
+    /// `file:line:col` for a span in this file.
+    pub fn at(&self, span: std::ops::Range<usize>) -> String {
+        let (line, col) = line_col(&self.text, span.start);
+        format!("{}:{line}:{col}", display_name(self.path.as_deref()))
+    }
+
+    /// An error located at a spanned value.
+    pub fn err_at<T>(&self, value: &Spanned<T>, msg: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{}: {msg}", self.at(value.span())))
+    }
+}
+
+fn display_name(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|| "config".to_string())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Real-server settings given on the command line; each overrides the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct RealServerFlags {
+    pub vips: Vec<String>,
+    pub device: Option<String>,
+    pub arp: Option<String>,
+    pub interfaces: Vec<String>,
+}
+
+impl RealServerFlags {
+    pub fn is_empty(&self) -> bool {
+        self.vips.is_empty()
+            && self.device.is_none()
+            && self.arp.is_none()
+            && self.interfaces.is_empty()
+    }
+}
+
+/// One input value and where it came from, so that errors can name it.
+struct Input<'a> {
+    value: &'a str,
+    origin: String,
+}
+
+fn from_file<'a>(file: &ConfigFile, v: &'a Spanned<String>) -> Input<'a> {
+    Input {
+        value: v.get_ref(),
+        origin: file.at(v.span()),
+    }
+}
+
+fn from_flag<'a>(flag: &str, v: &'a str) -> Input<'a> {
+    Input {
+        value: v,
+        origin: format!("{flag} {v}"),
+    }
+}
+
+/// Builds the validated real-server desired state from the file and the flags.
+pub fn real_server(
+    file: &ConfigFile,
+    flags: &RealServerFlags,
+) -> Result<RealServerDesired, ConfigError> {
+    let empty = RawRealServer::default();
+    let raw = file.raw.real_server.as_ref().unwrap_or(&empty);
+    let from_file = |v| from_file(file, v);
+
+    let vip_inputs: Vec<Input> = if flags.vips.is_empty() {
+        raw.vips.iter().map(from_file).collect()
+    } else {
+        flags.vips.iter().map(|v| from_flag("--vip", v)).collect()
+    };
+    let vips = parse_vips(&vip_inputs)?;
+
+    let device = match &flags.device {
+        Some(d) => parse_device(&from_flag("--device", d))?,
+        None => match &raw.device {
+            Some(d) => parse_device(&from_file(d))?,
+            None => Device::Loopback,
+        },
+    };
+    let arp = match &flags.arp {
+        Some(a) => parse_arp(&from_flag("--arp", a))?,
+        None => match &raw.arp {
+            Some(a) => parse_arp(&from_file(a))?,
+            None => ArpMethod::Sysctl,
+        },
+    };
+    let iface_inputs: Option<Vec<Input>> = if !flags.interfaces.is_empty() {
+        Some(
+            flags
+                .interfaces
+                .iter()
+                .map(|i| from_flag("--interface", i))
+                .collect(),
+        )
+    } else {
+        raw.interfaces
+            .as_ref()
+            .map(|v| v.iter().map(from_file).collect())
+    };
+    let interfaces = iface_inputs
+        .map(|inputs| parse_interfaces(&inputs, device.name()))
+        .transpose()?;
+    Ok(RealServerDesired {
+        vips,
+        device,
+        arp,
+        interfaces,
+    })
+}
+
+fn parse_vips(inputs: &[Input]) -> Result<Vec<IpAddr>, ConfigError> {
+    if inputs.is_empty() {
+        return Err(ConfigError(
+            "no VIP given; pass --vip ADDR or set vips = [...] under [real_server] in the config"
+                .to_string(),
+        ));
+    }
+    let mut vips = Vec::new();
+    for input in inputs {
+        let ip = parse_vip(input)?;
+        if vips.contains(&ip) {
+            return Err(ConfigError(format!(
+                "{}: VIP {ip} is listed twice; list each VIP once",
+                input.origin
+            )));
+        }
+        vips.push(ip);
+    }
+    Ok(vips)
+}
+
+/// A VIP must be a plain unicast host address: no prefix, not loopback, multicast or unspecified.
+pub fn parse_vip_str(value: &str) -> Result<IpAddr, String> {
+    if value.contains('/') {
+        return Err(format!(
+            "VIP \"{value}\" has a prefix length; give the bare address (it is bound as /32 or /128)"
+        ));
+    }
+    let ip: IpAddr = value.parse().map_err(|_| {
+        format!("\"{value}\" is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100")
+    })?;
+    let bad = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast() || v4.is_link_local())
+        || matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+    if bad {
+        return Err(format!(
+            "VIP {ip} is not a usable unicast address; use the service's public unicast address"
+        ));
+    }
+    Ok(ip)
+}
+
+fn parse_vip(input: &Input) -> Result<IpAddr, ConfigError> {
+    parse_vip_str(input.value).map_err(|m| ConfigError(format!("{}: {m}", input.origin)))
+}
+
+/// A Linux interface name: 1..=15 bytes, no '/', ':', whitespace (dev_valid_name()).
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    let bad_char = name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if name.is_empty() || name.len() > IFNAMSIZ_MAX || bad_char || name == "." || name == ".." {
+        return Err(format!(
+            "\"{name}\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_device(input: &Input) -> Result<Device, ConfigError> {
+    check_ifname(input.value).map_err(|m| ConfigError(format!("{}: {m}", input.origin)))?;
+    if input.value == "lo" {
+        Ok(Device::Loopback)
+    } else {
+        Ok(Device::Dummy(input.value.to_string()))
+    }
+}
+
+fn parse_arp(input: &Input) -> Result<ArpMethod, ConfigError> {
+    match input.value {
+        "sysctl" => Ok(ArpMethod::Sysctl),
+        "nft" => Ok(ArpMethod::Nft),
+        other => Err(ConfigError(format!(
+            "{}: unknown ARP method \"{other}\"; expected sysctl or nft",
+            input.origin
+        ))),
+    }
+}
+
+fn parse_interfaces(inputs: &[Input], device: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for input in inputs {
+        let name = input.value;
+        check_ifname(name).map_err(|m| ConfigError(format!("{}: {m}", input.origin)))?;
+        if name == "lo" || name == device {
+            return Err(ConfigError(format!(
+                "{}: \"{name}\" holds the VIPs and does not face the LAN; list the interfaces \
+                 that carry the real server's own address (e.g. eth0)",
+                input.origin
+            )));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(Some(PathBuf::from("rs.toml")), text.to_string())
+    }
+
+    fn rs(text: &str, flags: &RealServerFlags) -> Result<RealServerDesired, ConfigError> {
+        real_server(&file(text)?, flags)
+    }
+
+    fn err(text: &str, flags: &RealServerFlags) -> String {
+        match rs(text, flags) {
+            Ok(d) => panic!("expected an error, got {d:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn vip_flags(vips: &[&str]) -> RealServerFlags {
+        RealServerFlags {
+            vips: vips.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn file_with_defaults() {
+        let d = rs(
+            "[real_server]\nvips = [\"192.0.2.100\", \"2001:db8::100\"]\n",
+            &RealServerFlags::default(),
+        )
+        .expect("valid");
+        assert_eq!(d.vips.len(), 2);
+        assert_eq!(d.device, Device::Loopback);
+        assert_eq!(d.arp, ArpMethod::Sysctl);
+        assert_eq!(d.interfaces, None);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let flags = RealServerFlags {
+            vips: vec!["198.51.100.7".into()],
+            device: Some("lvs0".into()),
+            arp: Some("nft".into()),
+            interfaces: vec!["eth1".into()],
+        };
+        let d = rs(
+            "[real_server]\nvips = [\"192.0.2.100\"]\ndevice = \"lo\"\narp = \"sysctl\"\n",
+            &flags,
+        )
+        .expect("valid");
+        assert_eq!(d.vips, vec!["198.51.100.7".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(d.device, Device::Dummy("lvs0".into()));
+        assert_eq!(d.arp, ArpMethod::Nft);
+        assert_eq!(d.interfaces, Some(vec!["eth1".to_string()]));
+    }
+
+    #[test]
+    fn errors_name_the_input_and_the_fix() {
+        let none = RealServerFlags::default();
+        let cases: &[(&str, RealServerFlags, &str)] = &[
+            (
+                "[real_server]\nvips = [\"192.0.2.300\"]\n",
+                none.clone(),
+                "rs.toml:2:9: \"192.0.2.300\" is not an IP address",
+            ),
+            (
+                "[real_server]\nvips = [\"192.0.2.1\"]\narp = \"arptables\"\n",
+                none.clone(),
+                "rs.toml:3:7: unknown ARP method \"arptables\"; expected sysctl or nft",
+            ),
+            (
+                "[real_server]\nvips = [\"192.0.2.1\"]\nvip = \"x\"\n",
+                none.clone(),
+                "rs.toml:3:1: unknown field `vip`",
+            ),
+            (
+                "[real_server]\nvips = [\"192.0.2.1\", \"192.0.2.1\"]\n",
+                none.clone(),
+                "rs.toml:2:22: VIP 192.0.2.1 is listed twice",
+            ),
+            ("", vip_flags(&["192.0.2.1/24"]), "--vip 192.0.2.1/24: VIP"),
+            ("", vip_flags(&["127.0.0.1"]), "not a usable unicast"),
+            ("", vip_flags(&["ff02::1"]), "not a usable unicast"),
+            ("", vip_flags(&["0.0.0.0"]), "not a usable unicast"),
+            ("", none.clone(), "no VIP given; pass --vip"),
+            (
+                "",
+                RealServerFlags {
+                    device: Some("a-very-long-device-name".into()),
+                    ..vip_flags(&["192.0.2.1"])
+                },
+                "--device a-very-long-device-name: \"a-very-long-device-name\" is not a valid",
+            ),
+            (
+                "",
+                RealServerFlags {
+                    interfaces: vec!["lo".into()],
+                    ..vip_flags(&["192.0.2.1"])
+                },
+                "--interface lo: \"lo\" holds the VIPs",
+            ),
+            (
+                "[real_server]\nvips = \"192.0.2.1\"\n",
+                none.clone(),
+                "rs.toml:2:8: invalid type",
+            ),
+        ];
+        for (text, flags, want) in cases {
+            let got = err(text, flags);
+            assert!(got.contains(want), "for {text:?} / {flags:?}:\n got {got}\nwant {want}");
+            assert!(!got.contains('\n'), "one line: {got}");
+        }
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn dotted_interfaces_are_valid() {
+        let d = rs(
+            "",
+            &RealServerFlags {
+                interfaces: vec!["eth0.100".into(), "eth0.100".into()],
+                ..vip_flags(&["192.0.2.1"])
+            },
+        )
+        .expect("valid");
+        assert_eq!(d.interfaces, Some(vec!["eth0.100".to_string()]));
+    }
+}

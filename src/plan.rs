@@ -1,0 +1,352 @@
+//! The pure diff: desired + observed (+ what we own) → ordered changes.
+//!
+//! Everything that decides *what* to do on a real server lives here; executors only carry
+//! changes out. Errors from here are input errors discovered against the node (an interface
+//! that does not exist, a VIP that is already the node's own address): nothing has been
+//! touched when they are returned.
+
+use crate::model::{
+    effective, host_prefix, owned_label, ArpMethod, Change, Device, NftFamily, NftRule, Observed,
+    RealServerDesired, SysctlKey,
+};
+use crate::state::RealServerState;
+use std::net::IpAddr;
+
+/// An input that does not fit this node; one line naming it and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// The ordered changes, and what the operator should know but that is not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+/// ARP sysctl values that suppress ARP for addresses on `lo`/dummy devices.
+pub const SUPPRESSING: [(SysctlKey, i64); 2] =
+    [(SysctlKey::ArpIgnore, 1), (SysctlKey::ArpAnnounce, 2)];
+
+/// The interfaces facing the LAN: the ones named, which must exist, or else every up,
+/// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
+pub fn lan_interfaces(
+    desired: &RealServerDesired,
+    observed: &Observed,
+) -> Result<Vec<String>, PlanError> {
+    if let Some(names) = &desired.interfaces {
+        for name in names {
+            if observed.link(name).is_none() {
+                return Err(PlanError(format!(
+                    "interface \"{name}\" does not exist on this node; name an existing LAN \
+                     interface (see `ip link`)"
+                )));
+            }
+        }
+        return Ok(names.clone());
+    }
+    Ok(observed
+        .links
+        .iter()
+        .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
+        .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
+        .map(|l| l.name.clone())
+        .collect())
+}
+
+/// A VIP must not already be an address of any interface other than the VIP device: that
+/// would be the node's own address, and it would answer ARP for it.
+fn check_vips_not_elsewhere(
+    desired: &RealServerDesired,
+    observed: &Observed,
+) -> Result<(), PlanError> {
+    let device = desired.device.name();
+    for vip in &desired.vips {
+        if let Some(a) = observed
+            .addrs
+            .iter()
+            .find(|a| &a.ip == vip && a.ifname != device)
+        {
+            return Err(PlanError(format!(
+                "VIP {vip} is already an address of {} on this node; a real server holds the \
+                 VIP only on {device} — remove it from {} or correct the VIP",
+                a.ifname, a.ifname
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn device_changes(
+    desired: &RealServerDesired,
+    observed: &Observed,
+) -> Result<Vec<Change>, PlanError> {
+    let name = desired.device.name();
+    match (&desired.device, observed.link(name)) {
+        (Device::Loopback, Some(l)) if !l.up => Ok(vec![Change::SetLinkUp { name: name.into() }]),
+        (Device::Loopback, _) => Ok(vec![]),
+        (Device::Dummy(_), None) => Ok(vec![
+            Change::CreateDummy { name: name.into() },
+            Change::SetLinkUp { name: name.into() },
+        ]),
+        (Device::Dummy(_), Some(l)) if l.kind.as_deref() != Some("dummy") => Err(PlanError(
+            format!(
+                "device \"{name}\" exists and is not a dummy device (kind {}); choose another \
+                 --device name or lo",
+                l.kind.as_deref().unwrap_or("none")
+            ),
+        )),
+        (Device::Dummy(_), Some(l)) if !l.up => Ok(vec![Change::SetLinkUp { name: name.into() }]),
+        (Device::Dummy(_), Some(_)) => Ok(vec![]),
+    }
+}
+
+/// Raise arp_ignore/arp_announce where the effective value is too low, and hand back the
+/// sysctls we own but no longer need.
+fn sysctl_changes(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+    lan: &[String],
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let wanted = desired.arp == ArpMethod::Sysctl && desired.vips.iter().any(IpAddr::is_ipv4);
+    if wanted {
+        for iface in lan {
+            for (key, target) in SUPPRESSING {
+                let eff = effective(&observed.sysctls, iface, key).unwrap_or(0);
+                if eff < target {
+                    let from = observed
+                        .sysctls
+                        .get(&(iface.clone(), key))
+                        .copied()
+                        .unwrap_or(0);
+                    changes.push(Change::SetSysctl {
+                        iface: iface.clone(),
+                        key,
+                        from,
+                        to: target,
+                    });
+                }
+            }
+        }
+    }
+    for owned in &state.sysctls {
+        let still_needed = wanted && lan.contains(&owned.iface);
+        if !still_needed {
+            changes.extend(restore_sysctl(owned, observed));
+        }
+    }
+    changes
+}
+
+fn restore_sysctl(owned: &crate::state::OwnedSysctl, observed: &Observed) -> Option<Change> {
+    let current = *observed.sysctls.get(&(owned.iface.clone(), owned.key))?;
+    (current == owned.applied && current != owned.previous).then(|| Change::RestoreSysctl {
+        iface: owned.iface.clone(),
+        key: owned.key,
+        from: current,
+        to: owned.previous,
+    })
+}
+
+/// The rules rs-agent's nft tables must hold (sorted, per family).
+pub fn desired_nft_rules(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    lan: &[String],
+) -> Result<Vec<NftRule>, PlanError> {
+    if desired.arp != ArpMethod::Nft {
+        return Ok(vec![]);
+    }
+    let mut rules = Vec::new();
+    for vip in &desired.vips {
+        match vip {
+            IpAddr::V4(v4) => {
+                rules.push(NftRule::DropArpFor { vip: *v4 });
+                for iface in lan {
+                    let rip = observed.primary_v4(iface, &desired.vips).ok_or_else(|| {
+                        PlanError(format!(
+                            "interface \"{iface}\" has no IPv4 address to announce in place of \
+                             VIP {v4} (the RIP); give it one, or use --arp sysctl"
+                        ))
+                    })?;
+                    rules.push(NftRule::MangleArpFrom {
+                        iface: iface.clone(),
+                        vip: *v4,
+                        rip,
+                    });
+                }
+            }
+            IpAddr::V6(v6) => {
+                rules.push(NftRule::DropNsFor { vip: *v6 });
+                rules.push(NftRule::DropNaFor { vip: *v6 });
+            }
+        }
+    }
+    rules.sort();
+    Ok(rules)
+}
+
+fn nft_changes(observed: &Observed, rules: &[NftRule]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for family in [NftFamily::Arp, NftFamily::Ip6] {
+        let want: Vec<NftRule> = rules
+            .iter()
+            .filter(|r| r.family() == family)
+            .cloned()
+            .collect();
+        let have = observed.nft.table(family);
+        if !want.is_empty() && have != Some(&want) {
+            changes.push(Change::NftReplace {
+                family,
+                rules: want,
+                previous: have.cloned(),
+            });
+        } else if want.is_empty() {
+            if let Some(previous) = have {
+                changes.push(Change::NftDelete {
+                    family,
+                    previous: previous.clone(),
+                });
+            }
+        }
+    }
+    changes
+}
+
+fn address_changes(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Vec<Change> {
+    let device = desired.device.name();
+    let mut changes: Vec<Change> = desired
+        .vips
+        .iter()
+        .filter(|vip| {
+            !observed
+                .addrs_on(device)
+                .any(|a| &a.ip == *vip && a.is_host())
+        })
+        .map(|vip| Change::AddAddr {
+            ifname: device.to_string(),
+            ip: *vip,
+            prefix: host_prefix(vip),
+            label: vip.is_ipv4().then(|| owned_label(device)).flatten(),
+        })
+        .collect();
+    let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
+    changes.extend(
+        owned_addrs(observed, state)
+            .filter(|a| !wanted(&a.ifname, &a.ip))
+            .map(|a| del_addr(a)),
+    );
+    changes
+}
+
+/// Addresses that are ours: recorded in the state file or carrying our marker.
+fn owned_addrs<'a>(
+    observed: &'a Observed,
+    state: &'a RealServerState,
+) -> impl Iterator<Item = &'a crate::model::Addr> + 'a {
+    observed.addrs.iter().filter(move |a| {
+        a.is_ours()
+            || state
+                .addrs
+                .iter()
+                .any(|o| o.ifname == a.ifname && o.ip == a.ip && o.prefix == a.prefix)
+    })
+}
+
+fn del_addr(a: &crate::model::Addr) -> Change {
+    Change::DelAddr {
+        ifname: a.ifname.clone(),
+        ip: a.ip,
+        prefix: a.prefix,
+        label: a.label.clone(),
+    }
+}
+
+/// What `up` must do to reach `desired`, including releasing what we own but no longer want.
+pub fn plan_up(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Result<Plan, PlanError> {
+    check_vips_not_elsewhere(desired, observed)?;
+    let lan = lan_interfaces(desired, observed)?;
+    let rules = desired_nft_rules(desired, observed, &lan)?;
+    let mut plan = Plan::default();
+    if lan.is_empty() && desired.vips.iter().any(IpAddr::is_ipv4) {
+        plan.warnings.push(
+            "no LAN-facing interface found (none is up with an IPv4 address); name them with \
+             --interface"
+                .to_string(),
+        );
+    }
+    plan.changes.extend(device_changes(desired, observed)?);
+    plan.changes
+        .extend(sysctl_changes(desired, observed, state, &lan));
+    plan.changes.extend(nft_changes(observed, &rules));
+    plan.changes
+        .extend(address_changes(desired, observed, state));
+    if let Some(dummy) = &state.dummy {
+        let still_wanted = desired.device == Device::Dummy(dummy.clone());
+        if !still_wanted && observed.link(dummy).is_some() {
+            plan.changes.push(Change::DeleteDummy {
+                name: dummy.clone(),
+            });
+        }
+    }
+    plan.changes.sort_by_key(Change::phase);
+    Ok(plan)
+}
+
+/// What `down` must do: remove exactly what we own, restore what we changed. Sysctls that
+/// someone else changed after us are left alone, with a warning.
+pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
+    let mut plan = Plan::default();
+    let dummy_gone = |ifname: &str| state.dummy.as_deref() == Some(ifname);
+    plan.changes.extend(
+        owned_addrs(observed, state)
+            .filter(|a| !dummy_gone(&a.ifname))
+            .map(del_addr),
+    );
+    if let Some(dummy) = &state.dummy {
+        if observed.link(dummy).is_some() {
+            plan.changes.push(Change::DeleteDummy {
+                name: dummy.clone(),
+            });
+        }
+    }
+    for family in [NftFamily::Arp, NftFamily::Ip6] {
+        if let Some(previous) = observed.nft.table(family) {
+            plan.changes.push(Change::NftDelete {
+                family,
+                previous: previous.clone(),
+            });
+        }
+    }
+    for owned in &state.sysctls {
+        match observed.sysctls.get(&(owned.iface.clone(), owned.key)) {
+            None => plan.warnings.push(format!(
+                "net.ipv4.conf.{}.{} no longer exists (interface gone); nothing to restore",
+                owned.iface, owned.key
+            )),
+            Some(&cur) if cur != owned.applied && cur != owned.previous => {
+                plan.warnings.push(format!(
+                    "net.ipv4.conf.{}.{} is {cur}, not the {} rs-agent set: someone changed it \
+                     since; left alone (it was {} before rs-agent)",
+                    owned.iface, owned.key, owned.applied, owned.previous
+                ))
+            }
+            Some(_) => plan.changes.extend(restore_sysctl(owned, observed)),
+        }
+    }
+    plan.changes.sort_by_key(Change::phase);
+    plan
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,415 @@
+use super::*;
+use crate::model::{Addr, Link, NftObserved, Sysctls, ADDR_PROTO};
+use std::net::Ipv4Addr;
+
+const VIP: &str = "192.0.2.100";
+const VIP6: &str = "2001:db8::100";
+const RIP: &str = "192.0.2.11";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test literal")
+}
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().expect("test literal")
+}
+
+fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        up: true,
+        loopback: name == "lo",
+        noarp: name == "lo" || kind == Some("dummy"),
+        kind: kind.map(str::to_string),
+    }
+}
+
+fn addr(ifname: &str, a: &str, prefix: u8, proto: u8) -> Addr {
+    Addr {
+        ifname: ifname.into(),
+        ip: ip(a),
+        prefix,
+        label: None,
+        proto,
+        secondary: false,
+    }
+}
+
+/// A real server: lo, eth0 with RIP/24, all sysctls at the kernel defaults (0).
+fn node() -> Observed {
+    let mut sysctls = Sysctls::new();
+    for iface in ["all", "lo", "eth0"] {
+        for key in SysctlKey::ALL {
+            sysctls.insert((iface.to_string(), key), 0);
+        }
+    }
+    Observed {
+        links: vec![link(1, "lo", None), link(2, "eth0", Some("veth"))],
+        addrs: vec![
+            addr("lo", "127.0.0.1", 8, 0),
+            addr("eth0", RIP, 24, 0),
+        ],
+        sysctls,
+        nft: NftObserved::default(),
+    }
+}
+
+fn desired(vips: &[&str], arp: ArpMethod, device: Device) -> RealServerDesired {
+    RealServerDesired {
+        vips: vips.iter().map(|v| ip(v)).collect(),
+        device,
+        arp,
+        interfaces: None,
+    }
+}
+
+fn sysctl_desired() -> RealServerDesired {
+    desired(&[VIP], ArpMethod::Sysctl, Device::Loopback)
+}
+
+fn set(iface: &str, key: SysctlKey, from: i64, to: i64) -> Change {
+    Change::SetSysctl {
+        iface: iface.into(),
+        key,
+        from,
+        to,
+    }
+}
+
+fn add_vip(ifname: &str, vip: &str) -> Change {
+    let label = ip(vip).is_ipv4().then(|| format!("{ifname}:rsagent"));
+    Change::AddAddr {
+        ifname: ifname.into(),
+        ip: ip(vip),
+        prefix: host_prefix(&ip(vip)),
+        label,
+    }
+}
+
+/// Applies a plan to an observed model the way the kernel would (for idempotence checks).
+fn simulate(observed: &mut Observed, plan: &Plan) {
+    for c in &plan.changes {
+        match c {
+            Change::CreateDummy { name } => {
+                observed.links.push(link(9, name, Some("dummy")));
+                for key in SysctlKey::ALL {
+                    observed.sysctls.insert((name.clone(), key), 0);
+                }
+            }
+            Change::SetSysctl { iface, key, to, .. }
+            | Change::RestoreSysctl { iface, key, to, .. } => {
+                observed.sysctls.insert((iface.clone(), *key), *to);
+            }
+            Change::NftReplace { family, rules, .. } => match family {
+                NftFamily::Arp => observed.nft.arp = Some(rules.clone()),
+                NftFamily::Ip6 => observed.nft.ip6 = Some(rules.clone()),
+            },
+            Change::NftDelete { family, .. } => match family {
+                NftFamily::Arp => observed.nft.arp = None,
+                NftFamily::Ip6 => observed.nft.ip6 = None,
+            },
+            Change::SetLinkUp { name } => {
+                if let Some(l) = observed.links.iter_mut().find(|l| &l.name == name) {
+                    l.up = true;
+                }
+            }
+            Change::AddAddr {
+                ifname, ip, prefix, ..
+            } => observed.addrs.push(addr(ifname, &ip.to_string(), *prefix, ADDR_PROTO)),
+            Change::DelAddr { ifname, ip, .. } => observed
+                .addrs
+                .retain(|a| !(&a.ifname == ifname && &a.ip == ip)),
+            Change::DeleteDummy { name } => {
+                observed.links.retain(|l| &l.name != name);
+                observed.addrs.retain(|a| &a.ifname != name);
+                observed.sysctls.retain(|(iface, _), _| iface != name);
+            }
+        }
+    }
+}
+
+fn record(state: &mut RealServerState, plan: &Plan) {
+    for c in &plan.changes {
+        state.record(c);
+        state.forget(c);
+    }
+}
+
+#[test]
+fn sysctl_up_suppresses_before_binding() {
+    let plan = plan_up(&sysctl_desired(), &node(), &RealServerState::default()).expect("plan");
+    assert_eq!(
+        plan.changes,
+        vec![
+            set("eth0", SysctlKey::ArpIgnore, 0, 1),
+            set("eth0", SysctlKey::ArpAnnounce, 0, 2),
+            add_vip("lo", VIP),
+        ]
+    );
+}
+
+#[test]
+fn effective_value_from_all_is_respected() {
+    let mut obs = node();
+    obs.sysctls.insert(("all".into(), SysctlKey::ArpIgnore), 1);
+    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
+    let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
+    assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
+    // arp_ignore 2 / 8 also suppress: nothing to raise.
+    obs.sysctls.insert(("all".into(), SysctlKey::ArpIgnore), 0);
+    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 8);
+    let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
+    assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
+}
+
+#[test]
+fn up_is_idempotent_for_every_method_and_device() {
+    let cases = [
+        desired(&[VIP, VIP6], ArpMethod::Sysctl, Device::Loopback),
+        desired(&[VIP, VIP6], ArpMethod::Nft, Device::Loopback),
+        desired(&[VIP], ArpMethod::Nft, Device::Dummy("lvs0".into())),
+        desired(&[VIP6], ArpMethod::Sysctl, Device::Dummy("lvs0".into())),
+    ];
+    for d in cases {
+        let mut obs = node();
+        let mut state = RealServerState::default();
+        let first = plan_up(&d, &obs, &state).expect("plan");
+        assert!(!first.changes.is_empty(), "{d:?}");
+        simulate(&mut obs, &first);
+        record(&mut state, &first);
+        let second = plan_up(&d, &obs, &state).expect("plan");
+        assert_eq!(second.changes, vec![], "second up for {d:?}");
+    }
+}
+
+#[test]
+fn down_undoes_up_exactly() {
+    let cases = [
+        desired(&[VIP, VIP6], ArpMethod::Sysctl, Device::Loopback),
+        desired(&[VIP, VIP6], ArpMethod::Nft, Device::Loopback),
+        desired(&[VIP], ArpMethod::Nft, Device::Dummy("lvs0".into())),
+    ];
+    for d in cases {
+        let before = node();
+        let mut obs = before.clone();
+        let mut state = RealServerState::default();
+        let up = plan_up(&d, &obs, &state).expect("plan");
+        simulate(&mut obs, &up);
+        record(&mut state, &up);
+        let down = plan_down(&state, &obs);
+        assert_eq!(down.warnings, Vec::<String>::new());
+        simulate(&mut obs, &down);
+        record(&mut state, &down);
+        assert_eq!(obs, before, "{d:?}");
+        assert!(state.is_empty(), "{state:?}");
+    }
+}
+
+#[test]
+fn down_removes_vips_before_lifting_suppression() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    let down = plan_down(&state, &obs);
+    let phases: Vec<u8> = down.changes.iter().map(Change::phase).collect();
+    assert!(matches!(down.changes[0], Change::DelAddr { .. }), "{down:?}");
+    assert!(phases.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn down_leaves_foreign_state_alone() {
+    let mut obs = node();
+    obs.addrs.push(addr("lo", "203.0.113.7", 32, 0));
+    let mut state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    // Someone else changes a sysctl we set: we must not clobber it.
+    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 2);
+    let down = plan_down(&state, &obs);
+    assert!(!down
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::DelAddr { ip, .. } if ip == &super::tests::ip("203.0.113.7"))));
+    assert!(!down.changes.iter().any(
+        |c| matches!(c, Change::RestoreSysctl { key, .. } if *key == SysctlKey::ArpIgnore)
+    ));
+    assert_eq!(down.warnings.len(), 1, "{:?}", down.warnings);
+    assert!(down.warnings[0].contains("left alone"));
+}
+
+#[test]
+fn down_after_a_crash_mid_up_is_safe() {
+    // The journal recorded the whole plan but only the first sysctl was applied.
+    let obs0 = node();
+    let up = plan_up(&sysctl_desired(), &obs0, &RealServerState::default()).expect("plan");
+    let mut state = RealServerState::default();
+    for c in &up.changes {
+        state.record(c);
+    }
+    let mut obs = obs0.clone();
+    simulate(
+        &mut obs,
+        &Plan {
+            changes: up.changes[..1].to_vec(),
+            warnings: vec![],
+        },
+    );
+    let down = plan_down(&state, &obs);
+    assert_eq!(down.warnings, Vec::<String>::new());
+    simulate(&mut obs, &down);
+    assert_eq!(obs, obs0);
+}
+
+#[test]
+fn nft_rules_mirror_the_arptables_recipe() {
+    let d = desired(&[VIP, VIP6], ArpMethod::Nft, Device::Loopback);
+    let plan = plan_up(&d, &node(), &RealServerState::default()).expect("plan");
+    let arp = plan
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::NftReplace {
+                family: NftFamily::Arp,
+                rules,
+                previous: None,
+            } => Some(rules.clone()),
+            _ => None,
+        })
+        .expect("arp table written");
+    assert_eq!(
+        arp,
+        vec![
+            NftRule::DropArpFor { vip: v4(VIP) },
+            NftRule::MangleArpFrom {
+                iface: "eth0".into(),
+                vip: v4(VIP),
+                rip: v4(RIP),
+            },
+        ]
+    );
+    assert!(plan.changes.iter().any(|c| matches!(
+        c,
+        Change::NftReplace {
+            family: NftFamily::Ip6,
+            ..
+        }
+    )));
+    assert!(!plan
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::SetSysctl { .. })));
+}
+
+#[test]
+fn tampered_nft_table_is_rewritten() {
+    let d = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
+    let mut obs = node();
+    obs.nft.arp = Some(vec![]);
+    let plan = plan_up(&d, &obs, &RealServerState::default()).expect("plan");
+    assert!(matches!(
+        &plan.changes[0],
+        Change::NftReplace { previous: Some(p), .. } if p.is_empty()
+    ));
+}
+
+#[test]
+fn switching_method_releases_the_old_one() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    let nft = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
+    let plan = plan_up(&nft, &obs, &state).expect("plan");
+    let kinds: Vec<u8> = plan.changes.iter().map(Change::phase).collect();
+    // nft table first, then the sysctls go back: suppression never lapses.
+    assert_eq!(kinds, vec![2, 8, 8], "{plan:?}");
+}
+
+#[test]
+fn removed_vip_is_unbound_and_kept_vip_untouched() {
+    let two = desired(&[VIP, "192.0.2.101"], ArpMethod::Sysctl, Device::Loopback);
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let up = plan_up(&two, &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    let plan = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    assert_eq!(
+        plan.changes,
+        vec![Change::DelAddr {
+            ifname: "lo".into(),
+            ip: ip("192.0.2.101"),
+            prefix: 32,
+            label: None,
+        }]
+    );
+}
+
+#[test]
+fn dummy_device_is_created_then_brought_up_before_the_vip() {
+    let d = desired(&[VIP], ArpMethod::Sysctl, Device::Dummy("lvs0".into()));
+    let plan = plan_up(&d, &node(), &RealServerState::default()).expect("plan");
+    assert_eq!(
+        plan.changes.first(),
+        Some(&Change::CreateDummy {
+            name: "lvs0".into()
+        })
+    );
+    assert_eq!(plan.changes.last(), Some(&add_vip("lvs0", VIP)));
+}
+
+#[test]
+fn input_errors_against_the_node() {
+    let mut on_eth0 = node();
+    on_eth0.addrs.push(addr("eth0", VIP, 24, 0));
+    let mut veth_named_lvs0 = node();
+    veth_named_lvs0.links.push(link(7, "lvs0", Some("veth")));
+    let unknown_iface = RealServerDesired {
+        interfaces: Some(vec!["nosuch0".into()]),
+        ..sysctl_desired()
+    };
+    let no_rip = RealServerDesired {
+        interfaces: Some(vec!["lo2".into()]),
+        ..desired(&[VIP], ArpMethod::Nft, Device::Loopback)
+    };
+    let mut with_lo2 = node();
+    with_lo2.links.push(link(8, "lo2", Some("veth")));
+    let cases: Vec<(RealServerDesired, Observed, &str)> = vec![
+        (
+            desired(&[RIP], ArpMethod::Sysctl, Device::Loopback),
+            node(),
+            "VIP 192.0.2.11 is already an address of eth0",
+        ),
+        (sysctl_desired(), on_eth0, "already an address of eth0"),
+        (
+            desired(&[VIP], ArpMethod::Sysctl, Device::Dummy("lvs0".into())),
+            veth_named_lvs0,
+            "\"lvs0\" exists and is not a dummy device (kind veth)",
+        ),
+        (unknown_iface, node(), "interface \"nosuch0\" does not exist"),
+        (no_rip, with_lo2, "\"lo2\" has no IPv4 address"),
+    ];
+    for (d, obs, want) in cases {
+        let err = plan_up(&d, &obs, &RealServerState::default()).expect_err(want);
+        assert!(err.0.contains(want), "got {err}, want {want}");
+    }
+}
+
+#[test]
+fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
+    let mut obs = node();
+    let mut down = link(3, "eth1", Some("veth"));
+    down.up = false;
+    obs.links.push(down);
+    obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
+    obs.links.push(link(4, "eth2", Some("veth")));
+    obs.links.push(link(5, "dum0", Some("dummy")));
+    obs.addrs.push(addr("dum0", "203.0.113.1", 24, 0));
+    let lan = lan_interfaces(&sysctl_desired(), &obs).expect("lan");
+    assert_eq!(lan, vec!["eth0".to_string()]);
+}
