@@ -65,10 +65,7 @@ impl ConfigFile {
     pub fn parse(path: Option<PathBuf>, text: String) -> Result<Self, ConfigError> {
         let name = display_name(path.as_deref());
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(&text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
             ConfigError(format!("{name}:{line}:{col}: {}", first_line(e.message())))
         })?;
         Ok(Self { path, text, raw })
@@ -407,7 +404,10 @@ mod tests {
         ];
         for (text, flags, want) in cases {
             let got = err(text, flags);
-            assert!(got.contains(want), "for {text:?} / {flags:?}:\n got {got}\nwant {want}");
+            assert!(
+                got.contains(want),
+                "for {text:?} / {flags:?}:\n got {got}\nwant {want}"
+            );
             assert!(!got.contains('\n'), "one line: {got}");
         }
     }

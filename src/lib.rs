@@ -3,7 +3,11 @@
 //! Every command is the same pipeline: config → `Desired`, kernel → `Observed`,
 //! `plan(desired, observed)` → ordered `Change`s, then apply. See docs/architecture.md.
 
+pub mod agent;
+pub mod cli;
 pub mod config;
+pub mod kernel;
 pub mod model;
 pub mod plan;
 pub mod state;
+pub mod status;

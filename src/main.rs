@@ -1,1 +1,107 @@
-fn main() {}
+//! Thin entry point: parse the command line, call the library, map errors to exit codes.
+
+use clap::Parser;
+use rs_agent::agent::{self, AgentError};
+use rs_agent::cli::{Cli, Command, RealServerArgs};
+use rs_agent::config::{self, ConfigFile};
+use rs_agent::model::RealServerDesired;
+use std::io::Write;
+use std::process::ExitCode;
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RS_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+}
+
+/// For `status`: settings from flags/config when any are given, else the state file's.
+fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    let has_file = file.raw.real_server.is_some();
+    if args.flags().is_empty() && !has_file {
+        return Ok(None);
+    }
+    config::real_server(&file, &args.flags())
+        .map(Some)
+        .map_err(|e| AgentError::Input(e.0))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
+    let mut out = std::io::stdout().lock();
+    let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
+    match cli.command {
+        Command::Up(args) => {
+            let desired = real_server_desired(&args.settings)?;
+            let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;
+            report.print(&mut out).map_err(print_err)?;
+        }
+        Command::Down(args) => {
+            let report = agent::down(&cli.state_dir, args.dry_run).await?;
+            report.print(&mut out).map_err(print_err)?;
+        }
+        Command::Status(args) => {
+            let desired = optional_desired(&args.settings)?;
+            let report = agent::status(desired.as_ref(), &cli.state_dir).await?;
+            if args.json {
+                let json = serde_json::to_string_pretty(&report)
+                    .map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
+                writeln!(out, "{json}").map_err(print_err)?;
+            } else {
+                report.print(&mut out).map_err(print_err)?;
+            }
+            if !report.ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Check(args) => {
+            let desired = real_server_desired(&args)?;
+            let plan = agent::check(&desired, &cli.state_dir).await?;
+            for w in &plan.warnings {
+                writeln!(out, "warning: {w}").map_err(print_err)?;
+            }
+            writeln!(
+                out,
+                "ok: configuration valid and preflight passed; `up` would make {} change(s)",
+                plan.changes.len()
+            )
+            .map_err(print_err)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rs-agent: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rs-agent: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

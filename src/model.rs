@@ -483,7 +483,9 @@ mod tests {
     #[test]
     fn inverse_of_inverse_is_identity() {
         let changes = [
-            Change::CreateDummy { name: "lvs0".into() },
+            Change::CreateDummy {
+                name: "lvs0".into(),
+            },
             Change::SetSysctl {
                 iface: "eth0".into(),
                 key: SysctlKey::ArpIgnore,

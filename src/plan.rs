@@ -89,13 +89,13 @@ fn device_changes(
             Change::CreateDummy { name: name.into() },
             Change::SetLinkUp { name: name.into() },
         ]),
-        (Device::Dummy(_), Some(l)) if l.kind.as_deref() != Some("dummy") => Err(PlanError(
-            format!(
+        (Device::Dummy(_), Some(l)) if l.kind.as_deref() != Some("dummy") => {
+            Err(PlanError(format!(
                 "device \"{name}\" exists and is not a dummy device (kind {}); choose another \
                  --device name or lo",
                 l.kind.as_deref().unwrap_or("none")
-            ),
-        )),
+            )))
+        }
         (Device::Dummy(_), Some(l)) if !l.up => Ok(vec![Change::SetLinkUp { name: name.into() }]),
         (Device::Dummy(_), Some(_)) => Ok(vec![]),
     }
@@ -240,7 +240,7 @@ fn address_changes(
     changes.extend(
         owned_addrs(observed, state)
             .filter(|a| !wanted(&a.ifname, &a.ip))
-            .map(|a| del_addr(a)),
+            .map(del_addr),
     );
     changes
 }

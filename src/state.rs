@@ -16,7 +16,9 @@ const FILE_NAME: &str = "real-server.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{path}: cannot read state: {source}; remove it only if you are sure nothing is configured")]
+    #[error(
+        "{path}: cannot read state: {source}; remove it only if you are sure nothing is configured"
+    )]
     Read {
         path: String,
         source: std::io::Error,
@@ -156,7 +158,11 @@ impl RealServerState {
                 prefix,
                 label,
             } => {
-                if !self.addrs.iter().any(|a| &a.ifname == ifname && &a.ip == ip) {
+                if !self
+                    .addrs
+                    .iter()
+                    .any(|a| &a.ifname == ifname && &a.ip == ip)
+                {
                     self.addrs.push(OwnedAddr {
                         ifname: ifname.clone(),
                         ip: *ip,
@@ -182,9 +188,9 @@ impl RealServerState {
             Change::NftDelete { family, .. } => {
                 self.nft_tables.remove(family);
             }
-            Change::DelAddr { ifname, ip, .. } => self
-                .addrs
-                .retain(|a| !(&a.ifname == ifname && &a.ip == ip)),
+            Change::DelAddr { ifname, ip, .. } => {
+                self.addrs.retain(|a| !(&a.ifname == ifname && &a.ip == ip))
+            }
             _ => {}
         }
     }

@@ -46,10 +46,7 @@ fn node() -> Observed {
     }
     Observed {
         links: vec![link(1, "lo", None), link(2, "eth0", Some("veth"))],
-        addrs: vec![
-            addr("lo", "127.0.0.1", 8, 0),
-            addr("eth0", RIP, 24, 0),
-        ],
+        addrs: vec![addr("lo", "127.0.0.1", 8, 0), addr("eth0", RIP, 24, 0)],
         sysctls,
         nft: NftObserved::default(),
     }
@@ -116,7 +113,9 @@ fn simulate(observed: &mut Observed, plan: &Plan) {
             }
             Change::AddAddr {
                 ifname, ip, prefix, ..
-            } => observed.addrs.push(addr(ifname, &ip.to_string(), *prefix, ADDR_PROTO)),
+            } => observed
+                .addrs
+                .push(addr(ifname, &ip.to_string(), *prefix, ADDR_PROTO)),
             Change::DelAddr { ifname, ip, .. } => observed
                 .addrs
                 .retain(|a| !(&a.ifname == ifname && &a.ip == ip)),
@@ -153,7 +152,8 @@ fn sysctl_up_suppresses_before_binding() {
 fn effective_value_from_all_is_respected() {
     let mut obs = node();
     obs.sysctls.insert(("all".into(), SysctlKey::ArpIgnore), 1);
-    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
+    obs.sysctls
+        .insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
     let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
     assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
     // arp_ignore 2 / 8 also suppress: nothing to raise.
@@ -215,7 +215,10 @@ fn down_removes_vips_before_lifting_suppression() {
     record(&mut state, &up);
     let down = plan_down(&state, &obs);
     let phases: Vec<u8> = down.changes.iter().map(Change::phase).collect();
-    assert!(matches!(down.changes[0], Change::DelAddr { .. }), "{down:?}");
+    assert!(
+        matches!(down.changes[0], Change::DelAddr { .. }),
+        "{down:?}"
+    );
     assert!(phases.windows(2).all(|w| w[0] <= w[1]));
 }
 
@@ -230,13 +233,13 @@ fn down_leaves_foreign_state_alone() {
     // Someone else changes a sysctl we set: we must not clobber it.
     obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 2);
     let down = plan_down(&state, &obs);
+    assert!(!down.changes.iter().any(
+        |c| matches!(c, Change::DelAddr { ip, .. } if ip == &super::tests::ip("203.0.113.7"))
+    ));
     assert!(!down
         .changes
         .iter()
-        .any(|c| matches!(c, Change::DelAddr { ip, .. } if ip == &super::tests::ip("203.0.113.7"))));
-    assert!(!down.changes.iter().any(
-        |c| matches!(c, Change::RestoreSysctl { key, .. } if *key == SysctlKey::ArpIgnore)
-    ));
+        .any(|c| matches!(c, Change::RestoreSysctl { key, .. } if *key == SysctlKey::ArpIgnore)));
     assert_eq!(down.warnings.len(), 1, "{:?}", down.warnings);
     assert!(down.warnings[0].contains("left alone"));
 }
@@ -391,7 +394,11 @@ fn input_errors_against_the_node() {
             veth_named_lvs0,
             "\"lvs0\" exists and is not a dummy device (kind veth)",
         ),
-        (unknown_iface, node(), "interface \"nosuch0\" does not exist"),
+        (
+            unknown_iface,
+            node(),
+            "interface \"nosuch0\" does not exist",
+        ),
         (no_rip, with_lo2, "\"lo2\" has no IPv4 address"),
     ];
     for (d, obs, want) in cases {

@@ -1,0 +1,230 @@
+//! Real-server commands: `up`, `down`, `status`, `check`. Each is observe → plan → apply.
+
+use crate::kernel::{self, preflight, KernelError};
+use crate::model::{ArpMethod, Change, Device, Observed, RealServerDesired};
+use crate::plan::{self, Plan};
+use crate::state::{RealServerState, StateError};
+use crate::status::{self, StatusReport};
+use rtnetlink::Handle;
+use std::path::Path;
+
+/// Why a command failed; `exit_code` maps it for the CLI (2 = fix your input, 1 = the node).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad input or a failed preflight: nothing was changed.
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{error}{rollback}")]
+    Apply {
+        error: KernelError,
+        rollback: String,
+    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+impl AgentError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Input(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<plan::PlanError> for AgentError {
+    fn from(e: plan::PlanError) -> Self {
+        AgentError::Input(e.0)
+    }
+}
+
+/// What a command did, for the CLI to print.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub applied: Vec<Change>,
+    pub warnings: Vec<String>,
+    pub dry_run: bool,
+    /// What to say when there is nothing to do.
+    pub nothing: &'static str,
+}
+
+impl Report {
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        for w in &self.warnings {
+            writeln!(out, "warning: {w}")?;
+        }
+        if self.applied.is_empty() {
+            return writeln!(out, "nothing to do: {}", self.nothing);
+        }
+        let verb = if self.dry_run { "would" } else { "did" };
+        for c in &self.applied {
+            writeln!(out, "{verb}: {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks everything that can be checked without changing anything (see `rs-agent check`).
+pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), AgentError> {
+    preflight::require_net_admin().map_err(AgentError::Input)?;
+    if desired.arp == ArpMethod::Nft {
+        preflight::require_nft().map_err(AgentError::Input)?;
+    }
+    if let Device::Dummy(name) = &desired.device {
+        if observed.link(name).is_none() {
+            preflight::require_dummy(name).map_err(AgentError::Input)?;
+        }
+    }
+    Ok(())
+}
+
+async fn observe(handle: &Handle) -> Result<Observed, AgentError> {
+    Ok(kernel::observe_real_server(handle).await?)
+}
+
+/// Validates and plans `up` against the node without changing it.
+pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, AgentError> {
+    let handle = kernel::link::connect().map_err(KernelError::from)?;
+    let observed = observe(&handle).await?;
+    preflight(desired, &observed)?;
+    let state = RealServerState::load(state_dir)?;
+    Ok(plan::plan_up(desired, &observed, &state)?)
+}
+
+/// Binds the VIPs and suppresses ARP; idempotent; all-or-nothing (rolls back on failure).
+pub async fn up(
+    desired: &RealServerDesired,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<Report, AgentError> {
+    let handle = kernel::link::connect().map_err(KernelError::from)?;
+    let observed = observe(&handle).await?;
+    let state = RealServerState::load(state_dir)?;
+    let plan = plan::plan_up(desired, &observed, &state)?;
+    if !dry_run {
+        preflight(desired, &observed)?;
+    }
+    let mut report = Report {
+        warnings: plan.warnings.clone(),
+        dry_run,
+        nothing: "the node already matches the configuration",
+        ..Report::default()
+    };
+    if dry_run {
+        report.applied = plan.changes;
+        return Ok(report);
+    }
+    let mut journal = state.clone();
+    journal.desired = Some(desired.clone());
+    for c in &plan.changes {
+        journal.record(c);
+    }
+    journal.save(state_dir)?;
+    if let Err(error) = apply_all(&handle, &plan.changes, &mut journal).await {
+        let rollback = rollback(&handle, &plan.changes, error.applied).await;
+        state.save(state_dir)?;
+        return Err(AgentError::Apply {
+            error: error.error,
+            rollback,
+        });
+    }
+    journal.save(state_dir)?;
+    report.applied = plan.changes;
+    Ok(report)
+}
+
+struct PartialApply {
+    error: KernelError,
+    applied: usize,
+}
+
+async fn apply_all(
+    handle: &Handle,
+    changes: &[Change],
+    journal: &mut RealServerState,
+) -> Result<(), PartialApply> {
+    for (i, change) in changes.iter().enumerate() {
+        if let Err(error) = kernel::apply(handle, change).await {
+            return Err(PartialApply { error, applied: i });
+        }
+        tracing::info!(change = %change, "applied");
+        journal.forget(change);
+    }
+    Ok(())
+}
+
+/// Undoes the first `applied` changes in reverse order; says what happened, for the error.
+async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String {
+    let mut failed = Vec::new();
+    for change in changes[..applied].iter().rev() {
+        let Some(inverse) = change.inverse() else {
+            continue;
+        };
+        if let Err(e) = kernel::apply(handle, &inverse).await {
+            failed.push(format!("{inverse}: {e}"));
+        }
+    }
+    match (applied, failed.is_empty()) {
+        (0, _) => "; nothing was changed".to_string(),
+        (n, true) => format!("; rolled back the {n} change(s) already made"),
+        (_, false) => format!("; ROLLBACK INCOMPLETE: {}", failed.join("; ")),
+    }
+}
+
+/// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
+pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
+    let handle = kernel::link::connect().map_err(KernelError::from)?;
+    let observed = observe(&handle).await?;
+    let mut state = RealServerState::load(state_dir)?;
+    let plan = plan::plan_down(&state, &observed);
+    let mut report = Report {
+        warnings: plan.warnings.clone(),
+        dry_run,
+        nothing: "rs-agent has nothing configured on this node",
+        ..Report::default()
+    };
+    if dry_run || plan.changes.is_empty() {
+        if !dry_run {
+            RealServerState::default().save(state_dir)?;
+        }
+        report.applied = plan.changes;
+        return Ok(report);
+    }
+    preflight::require_net_admin().map_err(AgentError::Input)?;
+    for change in &plan.changes {
+        if let Err(e) = kernel::apply(&handle, change).await {
+            state.save(state_dir)?;
+            return Err(e.into());
+        }
+        tracing::info!(change = %change, "applied");
+        state.forget(change);
+        report.applied.push(change.clone());
+    }
+    // Everything we owned is released or reported: nothing is left to undo.
+    RealServerState::default().save(state_dir)?;
+    Ok(report)
+}
+
+/// Desired vs observed, with a verdict per VIP.
+pub async fn status(
+    desired: Option<&RealServerDesired>,
+    state_dir: &Path,
+) -> Result<StatusReport, AgentError> {
+    let state = RealServerState::load(state_dir)?;
+    let desired = match desired.or(state.desired.as_ref()) {
+        Some(d) => d.clone(),
+        None => {
+            return Err(AgentError::Input(
+                "nothing to check: no VIP given and no state in the state directory; pass \
+                 --vip/--config, or run `rs-agent up` first"
+                    .to_string(),
+            ))
+        }
+    };
+    let handle = kernel::link::connect().map_err(KernelError::from)?;
+    let observed = observe(&handle).await?;
+    let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
+    Ok(status::evaluate(&desired, &observed, pending))
+}

@@ -1,0 +1,288 @@
+//! `status`: does the node *effectively* keep its VIPs off ARP? Judged from the kernel's
+//! effective values and rules, not from whether some sysctl was written.
+
+use crate::model::{effective, Change, Device, NftRule, Observed, RealServerDesired, SysctlKey};
+use crate::plan::{lan_interfaces, PlanError};
+use serde::Serialize;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VipStatus {
+    pub vip: IpAddr,
+    /// Where the VIP is bound, as `ifname/prefix`.
+    pub bound_on: Vec<String>,
+    pub bound: bool,
+    /// Bound by rs-agent (carries its marker).
+    pub owned: bool,
+    /// How ARP/NDP for the VIP is kept off each LAN interface.
+    pub suppression: Vec<String>,
+    pub suppressed: bool,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub arp_ignore: Option<i64>,
+    pub arp_announce: Option<i64>,
+    pub rp_filter: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub ok: bool,
+    pub desired: RealServerDesired,
+    pub lan_interfaces: Vec<InterfaceStatus>,
+    pub vips: Vec<VipStatus>,
+    pub warnings: Vec<String>,
+    /// What `rs-agent up` would change now (drift), or why it could not.
+    pub pending: Vec<String>,
+}
+
+fn interface_status(observed: &Observed, name: &str) -> InterfaceStatus {
+    let eff = |key| effective(&observed.sysctls, name, key);
+    InterfaceStatus {
+        name: name.to_string(),
+        arp_ignore: eff(SysctlKey::ArpIgnore),
+        arp_announce: eff(SysctlKey::ArpAnnounce),
+        rp_filter: eff(SysctlKey::RpFilter),
+    }
+}
+
+fn nft_has(observed: &Observed, rule: &NftRule) -> bool {
+    observed
+        .nft
+        .table(rule.family())
+        .is_some_and(|rules| rules.contains(rule))
+}
+
+/// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface.
+fn v4_suppression(
+    observed: &Observed,
+    vip: std::net::Ipv4Addr,
+    iface: &InterfaceStatus,
+    vip_on_iface: bool,
+) -> Result<String, String> {
+    let ignore = iface.arp_ignore.unwrap_or(0);
+    let announce = iface.arp_announce.unwrap_or(0);
+    if !vip_on_iface && ignore >= 1 && announce >= 2 {
+        return Ok(format!(
+            "{}: sysctl (arp_ignore={ignore}, arp_announce={announce} effective)",
+            iface.name
+        ));
+    }
+    let drop = NftRule::DropArpFor { vip };
+    let mangles = observed.nft.arp.as_ref().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            matches!(r, NftRule::MangleArpFrom { iface: i, vip: v, .. } if i == &iface.name && *v == vip)
+        })
+    });
+    if nft_has(observed, &drop) && mangles {
+        return Ok(format!("{}: nft table arp rs_agent", iface.name));
+    }
+    Err(format!(
+        "ARP for {vip} is not suppressed on {} (arp_ignore={ignore}, arp_announce={announce} \
+         effective{}, no rs_agent nft rules): neighbours may learn this node's MAC for the VIP",
+        iface.name,
+        if vip_on_iface {
+            ", and the VIP is on this interface"
+        } else {
+            ""
+        }
+    ))
+}
+
+fn v6_suppression(
+    observed: &Observed,
+    vip: std::net::Ipv6Addr,
+    on_device_only: bool,
+    device: &str,
+) -> Result<String, String> {
+    if on_device_only {
+        return Ok(format!(
+            "{device}: silent by design (Linux answers neighbour solicitations only for \
+             addresses on the receiving interface)"
+        ));
+    }
+    let rules = [NftRule::DropNsFor { vip }, NftRule::DropNaFor { vip }];
+    if rules.iter().all(|r| nft_has(observed, r)) {
+        return Ok("nft table ip6 rs_agent drops NS/NA for it".to_string());
+    }
+    Err(format!(
+        "{vip} is on a LAN interface and nothing drops neighbour advertisements for it"
+    ))
+}
+
+fn vip_status(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    lan: &[InterfaceStatus],
+    vip: IpAddr,
+) -> VipStatus {
+    let device = desired.device.name();
+    let on: Vec<_> = observed.addrs.iter().filter(|a| a.ip == vip).collect();
+    let bound = on.iter().any(|a| a.ifname == device && a.is_host());
+    let mut problems = Vec::new();
+    if !bound {
+        problems.push(format!("{vip} is not bound as a host address on {device}"));
+    }
+    for wide in on.iter().filter(|a| !a.is_host() && a.ifname == device) {
+        problems.push(format!(
+            "{vip}/{} on {device} is wider than a host address: the node then treats the whole \
+             subnet as its own and drops traffic to its neighbours; use /{}",
+            wide.prefix,
+            crate::model::host_prefix(&vip)
+        ));
+    }
+    let mut suppression = Vec::new();
+    let mut record = |r: Result<String, String>| match r {
+        Ok(s) => suppression.push(s),
+        Err(p) => problems.push(p),
+    };
+    match vip {
+        IpAddr::V4(v4) => {
+            for iface in lan {
+                let vip_on_iface = on.iter().any(|a| a.ifname == iface.name);
+                record(v4_suppression(observed, v4, iface, vip_on_iface));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let only_device = on.iter().all(|a| a.ifname == device);
+            record(v6_suppression(observed, v6, only_device, device));
+        }
+    }
+    let suppressed = !problems
+        .iter()
+        .any(|p| p.contains("not suppressed") || p.contains("nothing drops"));
+    VipStatus {
+        vip,
+        bound_on: on
+            .iter()
+            .map(|a| format!("{}/{}", a.ifname, a.prefix))
+            .collect(),
+        bound,
+        owned: on.iter().any(|a| a.ifname == device && a.is_ours()),
+        suppression,
+        suppressed,
+        problems,
+    }
+}
+
+/// The verdict. `pending` is the plan `up` would apply now (or why it cannot be planned).
+pub fn evaluate(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    pending: Result<Vec<Change>, PlanError>,
+) -> StatusReport {
+    let mut warnings = Vec::new();
+    let names = lan_interfaces(desired, observed).unwrap_or_else(|e| {
+        warnings.push(e.0);
+        vec![]
+    });
+    let lan: Vec<InterfaceStatus> = names
+        .iter()
+        .map(|n| interface_status(observed, n))
+        .collect();
+    if lan.len() > 1 {
+        for iface in lan.iter().filter(|i| i.rp_filter == Some(1)) {
+            warnings.push(format!(
+                "rp_filter=1 (strict) on {}: with several LAN interfaces, packets for a VIP \
+                 arriving on one whose route back leaves by another are dropped; use \
+                 rp_filter=2 (loose) there",
+                iface.name
+            ));
+        }
+    }
+    if let Device::Dummy(name) = &desired.device {
+        if observed.link(name).is_some_and(|l| !l.up) {
+            warnings.push(format!(
+                "device {name} is down: the VIPs on it do not accept traffic"
+            ));
+        }
+    }
+    let vips: Vec<VipStatus> = desired
+        .vips
+        .iter()
+        .map(|vip| vip_status(desired, observed, &lan, *vip))
+        .collect();
+    let pending = match pending {
+        Ok(changes) => changes.iter().map(ToString::to_string).collect(),
+        Err(e) => vec![format!("cannot plan: {e}")],
+    };
+    StatusReport {
+        ok: vips.iter().all(|v| v.problems.is_empty()),
+        desired: desired.clone(),
+        lan_interfaces: lan,
+        vips,
+        warnings,
+        pending,
+    }
+}
+
+impl StatusReport {
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let d = &self.desired;
+        let lan: Vec<&str> = self
+            .lan_interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        writeln!(
+            out,
+            "real server: device {}, ARP method {}, LAN interfaces: {}",
+            d.device.name(),
+            d.arp,
+            if lan.is_empty() {
+                "none".to_string()
+            } else {
+                lan.join(", ")
+            }
+        )?;
+        for i in &self.lan_interfaces {
+            let v = |x: Option<i64>| x.map_or("?".to_string(), |x| x.to_string());
+            writeln!(
+                out,
+                "  {}: arp_ignore={} arp_announce={} rp_filter={} (effective)",
+                i.name,
+                v(i.arp_ignore),
+                v(i.arp_announce),
+                v(i.rp_filter)
+            )?;
+        }
+        for v in &self.vips {
+            let verdict = if v.problems.is_empty() {
+                "OK"
+            } else {
+                "NOT OK"
+            };
+            let on = if v.bound_on.is_empty() {
+                "nowhere".to_string()
+            } else {
+                v.bound_on.join(", ")
+            };
+            let owner = if v.owned { " (rs-agent)" } else { "" };
+            writeln!(out, "VIP {}: {verdict}: bound on {on}{owner}", v.vip)?;
+            for s in &v.suppression {
+                writeln!(out, "  suppressed on {s}")?;
+            }
+            for p in &v.problems {
+                writeln!(out, "  problem: {p}")?;
+            }
+        }
+        for w in &self.warnings {
+            writeln!(out, "warning: {w}")?;
+        }
+        if !self.pending.is_empty() {
+            writeln!(out, "`rs-agent up` would:")?;
+            for p in &self.pending {
+                writeln!(out, "  {p}")?;
+            }
+        }
+        let verdict = if self.ok {
+            "OK: the node is correctly configured"
+        } else {
+            "NOT OK: the node is not correctly configured"
+        };
+        writeln!(out, "{verdict}")
+    }
+}
