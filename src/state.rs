@@ -126,6 +126,10 @@ impl RealServerState {
             .find(|s| s.iface == iface && s.key == key)
     }
 
+    fn owns_addr(&self, ifname: &str, ip: &IpAddr) -> bool {
+        self.addrs.iter().any(|a| a.ifname == ifname && &a.ip == ip)
+    }
+
     /// Records the ownership a change is about to create (call before applying it).
     pub fn record(&mut self, change: &Change) {
         match change {
@@ -157,19 +161,13 @@ impl RealServerState {
                 ip,
                 prefix,
                 label,
-            } => {
-                if !self
-                    .addrs
-                    .iter()
-                    .any(|a| &a.ifname == ifname && &a.ip == ip)
-                {
-                    self.addrs.push(OwnedAddr {
-                        ifname: ifname.clone(),
-                        ip: *ip,
-                        prefix: *prefix,
-                        label: label.clone(),
-                    });
-                }
+            } if !self.owns_addr(ifname, ip) => {
+                self.addrs.push(OwnedAddr {
+                    ifname: ifname.clone(),
+                    ip: *ip,
+                    prefix: *prefix,
+                    label: label.clone(),
+                });
             }
             _ => {}
         }
