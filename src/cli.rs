@@ -68,6 +68,133 @@ pub enum Command {
     Status(StatusArgs),
     /// Validate the configuration and preflight (permissions, nft, drivers); change nothing
     Check(RealServerArgs),
+    /// The balancer side: VIPs, gratuitous ARP and kernel IPVS services (see `director --help`)
+    #[command(subcommand)]
+    Director(DirectorCommand),
+}
+
+const DIRECTOR_EXAMPLE: &str = "\
+Example (one service, two real servers, direct routing):
+    rs-agent director up --interface eth0 --vip 192.0.2.100 --port 80 --scheduler rr \\
+        --real 198.51.100.2 --real 198.51.100.3
+    rs-agent director status          # the table as `ipvsadm -Ln` shows it, plus the VIP view
+    rs-agent director down            # remove exactly rs-agent's services and VIPs
+Many services: the [director] table of /etc/rs-agent/rs-agent.toml (docs/configuration.md);
+`ipvsadm-save -n | rs-agent director import --interface eth0` writes one from a running table.";
+
+#[derive(Debug, Subcommand)]
+pub enum DirectorCommand {
+    /// Reconcile IPVS and the VIPs to the configuration (minimal change, never a flush)
+    #[command(
+        long_about = "Dump the kernel's IPVS table, compute the minimal change to reach the \
+        configuration and apply it in batched netlink writes: changing one weight changes only that \
+        real server, and services not in the configuration are never touched. Then bind each VIP \
+        on the interface (labelled as rs-agent's own) and announce it with gratuitous ARP (IPv6: \
+        unsolicited neighbour advertisement). All-or-nothing: on failure the table and addresses \
+        are put back as they were.",
+        after_help = DIRECTOR_EXAMPLE
+    )]
+    Up(DirectorUpArgs),
+    /// Remove exactly rs-agent's VIPs, then its IPVS services; foreign services survive
+    Down(DownArgs),
+    /// The IPVS table (ipvsadm -Ln layout, with stats), VIPs and pending changes; exit 1 on drift
+    Status(DirectorStatusArgs),
+    /// Convert `ipvsadm-save -n` output (stdin or FILE) to the equivalent [director] TOML
+    #[command(
+        after_help = "Example: ipvsadm-save -n | rs-agent director import --interface eth0 > director.toml"
+    )]
+    Import(ImportArgs),
+}
+
+/// Director settings; the quick flags describe one service and replace the file's services.
+#[derive(Debug, Clone, Args)]
+pub struct DirectorArgs {
+    /// Config file (TOML, [director] table) [default: /etc/rs-agent/rs-agent.toml, if present]
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The director's LAN interface, where the VIPs are bound and announced
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// Virtual IP of the one service (with --port and --real)
+    #[arg(long, value_name = "ADDR")]
+    pub vip: Option<String>,
+
+    /// Service port (1-65535)
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<String>,
+
+    /// tcp, udp or sctp [default: tcp]
+    #[arg(long, value_name = "PROTO")]
+    pub protocol: Option<String>,
+
+    /// rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh or twos [default: wlc]
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<String>,
+
+    /// Persistence timeout in seconds (clients stick to one real server)
+    #[arg(long, value_name = "SECONDS")]
+    pub persistence: Option<String>,
+
+    /// dr (direct routing), tunnel or nat [default: dr]
+    #[arg(long, value_name = "METHOD")]
+    pub forward: Option<String>,
+
+    /// A real server ADDR or ADDR:PORT (repeat); the port defaults to --port
+    #[arg(long = "real", value_name = "ADDR[:PORT]")]
+    pub reals: Vec<String>,
+}
+
+impl DirectorArgs {
+    pub fn flags(&self) -> crate::director::config::DirectorFlags {
+        crate::director::config::DirectorFlags {
+            interface: self.interface.clone(),
+            vip: self.vip.clone(),
+            port: self.port.clone(),
+            protocol: self.protocol.clone(),
+            scheduler: self.scheduler.clone(),
+            persistence: self.persistence.clone(),
+            forward: self.forward.clone(),
+            reals: self.reals.clone(),
+        }
+    }
+
+    /// True when no quick flag and no --config was given.
+    pub fn is_empty(&self) -> bool {
+        self.config.is_none() && self.interface.is_none() && self.vip.is_none()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DirectorUpArgs {
+    #[command(flatten)]
+    pub settings: DirectorArgs,
+
+    /// Print the plan (what would change) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DirectorStatusArgs {
+    #[command(flatten)]
+    pub settings: DirectorArgs,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// ipvsadm-save -n output to read [default: stdin]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The director interface to write into the config
+    #[arg(long, value_name = "IF", default_value = "eth0")]
+    pub interface: String,
 }
 
 /// Real-server settings; each flag overrides the config file's value.

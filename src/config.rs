@@ -22,7 +22,7 @@ pub struct ConfigError(pub String);
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub real_server: Option<RawRealServer>,
-    pub director: Option<toml::Value>,
+    pub director: Option<crate::director::config::RawDirector>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +69,11 @@ impl ConfigFile {
             ConfigError(format!("{name}:{line}:{col}: {}", first_line(e.message())))
         })?;
         Ok(Self { path, text, raw })
+    }
+
+    /// The file's name as errors show it.
+    pub fn name(&self) -> String {
+        display_name(self.path.as_deref())
     }
 
     /// `file:line:col` for a span in this file.

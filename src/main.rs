@@ -2,8 +2,9 @@
 
 use clap::Parser;
 use rs_agent::agent::{self, AgentError};
-use rs_agent::cli::{Cli, Command, RealServerArgs};
+use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs};
 use rs_agent::config::{self, ConfigFile};
+use rs_agent::director::{self, config::DirectorDesired};
 use rs_agent::model::RealServerDesired;
 use std::io::Write;
 use std::process::ExitCode;
@@ -40,10 +41,66 @@ fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, 
         .map_err(|e| AgentError::Input(e.0))
 }
 
+fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+}
+
+fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, AgentError> {
+    let read = match &args.file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| (path.display().to_string(), e)),
+        None => std::io::read_to_string(std::io::stdin()).map_err(|e| ("stdin".to_string(), e)),
+    };
+    let input = read.map_err(|(name, e)| AgentError::Input(format!("reading {name}: {e}")))?;
+    director::import::ipvsadm_save_to_toml(&input, &args.interface).map_err(AgentError::Input)
+}
+
+async fn run_director(
+    cli_state: &std::path::Path,
+    command: DirectorCommand,
+) -> Result<ExitCode, AgentError> {
+    let mut out = std::io::stdout().lock();
+    let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
+    match command {
+        DirectorCommand::Up(args) => {
+            let desired = director_desired(&args.settings)?;
+            let report = director::up(&desired, cli_state, args.dry_run).await?;
+            report.print(&mut out).map_err(print_err)?;
+        }
+        DirectorCommand::Down(args) => {
+            let report = director::down(cli_state, args.dry_run).await?;
+            report.print(&mut out).map_err(print_err)?;
+        }
+        DirectorCommand::Status(args) => {
+            let desired = match args.settings.is_empty() {
+                true => None,
+                false => Some(director_desired(&args.settings)?),
+            };
+            let report = director::status::status(desired.as_ref(), cli_state).await?;
+            if args.json {
+                let json = serde_json::to_string_pretty(&report)
+                    .map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
+                writeln!(out, "{json}").map_err(print_err)?;
+            } else {
+                report.print(&mut out).map_err(print_err)?;
+            }
+            if !report.ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        DirectorCommand::Import(args) => {
+            let toml = read_import(&args)?;
+            write!(out, "{toml}").map_err(print_err)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
     let mut out = std::io::stdout().lock();
     let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
     match cli.command {
+        Command::Director(command) => return run_director(&cli.state_dir, command).await,
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;
             let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;

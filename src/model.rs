@@ -75,6 +75,9 @@ pub struct Link {
     pub noarp: bool,
     /// `IFLA_INFO_KIND` (e.g. "dummy", "veth"), when the link has one.
     pub kind: Option<String>,
+    /// The hardware address (IFLA_ADDRESS), used as the sender of gratuitous ARP.
+    #[serde(default)]
+    pub mac: Vec<u8>,
 }
 
 /// One address as the kernel reports it.

@@ -35,6 +35,25 @@ pub enum StateError {
     },
 }
 
+/// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
+pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let werr = |source| StateError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let Some(text) = text else {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(werr(e)),
+            _ => Ok(()),
+        };
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text + "\n").map_err(werr)?;
+    std::fs::rename(&tmp, &path).map_err(werr)
+}
+
 /// A sysctl rs-agent changed: the value before (to restore) and the value it set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnedSysctl {
@@ -93,23 +112,8 @@ impl RealServerState {
 
     /// Writes atomically (temp file + rename); an empty state removes the file.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let path = Self::path(dir);
-        let werr = |source| StateError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        if self.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(werr(e)),
-                _ => Ok(()),
-            };
-        }
-        std::fs::create_dir_all(dir).map_err(werr)?;
-        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
-        std::fs::write(&tmp, text + "\n").map_err(werr)?;
-        std::fs::rename(&tmp, &path).map_err(werr)
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        write_atomic(dir, FILE_NAME, (!self.is_empty()).then_some(text))
     }
 
     /// True when rs-agent owns nothing on this node.

@@ -51,9 +51,11 @@ pub fn connect() -> Result<Handle, LinkError> {
 fn to_link(msg: &LinkMessage) -> Option<Link> {
     let mut name = None;
     let mut kind = None;
+    let mut mac = Vec::new();
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Address(a) => mac = a.clone(),
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(InfoKind::Other(k)) => Some(k.clone()),
@@ -72,6 +74,7 @@ fn to_link(msg: &LinkMessage) -> Option<Link> {
         loopback: flags.contains(LinkFlags::Loopback),
         noarp: flags.contains(LinkFlags::Noarp),
         kind,
+        mac,
     })
 }
 

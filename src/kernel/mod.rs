@@ -1,6 +1,7 @@
 //! Executors: one module per kernel interface. They turn `Change`s into calls and kernel
 //! replies into `Observed`; they make no decisions.
 
+pub mod ipvs;
 pub mod link;
 pub mod nft;
 pub mod preflight;
@@ -18,6 +19,11 @@ pub enum KernelError {
     Sysctl(#[from] sysctl::SysctlError),
     #[error(transparent)]
     Nft(#[from] nft::NftError),
+    #[error(transparent)]
+    Ipvs(#[from] ipvs::IpvsError),
+    /// Announcing a VIP with gratuitous ARP / unsolicited NA failed.
+    #[error("{0}")]
+    Garp(String),
 }
 
 /// Reads everything the real-server planner compares against.

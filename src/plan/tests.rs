@@ -22,6 +22,7 @@ fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
         loopback: name == "lo",
         noarp: name == "lo" || kind == Some("dummy"),
         kind: kind.map(str::to_string),
+        mac: vec![2, 0, 0, 0, 0, index as u8],
     }
 }
 

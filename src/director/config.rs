@@ -1,0 +1,600 @@
+//! `[director]` config + quick flags → validated director desired state.
+//!
+//! Every error names its input (`file:line:col` or `--flag`) and the fix, and is reported
+//! before anything touches the kernel.
+
+use crate::config::{check_ifname, parse_vip_str, ConfigError, ConfigFile};
+use crate::kernel::ipvs::{
+    AddressFamily, Destination, Forward, Protocol, Service, ServiceFlags, ServiceKey,
+};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Every scheduler the Linux kernel ships (net/netfilter/ipvs/ip_vs_*.c).
+pub const SCHEDULERS: [&str; 14] = [
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirector {
+    pub interface: Option<Spanned<String>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval_ms: Option<Spanned<i64>>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub vip: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub protocol: Option<Spanned<String>>,
+    pub fwmark: Option<Spanned<i64>>,
+    pub family: Option<Spanned<String>>,
+    pub scheduler: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scheduler_flags: Vec<Spanned<String>>,
+    pub persistence: Option<Spanned<i64>>,
+    pub persistence_netmask: Option<Spanned<String>>,
+    pub one_packet: Option<bool>,
+    #[serde(default, rename = "real")]
+    pub reals: Vec<RawReal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReal {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub forward: Option<Spanned<String>>,
+    pub upper_threshold: Option<Spanned<i64>>,
+    pub lower_threshold: Option<Spanned<i64>>,
+}
+
+/// One virtual service and its real servers, as they must be in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceDesired {
+    pub service: Service,
+    pub reals: Vec<Destination>,
+}
+
+/// Validated director configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectorDesired {
+    /// Where the VIPs are bound and announced.
+    pub interface: String,
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub services: Vec<ServiceDesired>,
+}
+
+impl DirectorDesired {
+    /// The addresses the director must hold: every non-fwmark service address, once.
+    pub fn vips(&self) -> Vec<IpAddr> {
+        let mut vips: Vec<IpAddr> = Vec::new();
+        for s in &self.services {
+            if let ServiceKey::Addr { addr, .. } = s.service.key {
+                if !vips.contains(&addr) {
+                    vips.push(addr);
+                }
+            }
+        }
+        vips
+    }
+}
+
+/// The one-service quick flags (`--vip --port --scheduler --real ... --interface`).
+#[derive(Debug, Clone, Default)]
+pub struct DirectorFlags {
+    pub interface: Option<String>,
+    pub vip: Option<String>,
+    pub port: Option<String>,
+    pub protocol: Option<String>,
+    pub scheduler: Option<String>,
+    pub persistence: Option<String>,
+    pub forward: Option<String>,
+    pub reals: Vec<String>,
+}
+
+/// A value and the name of where it came from, for error messages.
+struct Src<'a> {
+    value: &'a str,
+    at: String,
+}
+
+fn err(at: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{at}: {msg}"))
+}
+
+fn spanned<'a>(file: &ConfigFile, v: &'a Spanned<String>) -> Src<'a> {
+    Src {
+        value: v.get_ref(),
+        at: file.at(v.span()),
+    }
+}
+
+fn int_in(
+    file: &ConfigFile,
+    v: &Spanned<i64>,
+    lo: i64,
+    hi: i64,
+    what: &str,
+) -> Result<i64, ConfigError> {
+    let n = *v.get_ref();
+    if n < lo || n > hi {
+        return Err(file.err_at(
+            v,
+            format!("{what} {n} is out of range; expected {lo}..={hi}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_protocol(src: &Src) -> Result<Protocol, ConfigError> {
+    match src.value {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
+        other => Err(err(
+            &src.at,
+            format!("unknown protocol \"{other}\"; expected tcp, udp or sctp"),
+        )),
+    }
+}
+
+fn parse_scheduler(src: &Src) -> Result<String, ConfigError> {
+    if SCHEDULERS.contains(&src.value) {
+        return Ok(src.value.to_string());
+    }
+    Err(err(
+        &src.at,
+        format!(
+            "unknown scheduler \"{}\"; expected one of {}",
+            src.value,
+            SCHEDULERS.join(", ")
+        ),
+    ))
+}
+
+fn parse_forward(src: &Src) -> Result<Forward, ConfigError> {
+    match src.value {
+        "dr" | "route" | "gatewaying" => Ok(Forward::Route),
+        "tunnel" | "tun" | "ipip" => Ok(Forward::Tunnel),
+        "nat" | "masq" | "masquerading" => Ok(Forward::Masq),
+        other => Err(err(
+            &src.at,
+            format!("unknown forwarding method \"{other}\"; expected dr, tunnel or nat"),
+        )),
+    }
+}
+
+fn parse_port_str(src: &Src) -> Result<u16, ConfigError> {
+    match src.value.parse::<i64>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(err(
+            &src.at,
+            format!("port \"{}\" is out of range; expected 1..=65535", src.value),
+        )),
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` or `[V6]:PORT`; the port defaults to the service's.
+fn parse_real_addr(src: &Src, default_port: u16) -> Result<(IpAddr, u16), ConfigError> {
+    if let Ok(sa) = src.value.parse::<SocketAddr>() {
+        // Port 0 is meaningful only for fwmark and port-0 persistent services (their port is 0).
+        if sa.port() == 0 && default_port != 0 {
+            return Err(err(
+                &src.at,
+                "real server port 0 is out of range; expected 1..=65535",
+            ));
+        }
+        return Ok((sa.ip(), sa.port()));
+    }
+    let ip = src.value.parse::<IpAddr>().map_err(|_| {
+        err(&src.at, format!(
+            "\"{}\" is not a real server address; expected e.g. 198.51.100.2, 198.51.100.2:8080 or [2001:db8::2]:80",
+            src.value
+        ))
+    })?;
+    Ok((ip, default_port))
+}
+
+fn sched_flags(
+    file: &ConfigFile,
+    raw: &RawService,
+    scheduler: &str,
+) -> Result<ServiceFlags, ConfigError> {
+    let mut flags = ServiceFlags::default();
+    for f in &raw.scheduler_flags {
+        let bit = match f.get_ref().as_str() {
+            "sh-fallback" | "mh-fallback" => ServiceFlags::SCHED_SH_FALLBACK,
+            "sh-port" | "mh-port" => ServiceFlags::SCHED_SH_PORT,
+            "flag-3" => ServiceFlags::SCHED3,
+            other => {
+                return Err(file.err_at(
+                    f,
+                    format!(
+                    "unknown scheduler flag \"{other}\"; expected sh-fallback, sh-port or flag-3"
+                ),
+                ))
+            }
+        };
+        if bit != ServiceFlags::SCHED3 && scheduler != "sh" && scheduler != "mh" {
+            return Err(file.err_at(
+                f,
+                format!(
+                "scheduler flag \"{}\" applies only to the sh and mh schedulers, not {scheduler}",
+                f.get_ref()
+            ),
+            ));
+        }
+        flags = ServiceFlags(flags.0 | bit.0);
+    }
+    Ok(flags)
+}
+
+/// Persistence netmask: an IPv4 dotted mask (contiguous) or `/N` for IPv6 (1..=128).
+fn parse_netmask(src: &Src, af: AddressFamily) -> Result<u32, ConfigError> {
+    match af {
+        AddressFamily::V4 => {
+            let mask: std::net::Ipv4Addr = src.value.parse().map_err(|_| {
+                err(
+                    &src.at,
+                    format!(
+                        "\"{}\" is not an IPv4 netmask; expected e.g. 255.255.255.0",
+                        src.value
+                    ),
+                )
+            })?;
+            let m = u32::from(mask);
+            if m.leading_ones() + m.trailing_zeros() != 32 {
+                return Err(err(
+                    &src.at,
+                    format!("netmask {mask} is not contiguous; expected e.g. 255.255.255.0"),
+                ));
+            }
+            Ok(m)
+        }
+        AddressFamily::V6 => match src
+            .value
+            .strip_prefix('/')
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            Some(n) if (1..=128).contains(&n) => Ok(n),
+            _ => Err(err(
+                &src.at,
+                format!(
+                    "\"{}\" is not an IPv6 persistence prefix; expected /1../128, e.g. /64",
+                    src.value
+                ),
+            )),
+        },
+    }
+}
+
+fn family_of(ip: &IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::V4,
+        IpAddr::V6(_) => AddressFamily::V6,
+    }
+}
+
+fn service_key(
+    file: &ConfigFile,
+    raw: &RawService,
+    at: &str,
+) -> Result<(ServiceKey, AddressFamily), ConfigError> {
+    match (&raw.fwmark, &raw.vip) {
+        (Some(m), None) => {
+            if raw.port.is_some() || raw.protocol.is_some() {
+                return Err(file.err_at(m, "a fwmark service has no port or protocol; remove them"));
+            }
+            let mark = int_in(file, m, 1, u32::MAX as i64, "fwmark")? as u32;
+            let af = match raw.family.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("ipv4") => AddressFamily::V4,
+                Some("ipv6") => AddressFamily::V6,
+                Some(other) => {
+                    let f = raw
+                        .family
+                        .as_ref()
+                        .map(|f| file.at(f.span()))
+                        .unwrap_or_default();
+                    return Err(err(
+                        &f,
+                        format!("unknown family \"{other}\"; expected ipv4 or ipv6"),
+                    ));
+                }
+            };
+            Ok((ServiceKey::Fwmark { af, mark }, af))
+        }
+        (None, Some(v)) => {
+            let addr = parse_vip_str(v.get_ref()).map_err(|m| file.err_at(v, m))?;
+            let protocol = match &raw.protocol {
+                Some(p) => parse_protocol(&spanned(file, p))?,
+                None => Protocol::Tcp,
+            };
+            let port = match &raw.port {
+                Some(p) if *p.get_ref() == 0 && raw.persistence.is_some() => 0,
+                Some(p) => int_in(file, p, 1, 65535, "port")? as u16,
+                None => return Err(err(at, "service has no port; add port = 80 (1..=65535)")),
+            };
+            Ok((
+                ServiceKey::Addr {
+                    protocol,
+                    addr,
+                    port,
+                },
+                family_of(&addr),
+            ))
+        }
+        (Some(m), Some(_)) => {
+            Err(file.err_at(m, "a service has either vip/port or fwmark, not both"))
+        }
+        (None, None) => Err(err(
+            at,
+            "service has neither vip nor fwmark; add vip = \"192.0.2.100\" and port",
+        )),
+    }
+}
+
+fn real(
+    file: &ConfigFile,
+    raw: &RawReal,
+    af: AddressFamily,
+    port: u16,
+) -> Result<Destination, ConfigError> {
+    let src = spanned(file, &raw.address);
+    let (addr, port) = parse_real_addr(&src, port)?;
+    if family_of(&addr) != af {
+        return Err(err(
+            &src.at,
+            format!(
+                "real server {addr} is not of the service's address family; use an {} address",
+                if af == AddressFamily::V4 {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                }
+            ),
+        ));
+    }
+    let weight = match &raw.weight {
+        Some(w) => int_in(file, w, 0, 65535, "weight")? as u32,
+        None => 1,
+    };
+    let forward = match &raw.forward {
+        Some(f) => parse_forward(&spanned(file, f))?,
+        None => Forward::Route,
+    };
+    let threshold = |t: &Option<Spanned<i64>>, what| -> Result<u32, ConfigError> {
+        t.as_ref().map_or(Ok(0), |t| {
+            int_in(file, t, 0, u32::MAX as i64, what).map(|n| n as u32)
+        })
+    };
+    Ok(Destination {
+        addr,
+        port,
+        forward,
+        weight,
+        upper_threshold: threshold(&raw.upper_threshold, "upper_threshold")?,
+        lower_threshold: threshold(&raw.lower_threshold, "lower_threshold")?,
+    })
+}
+
+fn service(
+    file: &ConfigFile,
+    raw: &RawService,
+    index: usize,
+) -> Result<ServiceDesired, ConfigError> {
+    let at = match (&raw.vip, &raw.fwmark) {
+        (Some(v), _) => file.at(v.span()),
+        (None, Some(m)) => file.at(m.span()),
+        (None, None) => format!("{}: [[director.service]] #{}", file.name(), index + 1),
+    };
+    let (key, af) = service_key(file, raw, &at)?;
+    let scheduler = match &raw.scheduler {
+        Some(s) => parse_scheduler(&spanned(file, s))?,
+        None => "wlc".to_string(),
+    };
+    let mut flags = sched_flags(file, raw, &scheduler)?;
+    let timeout = match &raw.persistence {
+        Some(p) => int_in(file, p, 0, 31_536_000, "persistence (seconds)")? as u32,
+        None => 0,
+    };
+    if timeout > 0 {
+        flags = ServiceFlags(flags.0 | ServiceFlags::PERSISTENT.0);
+    }
+    if raw.one_packet == Some(true) {
+        if !matches!(
+            key,
+            ServiceKey::Addr {
+                protocol: Protocol::Udp,
+                ..
+            } | ServiceKey::Fwmark { .. }
+        ) {
+            return Err(err(
+                &at,
+                "one_packet applies only to UDP (or fwmark) services",
+            ));
+        }
+        flags = ServiceFlags(flags.0 | ServiceFlags::ONEPACKET.0);
+    }
+    let netmask = match (&raw.persistence_netmask, af) {
+        (Some(m), _) => parse_netmask(&spanned(file, m), af)?,
+        (None, AddressFamily::V4) => u32::MAX,
+        (None, AddressFamily::V6) => 128,
+    };
+    let port = match key {
+        ServiceKey::Addr { port, .. } => port,
+        ServiceKey::Fwmark { .. } => 0,
+    };
+    let mut reals: Vec<Destination> = Vec::new();
+    for r in &raw.reals {
+        let d = real(file, r, af, port)?;
+        if reals.iter().any(|x| x.addr == d.addr && x.port == d.port) {
+            return Err(file.err_at(
+                &r.address,
+                format!(
+                    "real server {} is listed twice in this service; list each once",
+                    SocketAddr::new(d.addr, d.port)
+                ),
+            ));
+        }
+        reals.push(d);
+    }
+    Ok(ServiceDesired {
+        service: Service {
+            key,
+            scheduler,
+            flags,
+            timeout,
+            netmask,
+            pe_name: None,
+        },
+        reals,
+    })
+}
+
+fn flag<'a>(name: &str, value: &'a str) -> Src<'a> {
+    Src {
+        value,
+        at: format!("{name} {value}"),
+    }
+}
+
+/// The one service described by the quick flags.
+fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired, ConfigError> {
+    let addr = parse_vip_str(vip).map_err(|m| err(&format!("--vip {vip}"), m))?;
+    let protocol = match &flags.protocol {
+        Some(p) => parse_protocol(&flag("--protocol", p))?,
+        None => Protocol::Tcp,
+    };
+    let port = match &flags.port {
+        Some(p) => parse_port_str(&flag("--port", p))?,
+        None => return Err(ConfigError("--vip needs --port (1..=65535)".to_string())),
+    };
+    let scheduler = match &flags.scheduler {
+        Some(s) => parse_scheduler(&flag("--scheduler", s))?,
+        None => "wlc".to_string(),
+    };
+    let timeout = match &flags.persistence {
+        Some(p) => p
+            .parse::<u32>()
+            .map_err(|_| err(&format!("--persistence {p}"), "expected seconds, e.g. 300"))?,
+        None => 0,
+    };
+    let forward = match &flags.forward {
+        Some(f) => parse_forward(&flag("--forward", f))?,
+        None => Forward::Route,
+    };
+    let af = family_of(&addr);
+    let mut reals: Vec<Destination> = Vec::new();
+    for r in &flags.reals {
+        let src = flag("--real", r);
+        let (raddr, rport) = parse_real_addr(&src, port)?;
+        if family_of(&raddr) != af {
+            return Err(err(
+                &src.at,
+                "real server is not of the VIP's address family",
+            ));
+        }
+        if reals.iter().any(|d| d.addr == raddr && d.port == rport) {
+            return Err(err(&src.at, "real server given twice; give each once"));
+        }
+        reals.push(Destination {
+            addr: raddr,
+            port: rport,
+            forward,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+        });
+    }
+    let persistent = if timeout > 0 {
+        ServiceFlags::PERSISTENT.0
+    } else {
+        0
+    };
+    Ok(ServiceDesired {
+        service: Service {
+            key: ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            },
+            scheduler,
+            flags: ServiceFlags(persistent),
+            timeout,
+            netmask: if af == AddressFamily::V4 {
+                u32::MAX
+            } else {
+                128
+            },
+            pe_name: None,
+        },
+        reals,
+    })
+}
+
+/// Builds the validated director state from the `[director]` table and the quick flags;
+/// `--vip` replaces the file's services with the one service the flags describe.
+pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesired, ConfigError> {
+    let empty = RawDirector::default();
+    let raw = file.raw.director.as_ref().unwrap_or(&empty);
+    let interface = match (&flags.interface, &raw.interface) {
+        (Some(i), _) => {
+            check_ifname(i).map_err(|m| err(&format!("--interface {i}"), m))?;
+            i.clone()
+        }
+        (None, Some(i)) => {
+            check_ifname(i.get_ref()).map_err(|m| file.err_at(i, m))?;
+            i.get_ref().clone()
+        }
+        (None, None) => {
+            return Err(ConfigError(
+                "no director interface; pass --interface IF or set interface = \"eth0\" under [director]".into(),
+            ))
+        }
+    };
+    let garp_count = match &raw.garp_count {
+        Some(c) => int_in(file, c, 0, 100, "garp_count")? as u32,
+        None => 3,
+    };
+    let garp_interval = match &raw.garp_interval_ms {
+        Some(ms) => Duration::from_millis(int_in(file, ms, 0, 10_000, "garp_interval_ms")? as u64),
+        None => Duration::from_millis(200),
+    };
+    let services = match &flags.vip {
+        Some(vip) => vec![service_from_flags(flags, vip)?],
+        None => {
+            let mut out: Vec<ServiceDesired> = Vec::new();
+            for (i, rs) in raw.services.iter().enumerate() {
+                let s = service(file, rs, i)?;
+                if out.iter().any(|o| o.service.key == s.service.key) {
+                    return Err(ConfigError(format!(
+                        "{}: service {} is defined twice; define each service once",
+                        file.name(),
+                        s.service.key
+                    )));
+                }
+                out.push(s);
+            }
+            out
+        }
+    };
+    if services.is_empty() {
+        return Err(ConfigError(
+            "no director service; pass --vip/--port/--real or add [[director.service]] to the config".into(),
+        ));
+    }
+    Ok(DirectorDesired {
+        interface,
+        garp_count,
+        garp_interval,
+        services,
+    })
+}

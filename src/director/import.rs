@@ -1,0 +1,325 @@
+//! `director import`: `ipvsadm-save -n` output → the equivalent `[director]` TOML, so a
+//! hand-made director moves over in one step. Pure text in, text out; every error names the
+//! line and column of the input and what was expected.
+
+use std::fmt::Write as _;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Real {
+    address: String,
+    forward: &'static str,
+    weight: Option<String>,
+    upper: Option<String>,
+    lower: Option<String>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Svc {
+    /// `-t/-u/--sctp-service` value, or None for fwmark
+    addr: Option<(&'static str, String)>,
+    fwmark: Option<String>,
+    ipv6: bool,
+    scheduler: Option<String>,
+    persistence: Option<String>,
+    netmask: Option<String>,
+    sched_flags: Vec<String>,
+    one_packet: bool,
+    reals: Vec<Real>,
+}
+
+impl Svc {
+    /// The identity `-a` lines refer back to.
+    fn id(&self) -> (Option<(&'static str, String)>, Option<String>) {
+        (self.addr.clone(), self.fwmark.clone())
+    }
+}
+
+fn err(line: usize, col: usize, msg: impl std::fmt::Display) -> String {
+    format!("ipvsadm-save input:{line}:{col}: {msg}")
+}
+
+/// Splits `[v6]:port` / `v4:port` into (address, port).
+fn split_host_port(s: &str) -> Option<(String, String)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return Some((host.to_string(), port.to_string()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    Some((host.to_string(), port.to_string()))
+}
+
+/// Parses one `-A`/`-a` line into (is_add_service, service fields, real server fields).
+fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String> {
+    let words: Vec<(usize, &str)> = line
+        .split_whitespace()
+        .map(|w| (w.as_ptr() as usize - line.as_ptr() as usize + 1, w))
+        .collect();
+    let mut svc = Svc::default();
+    let mut real: Option<Real> = None;
+    let mut add_service = None;
+    let mut i = 0;
+    let value = |i: usize, opt: &str| -> Result<String, String> {
+        words
+            .get(i + 1)
+            .map(|(_, w)| w.to_string())
+            .ok_or_else(|| err(n, words[i].0, format!("{opt} needs a value")))
+    };
+    while i < words.len() {
+        let (col, w) = words[i];
+        let mut takes = 0;
+        match w {
+            "-A" | "--add-service" => add_service = Some(true),
+            "-a" | "--add-server" => add_service = Some(false),
+            "-t" | "--tcp-service" | "-u" | "--udp-service" | "--sctp-service" => {
+                let proto = match w {
+                    "-t" | "--tcp-service" => "tcp",
+                    "-u" | "--udp-service" => "udp",
+                    _ => "sctp",
+                };
+                svc.addr = Some((proto, value(i, w)?));
+                takes = 1;
+            }
+            "-f" | "--fwmark-service" => {
+                svc.fwmark = Some(value(i, w)?);
+                takes = 1;
+            }
+            "-6" | "--ipv6" => svc.ipv6 = true,
+            "-s" | "--scheduler" => {
+                svc.scheduler = Some(value(i, w)?);
+                takes = 1;
+            }
+            "-p" | "--persistent" => {
+                // The timeout is optional in ipvsadm; ipvsadm-save always prints it.
+                match words.get(i + 1) {
+                    Some((_, t)) if t.parse::<u32>().is_ok() => {
+                        svc.persistence = Some(t.to_string());
+                        takes = 1;
+                    }
+                    _ => svc.persistence = Some("300".into()),
+                }
+            }
+            "-M" | "--netmask" => {
+                svc.netmask = Some(value(i, w)?);
+                takes = 1;
+            }
+            "-b" | "--sched-flags" => {
+                svc.sched_flags = value(i, w)?.split(',').map(str::to_string).collect();
+                takes = 1;
+            }
+            "-o" | "--ops" => svc.one_packet = true,
+            "-r" | "--real-server" => {
+                real.get_or_insert_with(Real::default).address = value(i, w)?;
+                takes = 1;
+            }
+            "-g" | "--gatewaying" => real.get_or_insert_with(Real::default).forward = "dr",
+            "-i" | "--ipip" => real.get_or_insert_with(Real::default).forward = "tunnel",
+            "-m" | "--masquerading" => real.get_or_insert_with(Real::default).forward = "nat",
+            "-w" | "--weight" => {
+                real.get_or_insert_with(Real::default).weight = Some(value(i, w)?);
+                takes = 1;
+            }
+            "-x" | "--u-threshold" => {
+                real.get_or_insert_with(Real::default).upper = Some(value(i, w)?);
+                takes = 1;
+            }
+            "-y" | "--l-threshold" => {
+                real.get_or_insert_with(Real::default).lower = Some(value(i, w)?);
+                takes = 1;
+            }
+            other => {
+                return Err(err(
+                    n,
+                    col,
+                    format!("unsupported ipvsadm option \"{other}\"; import handles the output of `ipvsadm-save -n`"),
+                ))
+            }
+        }
+        i += 1 + takes;
+    }
+    let is_service =
+        add_service.ok_or_else(|| err(n, 1, "expected a line starting with -A or -a"))?;
+    if svc.addr.is_none() && svc.fwmark.is_none() {
+        return Err(err(
+            n,
+            1,
+            "no service given; expected -t, -u, --sctp-service or -f",
+        ));
+    }
+    if !is_service && real.as_ref().is_none_or(|r| r.address.is_empty()) {
+        return Err(err(n, 1, "-a line without -r REAL:PORT"));
+    }
+    Ok((is_service, svc, real))
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn write_service(out: &mut String, s: &Svc) {
+    out.push_str("\n[[director.service]]\n");
+    match (&s.addr, &s.fwmark) {
+        (Some((proto, addr)), _) => {
+            if let Some((host, port)) = split_host_port(addr) {
+                let _ = writeln!(
+                    out,
+                    "vip = {}\nport = {port}\nprotocol = {}",
+                    quote(&host),
+                    quote(proto)
+                );
+            }
+        }
+        (None, Some(mark)) => {
+            let _ = writeln!(out, "fwmark = {mark}");
+            if s.ipv6 {
+                out.push_str("family = \"ipv6\"\n");
+            }
+        }
+        (None, None) => {}
+    }
+    let _ = writeln!(
+        out,
+        "scheduler = {}",
+        quote(s.scheduler.as_deref().unwrap_or("wlc"))
+    );
+    if !s.sched_flags.is_empty() {
+        let flags: Vec<String> = s.sched_flags.iter().map(|f| quote(f)).collect();
+        let _ = writeln!(out, "scheduler_flags = [{}]", flags.join(", "));
+    }
+    if let Some(p) = &s.persistence {
+        let _ = writeln!(out, "persistence = {p}");
+    }
+    if let Some(m) = &s.netmask {
+        let default = if s.ipv6 || s.addr.as_ref().is_some_and(|(_, a)| a.starts_with('[')) {
+            "128"
+        } else {
+            "255.255.255.255"
+        };
+        if m != default {
+            let m = if m.contains('.') {
+                m.clone()
+            } else {
+                format!("/{m}")
+            };
+            let _ = writeln!(out, "persistence_netmask = {}", quote(&m));
+        }
+    }
+    if s.one_packet {
+        out.push_str("one_packet = true\n");
+    }
+    for r in &s.reals {
+        out.push_str("\n[[director.service.real]]\n");
+        let _ = writeln!(out, "address = {}", quote(&r.address));
+        let _ = writeln!(
+            out,
+            "forward = {}",
+            quote(if r.forward.is_empty() {
+                "dr"
+            } else {
+                r.forward
+            })
+        );
+        let _ = writeln!(out, "weight = {}", r.weight.as_deref().unwrap_or("1"));
+        if let Some(x) = r.upper.as_deref().filter(|x| *x != "0") {
+            let _ = writeln!(out, "upper_threshold = {x}");
+        }
+        if let Some(y) = r.lower.as_deref().filter(|y| *y != "0") {
+            let _ = writeln!(out, "lower_threshold = {y}");
+        }
+    }
+}
+
+/// Converts `ipvsadm-save -n` text to a `[director]` TOML document for `interface`.
+pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, String> {
+    let mut services: Vec<Svc> = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (is_service, svc, real) = parse_line(line, n)?;
+        if is_service {
+            if services.iter().any(|s| s.id() == svc.id()) {
+                return Err(err(n, 1, "service defined twice"));
+            }
+            services.push(svc);
+            continue;
+        }
+        let Some(target) = services.iter_mut().find(|s| s.id() == svc.id()) else {
+            return Err(err(
+                n,
+                1,
+                "real server for a service not defined above with -A",
+            ));
+        };
+        if let Some(r) = real {
+            target.reals.push(r);
+        }
+    }
+    let mut out =
+        String::from("# Generated by `rs-agent director import` from ipvsadm-save -n output.\n");
+    let _ = writeln!(out, "[director]\ninterface = {}", quote(interface));
+    for s in &services {
+        write_service(&mut out, s);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVE: &str = "\
+-A -t 192.0.2.100:80 -s rr
+-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1
+-a -t 192.0.2.100:80 -r 198.51.100.3:8080 -g -w 3
+-A -u [2001:db8::100]:53 -s sh -b sh-fallback,sh-port -p 60 -M 64
+-a -u [2001:db8::100]:53 -r [2001:db8::2]:53 -i -w 2 -x 100 -y 10
+-A -f 7 -s wlc -p 300 -M 255.255.255.0
+-a -f 7 -r 198.51.100.4:0 -m -w 1
+";
+
+    #[test]
+    fn converts_every_kind_of_line() {
+        let toml = ipvsadm_save_to_toml(SAVE, "eth0").expect("convert");
+        for want in [
+            "interface = \"eth0\"",
+            "vip = \"192.0.2.100\"\nport = 80\nprotocol = \"tcp\"\nscheduler = \"rr\"",
+            "address = \"198.51.100.3:8080\"\nforward = \"dr\"\nweight = 3",
+            "vip = \"2001:db8::100\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"sh\"\nscheduler_flags = [\"sh-fallback\", \"sh-port\"]\npersistence = 60\npersistence_netmask = \"/64\"",
+            "address = \"[2001:db8::2]:53\"\nforward = \"tunnel\"\nweight = 2\nupper_threshold = 100\nlower_threshold = 10",
+            "fwmark = 7\nscheduler = \"wlc\"\npersistence = 300\npersistence_netmask = \"255.255.255.0\"",
+            "forward = \"nat\"",
+        ] {
+            assert!(toml.contains(want), "missing {want:?} in\n{toml}");
+        }
+    }
+
+    #[test]
+    fn output_is_a_valid_config() {
+        let toml = ipvsadm_save_to_toml(SAVE, "eth0").expect("convert");
+        let file = crate::config::ConfigFile::parse(None, toml).expect("parses");
+        let d = crate::director::config::director(&file, &Default::default()).expect("validates");
+        assert_eq!(d.services.len(), 3);
+        assert_eq!(d.services[0].reals[1].weight, 3);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = ipvsadm_save_to_toml(
+            "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:80 --bogus\n",
+            "eth0",
+        )
+        .expect_err("must fail");
+        assert_eq!(
+            e,
+            "ipvsadm-save input:2:41: unsupported ipvsadm option \"--bogus\"; import handles the output of `ipvsadm-save -n`"
+        );
+        let e = ipvsadm_save_to_toml("-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g\n", "eth0")
+            .expect_err("orphan");
+        assert!(
+            e.contains(":1:1: real server for a service not defined above"),
+            "{e}"
+        );
+    }
+}

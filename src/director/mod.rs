@@ -1,0 +1,257 @@
+//! Director commands: `director up|down|status|import`. The same pipeline as the real server:
+//! observe (IPVS dump + addresses) → plan (pure diff) → apply, with a state file that records
+//! what is ours before anything is changed.
+
+pub mod config;
+pub mod garp;
+pub mod import;
+pub mod plan;
+pub mod state;
+pub mod status;
+
+use crate::agent::AgentError;
+use crate::kernel::ipvs::{IpvsClient, IpvsError, IpvsOp, ObservedService};
+use crate::kernel::{link, preflight, KernelError};
+use crate::model::{Addr, Change, Link};
+use config::DirectorDesired;
+use plan::DirectorPlan;
+use rtnetlink::Handle;
+use state::DirectorState;
+use std::path::Path;
+
+impl From<IpvsError> for AgentError {
+    fn from(e: IpvsError) -> Self {
+        match e {
+            IpvsError::ModuleAbsent => AgentError::Input(e.to_string()),
+            other => AgentError::Kernel(KernelError::Ipvs(other)),
+        }
+    }
+}
+
+/// What a director command did, for the CLI.
+#[derive(Debug, Default)]
+pub struct DirectorReport {
+    pub ipvs: Vec<IpvsOp>,
+    pub addrs: Vec<Change>,
+    pub announced: u32,
+    /// Netlink writes that carried IPVS changes.
+    pub writes: u64,
+    pub dry_run: bool,
+    pub nothing: &'static str,
+}
+
+impl DirectorReport {
+    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.ipvs.is_empty() && self.addrs.is_empty() {
+            return writeln!(out, "nothing to do: {}", self.nothing);
+        }
+        let verb = if self.dry_run { "would" } else { "did" };
+        for op in &self.ipvs {
+            writeln!(out, "{verb}: {op}")?;
+        }
+        for c in &self.addrs {
+            writeln!(out, "{verb}: {c}")?;
+        }
+        if self.announced > 0 {
+            writeln!(
+                out,
+                "did: sent {} gratuitous ARP/NA announcement(s)",
+                self.announced
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel as the director planner sees it.
+pub struct DirectorObserved {
+    pub ipvs: Vec<ObservedService>,
+    pub links: Vec<Link>,
+    pub addrs: Vec<Addr>,
+}
+
+pub async fn observe(
+    handle: &Handle,
+    client: &mut IpvsClient,
+) -> Result<DirectorObserved, AgentError> {
+    let links = link::links(handle).await.map_err(KernelError::from)?;
+    let addrs = link::addrs(handle, &links)
+        .await
+        .map_err(KernelError::from)?;
+    Ok(DirectorObserved {
+        ipvs: client.dump()?,
+        links,
+        addrs,
+    })
+}
+
+fn require_interface<'a>(
+    desired: &DirectorDesired,
+    links: &'a [Link],
+) -> Result<&'a Link, AgentError> {
+    links.iter().find(|l| l.name == desired.interface).ok_or_else(|| {
+        AgentError::Input(format!(
+            "interface {} does not exist on this node; pass an existing LAN interface with --interface (see `ip link`)",
+            desired.interface
+        ))
+    })
+}
+
+/// Applies address changes in order; on failure, the number applied and the error.
+async fn apply_addrs(handle: &Handle, changes: &[Change]) -> Result<(), (usize, KernelError)> {
+    for (i, c) in changes.iter().enumerate() {
+        if let Err(e) = crate::kernel::apply(handle, c).await {
+            return Err((i, e));
+        }
+        tracing::info!(change = %c, "applied");
+    }
+    Ok(())
+}
+
+/// Puts IPVS back as it was in `before` for the services the plan touched, and undoes the
+/// address changes already made. Says what happened, for the error message.
+async fn rollback(
+    handle: &Handle,
+    client: &mut IpvsClient,
+    before: &[ObservedService],
+    plan: &DirectorPlan,
+    addrs_applied: usize,
+) -> String {
+    let mut failed = Vec::new();
+    for c in plan.addrs[..addrs_applied].iter().rev() {
+        if let Some(inverse) = c.inverse() {
+            if let Err(e) = crate::kernel::apply(handle, &inverse).await {
+                failed.push(format!("{inverse}: {e}"));
+            }
+        }
+    }
+    match client.dump() {
+        Ok(now) => {
+            let ops = plan::restore(before, &now, &plan.touched());
+            if let Err(e) = client.apply(&ops) {
+                failed.push(e.to_string());
+            }
+        }
+        Err(e) => failed.push(e.to_string()),
+    }
+    if failed.is_empty() {
+        "; rolled back: the IPVS table and addresses are as before".to_string()
+    } else {
+        format!("; ROLLBACK INCOMPLETE: {}", failed.join("; "))
+    }
+}
+
+/// Reconciles IPVS and the VIPs to the configuration: minimal changes, never a flush, never a
+/// foreign service; all-or-nothing. Newly bound VIPs are announced with gratuitous ARP/NA.
+pub async fn up(
+    desired: &DirectorDesired,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<DirectorReport, AgentError> {
+    if !dry_run {
+        preflight::require_net_admin().map_err(AgentError::Input)?;
+    }
+    let handle = link::connect().map_err(KernelError::from)?;
+    let mut client = IpvsClient::connect()?;
+    let observed = observe(&handle, &mut client).await?;
+    let iface = require_interface(desired, &observed.links)?.clone();
+    let state = DirectorState::load(state_dir)?;
+    let plan = plan::plan_up(desired, &observed.ipvs, &observed.addrs, &state);
+    let mut report = DirectorReport {
+        dry_run,
+        nothing: "the IPVS table and VIPs already match the configuration",
+        ..DirectorReport::default()
+    };
+    if dry_run || plan.is_empty() {
+        report.ipvs = plan.ipvs;
+        report.addrs = plan.addrs;
+        return Ok(report);
+    }
+    let mut journal = state.clone();
+    journal.desired = Some(desired.clone());
+    plan.ipvs.iter().for_each(|op| journal.record_op(op));
+    plan.addrs.iter().for_each(|c| journal.record_addr(c));
+    journal.save(state_dir)?;
+
+    let applied = match client.apply(&plan.ipvs) {
+        Ok(()) => apply_addrs(&handle, &plan.addrs).await,
+        Err(e) => Err((0, KernelError::Ipvs(e))),
+    };
+    if let Err((addrs_applied, error)) = applied {
+        let rollback = rollback(&handle, &mut client, &observed.ipvs, &plan, addrs_applied).await;
+        state.save(state_dir)?;
+        return Err(AgentError::Apply { error, rollback });
+    }
+    for op in &plan.ipvs {
+        tracing::info!(op = %op, "applied");
+        journal.forget_op(op);
+    }
+    plan.addrs.iter().for_each(|c| journal.forget_addr(c));
+    journal.save(state_dir)?;
+
+    let new_vips: Vec<_> = plan
+        .addrs
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddAddr { ip, .. } => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    if !new_vips.is_empty() && desired.garp_count > 0 {
+        report.announced = garp::announce(
+            &iface.name,
+            iface.index,
+            &iface.mac,
+            &new_vips,
+            desired.garp_count,
+            desired.garp_interval,
+        )
+        .await
+        .map_err(|e| AgentError::Kernel(KernelError::Garp(e)))?;
+    }
+    report.writes = client.writes();
+    report.ipvs = plan.ipvs;
+    report.addrs = plan.addrs;
+    Ok(report)
+}
+
+/// Removes exactly rs-agent's VIPs (first, so no new traffic arrives) and then its services.
+pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, AgentError> {
+    let mut state = DirectorState::load(state_dir)?;
+    let mut report = DirectorReport {
+        dry_run,
+        nothing: "rs-agent has nothing configured on this director",
+        ..DirectorReport::default()
+    };
+    if state.services.is_empty() && state.addrs.is_empty() {
+        return Ok(report);
+    }
+    if !dry_run {
+        preflight::require_net_admin().map_err(AgentError::Input)?;
+    }
+    let handle = link::connect().map_err(KernelError::from)?;
+    let mut client = IpvsClient::connect()?;
+    let observed = observe(&handle, &mut client).await?;
+    let plan = plan::plan_down(&observed.ipvs, &observed.addrs, &state);
+    if dry_run {
+        report.ipvs = plan.ipvs;
+        report.addrs = plan.addrs;
+        return Ok(report);
+    }
+    if let Err((i, e)) = apply_addrs(&handle, &plan.addrs).await {
+        plan.addrs[..i].iter().for_each(|c| state.forget_addr(c));
+        state.save(state_dir)?;
+        return Err(e.into());
+    }
+    if let Err(e) = client.apply(&plan.ipvs) {
+        state.addrs.clear();
+        state.save(state_dir)?;
+        return Err(e.into());
+    }
+    // Everything we owned is gone (or was already gone): nothing is left to undo.
+    DirectorState::default().save(state_dir)?;
+    report.ipvs = plan.ipvs;
+    report.addrs = plan.addrs;
+    report.writes = client.writes();
+    Ok(report)
+}

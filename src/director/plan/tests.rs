@@ -1,0 +1,275 @@
+//! Table-style tests of the director diff: every case states the kernel before, the config,
+//! and the exact ops expected.
+
+use super::*;
+use crate::director::config::{DirectorDesired, ServiceDesired};
+use crate::kernel::ipvs::{Destination, Forward, ObservedDestination, Protocol, Service, Stats};
+use std::time::Duration;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn key(vip: &str, port: u16) -> ServiceKey {
+    ServiceKey::Addr {
+        protocol: Protocol::Tcp,
+        addr: ip(vip),
+        port,
+    }
+}
+
+fn service(vip: &str, port: u16, sched: &str) -> Service {
+    Service {
+        key: key(vip, port),
+        scheduler: sched.into(),
+        flags: ServiceFlags::default(),
+        timeout: 0,
+        netmask: u32::MAX,
+        pe_name: None,
+    }
+}
+
+fn real(addr: &str, weight: u32) -> Destination {
+    Destination {
+        addr: ip(addr),
+        port: 80,
+        forward: Forward::Route,
+        weight,
+        upper_threshold: 0,
+        lower_threshold: 0,
+    }
+}
+
+fn want(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ServiceDesired {
+    ServiceDesired {
+        service: service(vip, 80, sched),
+        reals: reals.iter().map(|(a, w)| real(a, *w)).collect(),
+    }
+}
+
+/// The kernel's view of a service: HASHED set, as the kernel reports every service.
+fn have(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ObservedService {
+    let mut s = service(vip, 80, sched);
+    s.flags = ServiceFlags::HASHED;
+    ObservedService {
+        service: s,
+        stats: Stats::default(),
+        destinations: reals
+            .iter()
+            .map(|(a, w)| ObservedDestination {
+                dest: real(a, *w),
+                active_conns: 0,
+                inactive_conns: 0,
+                persist_conns: 0,
+                stats: Stats::default(),
+            })
+            .collect(),
+    }
+}
+
+fn desired(services: Vec<ServiceDesired>) -> DirectorDesired {
+    DirectorDesired {
+        interface: "eth0".into(),
+        garp_count: 3,
+        garp_interval: Duration::from_millis(200),
+        services,
+    }
+}
+
+fn vip_addr(vip: &str) -> Addr {
+    Addr {
+        ifname: "eth0".into(),
+        ip: ip(vip),
+        prefix: 32,
+        label: Some("eth0:rsagent".into()),
+        proto: crate::model::ADDR_PROTO,
+        secondary: true,
+    }
+}
+
+fn owning(keys: &[ServiceKey], vips: &[&str]) -> DirectorState {
+    DirectorState {
+        desired: None,
+        services: keys.to_vec(),
+        addrs: vips
+            .iter()
+            .map(|v| crate::state::OwnedAddr {
+                ifname: "eth0".into(),
+                ip: ip(v),
+                prefix: 32,
+                label: Some("eth0:rsagent".into()),
+            })
+            .collect(),
+    }
+}
+
+const VIP: &str = "192.0.2.100";
+const RS1: &str = "198.51.100.2";
+const RS2: &str = "198.51.100.3";
+const RS3: &str = "198.51.100.4";
+
+#[test]
+fn empty_kernel_gets_service_then_reals_then_vip() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1), (RS2, 1)])]);
+    let p = plan_up(&d, &[], &[], &DirectorState::default());
+    assert_eq!(
+        p.ipvs,
+        vec![
+            IpvsOp::AddService(service(VIP, 80, "rr")),
+            IpvsOp::AddDest(key(VIP, 80), real(RS1, 1)),
+            IpvsOp::AddDest(key(VIP, 80), real(RS2, 1)),
+        ]
+    );
+    assert_eq!(p.addrs, vec![add_vip("eth0", ip(VIP))]);
+}
+
+#[test]
+fn matching_kernel_is_nothing_to_do_even_with_hashed_flag() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1), (RS2, 1)])]);
+    let p = plan_up(
+        &d,
+        &[have(VIP, "rr", &[(RS1, 1), (RS2, 1)])],
+        &[vip_addr(VIP)],
+        &owning(&[key(VIP, 80)], &[VIP]),
+    );
+    assert!(p.is_empty(), "{p:?}");
+}
+
+#[test]
+fn one_weight_change_is_exactly_one_op() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 5), (RS2, 1)])]);
+    let p = plan_up(
+        &d,
+        &[have(VIP, "rr", &[(RS1, 1), (RS2, 1)])],
+        &[vip_addr(VIP)],
+        &DirectorState::default(),
+    );
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 5))]);
+    assert!(p.addrs.is_empty());
+}
+
+#[test]
+fn add_and_remove_reals_adds_capacity_first() {
+    let d = desired(vec![want(VIP, "rr", &[(RS2, 1), (RS3, 1)])]);
+    let p = plan_up(
+        &d,
+        &[have(VIP, "rr", &[(RS1, 1), (RS2, 1)])],
+        &[vip_addr(VIP)],
+        &DirectorState::default(),
+    );
+    assert_eq!(
+        p.ipvs,
+        vec![
+            IpvsOp::AddDest(key(VIP, 80), real(RS3, 1)),
+            IpvsOp::DelDest(
+                key(VIP, 80),
+                DestKey {
+                    addr: ip(RS1),
+                    port: 80
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn scheduler_change_edits_the_service_only() {
+    let d = desired(vec![want(VIP, "wlc", &[(RS1, 1)])]);
+    let p = plan_up(
+        &d,
+        &[have(VIP, "rr", &[(RS1, 1)])],
+        &[vip_addr(VIP)],
+        &DirectorState::default(),
+    );
+    assert_eq!(p.ipvs, vec![IpvsOp::EditService(service(VIP, 80, "wlc"))]);
+}
+
+#[test]
+fn foreign_service_is_invisible_to_up_and_down() {
+    let foreign = have("203.0.113.9", "wlc", &[(RS3, 1)]);
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
+    let state = owning(&[key(VIP, 80)], &[VIP]);
+    let kernel = [have(VIP, "rr", &[(RS1, 1)]), foreign.clone()];
+    assert!(plan_up(&d, &kernel, &[vip_addr(VIP)], &state).is_empty());
+    let down = plan_down(&kernel, &[vip_addr(VIP)], &state);
+    assert_eq!(down.ipvs, vec![IpvsOp::DelService(key(VIP, 80))]);
+    assert!(down.touched().iter().all(|k| *k != foreign.service.key));
+}
+
+#[test]
+fn service_dropped_from_config_is_removed_only_if_ours() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
+    let old = key(VIP, 443);
+    let mut was_ours = have(VIP, "rr", &[(RS1, 1)]);
+    was_ours.service.key = old.clone();
+    let kernel = [have(VIP, "rr", &[(RS1, 1)]), was_ours];
+    let p = plan_up(
+        &d,
+        &kernel,
+        &[vip_addr(VIP)],
+        &owning(&[key(VIP, 80), old.clone()], &[VIP]),
+    );
+    assert_eq!(p.ipvs, vec![IpvsOp::DelService(old)]);
+    let p = plan_up(
+        &d,
+        &kernel,
+        &[vip_addr(VIP)],
+        &owning(&[key(VIP, 80)], &[VIP]),
+    );
+    assert!(
+        p.ipvs.is_empty(),
+        "a service we never owned is not ours to delete"
+    );
+}
+
+#[test]
+fn foreign_vip_is_neither_added_nor_removed() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
+    let mut foreign = vip_addr(VIP);
+    foreign.label = None;
+    let p = plan_up(
+        &d,
+        &[have(VIP, "rr", &[(RS1, 1)])],
+        &[foreign.clone()],
+        &DirectorState::default(),
+    );
+    assert!(p.addrs.is_empty());
+    let down = plan_down(&[], &[foreign], &DirectorState::default());
+    assert!(down.is_empty());
+}
+
+#[test]
+fn down_after_crash_removes_what_the_journal_recorded() {
+    // `up` recorded the service and VIP, then died before adding the VIP.
+    let state = owning(&[key(VIP, 80)], &[VIP]);
+    let down = plan_down(&[have(VIP, "rr", &[(RS1, 1)])], &[], &state);
+    assert_eq!(down.ipvs, vec![IpvsOp::DelService(key(VIP, 80))]);
+    assert!(down.addrs.is_empty());
+    assert!(plan_down(&[], &[], &state).is_empty(), "twice is safe");
+}
+
+#[test]
+fn restore_puts_touched_services_back() {
+    let before = [have(VIP, "rr", &[(RS1, 1)])];
+    let now = [
+        have(VIP, "wlc", &[(RS1, 7), (RS2, 1)]),
+        have("203.0.113.1", "rr", &[]),
+    ];
+    let new_key = key("203.0.113.1", 80);
+    let ops = restore(&before, &now, &[key(VIP, 80), new_key.clone()]);
+    assert_eq!(
+        ops,
+        vec![
+            IpvsOp::EditService(service(VIP, 80, "rr")),
+            IpvsOp::EditDest(key(VIP, 80), real(RS1, 1)),
+            IpvsOp::DelDest(
+                key(VIP, 80),
+                DestKey {
+                    addr: ip(RS2),
+                    port: 80
+                }
+            ),
+            IpvsOp::DelService(new_key),
+        ]
+    );
+}

@@ -1,0 +1,98 @@
+//! The director's state file: which IPVS services and VIP addresses are rs-agent's own.
+//! Recorded before a change is applied, forgotten after a removal: `down` removes exactly
+//! these and nothing else, even after a crash in the middle of `up`.
+
+use super::config::DirectorDesired;
+use crate::kernel::ipvs::{IpvsOp, ServiceKey};
+use crate::model::Change;
+use crate::state::{OwnedAddr, StateError};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+const FILE_NAME: &str = "director.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectorState {
+    pub desired: Option<DirectorDesired>,
+    #[serde(default)]
+    pub services: Vec<ServiceKey>,
+    #[serde(default)]
+    pub addrs: Vec<OwnedAddr>,
+}
+
+impl DirectorState {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, StateError> {
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_str(&text).map_err(|source| StateError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Writes atomically; a state that owns nothing removes the file.
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        let owns_nothing = self.services.is_empty() && self.addrs.is_empty();
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        crate::state::write_atomic(dir, FILE_NAME, (!owns_nothing).then_some(text))
+    }
+
+    pub fn owns_addr(&self, ifname: &str, ip: &IpAddr) -> bool {
+        self.addrs.iter().any(|a| a.ifname == ifname && &a.ip == ip)
+    }
+
+    /// Records ownership an op is about to create (before applying it).
+    pub fn record_op(&mut self, op: &IpvsOp) {
+        if let IpvsOp::AddService(s) | IpvsOp::EditService(s) = op {
+            if !self.services.contains(&s.key) {
+                self.services.push(s.key.clone());
+            }
+        }
+    }
+
+    /// Forgets a service once it is deleted.
+    pub fn forget_op(&mut self, op: &IpvsOp) {
+        if let IpvsOp::DelService(key) = op {
+            self.services.retain(|k| k != key);
+        }
+    }
+
+    pub fn record_addr(&mut self, change: &Change) {
+        if let Change::AddAddr {
+            ifname,
+            ip,
+            prefix,
+            label,
+        } = change
+        {
+            if !self.owns_addr(ifname, ip) {
+                self.addrs.push(OwnedAddr {
+                    ifname: ifname.clone(),
+                    ip: *ip,
+                    prefix: *prefix,
+                    label: label.clone(),
+                });
+            }
+        }
+    }
+
+    pub fn forget_addr(&mut self, change: &Change) {
+        if let Change::DelAddr { ifname, ip, .. } = change {
+            self.addrs.retain(|a| !(&a.ifname == ifname && &a.ip == ip));
+        }
+    }
+}
