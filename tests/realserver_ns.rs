@@ -163,8 +163,29 @@ fn arp_flux_then_fixed_by_sysctl_and_nft() {
     assert_eq!(fetch_via(&site, &site.rs1, VIP), Ok("rs1".to_string()));
     assert_eq!(fetch_via(&site, &site.rs2, VIP), Ok("rs2".to_string()));
 
-    site.rs1.rs_agent_ok(&["down"]);
-    site.rs2.rs_agent_ok(&["down"]);
+    assert_no_flux_window(&site.rs1.rs_agent_ok(&["down"]), "down");
+    assert_no_flux_window(&site.rs2.rs_agent_ok(&["down"]), "down");
+}
+
+/// The order of the changes `up`/`down` report (they are applied in that order) never opens
+/// a window of ARP flux: on `up` ARP is suppressed before the VIP is bound, on `down` the VIP
+/// is unbound before suppression is lifted.
+fn assert_no_flux_window(report: &str, command: &str) {
+    let lines: Vec<&str> = report.lines().filter(|l| l.starts_with("did:")).collect();
+    let is_address = |l: &&str| l.contains("address") && l.contains(VIP);
+    let is_arp = |l: &&str| l.contains("arp_") || l.contains("nft table");
+    let address = lines.iter().position(is_address);
+    let arp: Vec<usize> = (0..lines.len()).filter(|&i| is_arp(&lines[i])).collect();
+    let address = address.unwrap_or_else(|| panic!("{command} did not touch {VIP}: {report}"));
+    assert!(!arp.is_empty(), "{command} did not touch ARP: {report}");
+    let in_order = match command {
+        "up" => arp.iter().all(|&i| i < address),
+        _ => arp.iter().all(|&i| i > address),
+    };
+    assert!(
+        in_order,
+        "{command}: ARP flux window in the order of changes:\n{report}"
+    );
 }
 
 /// Foreign state that rs-agent must neither touch nor remove.

@@ -12,6 +12,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the helper
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,7 +41,8 @@ pub fn privileged(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {reason} (CI is set, so this is a failure, not a skip)");
     }
-    eprintln!("SKIP: {test}: {reason}");
+    // Straight to the process's stderr: the test harness would swallow `eprintln!`.
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
     false
 }
 
