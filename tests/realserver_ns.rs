@@ -28,21 +28,42 @@ struct Site {
     _lan: Lan,
 }
 
-fn site(test: &str, rs_ifaces: [&str; 2], ipv6: bool) -> Site {
+/// Variations of the site's LAN.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// The real servers' veth names (a dotted name is not a VLAN, just a name).
+    rs_ifaces: [&'static str; 2],
+    /// Every host on this 802.1Q VLAN (`eth0.<id>`) instead of untagged.
+    vlan: Option<u16>,
+    /// Give every host an address in 2001:db8::/64 too.
+    ipv6: bool,
+}
+
+const PLAIN: Layout = Layout {
+    rs_ifaces: ["eth0", "eth0"],
+    vlan: None,
+    ipv6: false,
+};
+
+fn site(test: &str, layout: Layout) -> Site {
     let mut lan = Lan::new(test);
     let spec = |role: &str, v4: &str, v6: &str, iface: &str| {
-        let s = HostSpec::new(role, v4).iface(iface);
-        if ipv6 {
-            s.ipv6(v6)
-        } else {
-            s
+        let mut s = HostSpec::new(role, v4).iface(iface);
+        if layout.ipv6 {
+            s = s.ipv6(v6);
         }
+        if let Some(id) = layout.vlan {
+            s = s.vlan(id);
+        }
+        s
     };
+    let [if1, if2] = layout.rs_ifaces;
     let client = lan.host(spec("client", "192.0.2.10/24", "2001:db8::10/64", "eth0"));
     let director = lan.host(spec("dir", "192.0.2.1/24", "2001:db8::1/64", "eth0"));
-    let rs1 = lan.host(spec("rs1", "192.0.2.2/24", "2001:db8::2/64", rs_ifaces[0]));
-    let rs2 = lan.host(spec("rs2", "192.0.2.3/24", "2001:db8::3/64", rs_ifaces[1]));
-    director.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"]);
+    let rs1 = lan.host(spec("rs1", "192.0.2.2/24", "2001:db8::2/64", if1));
+    let rs2 = lan.host(spec("rs2", "192.0.2.3/24", "2001:db8::3/64", if2));
+    let vip = format!("{VIP}/32");
+    director.exec(&["ip", "addr", "add", &vip, "dev", &director.iface]);
     for rs in [&rs1, &rs2] {
         // The kernel defaults, stated: a new namespace copies IPv4 conf from the root one.
         for scope in ["all", "default", rs.iface.as_str()] {
@@ -107,13 +128,13 @@ fn fetch_via(site: &Site, rs: &Host, vip: &str) -> Result<String, String> {
         "lladdr",
         &rs.mac,
         "dev",
-        "eth0",
+        &site.client.iface,
         "nud",
         "permanent",
     ]);
     let answer = tcp_fetch(&site.client.ns, vip, PORT);
     site.client
-        .exec(&["ip", "neigh", "del", vip, "dev", "eth0"]);
+        .exec(&["ip", "neigh", "del", vip, "dev", &site.client.iface]);
     answer
 }
 
@@ -122,7 +143,7 @@ fn arp_flux_then_fixed_by_sysctl_and_nft() {
     if !privileged("arp_flux_then_fixed_by_sysctl_and_nft") {
         return;
     }
-    let site = site("flux", ["eth0", "eth0"], false);
+    let site = site("flux", PLAIN);
 
     // Baseline: the VIP on lo by hand, kernel ARP defaults — the real servers answer too.
     for rs in [&site.rs1, &site.rs2] {
@@ -237,7 +258,7 @@ fn down_restores_exactly_and_keeps_foreign_state() {
     if !privileged("down_restores_exactly_and_keeps_foreign_state") {
         return;
     }
-    let site = site("restore", ["eth0", "eth0"], false);
+    let site = site("restore", PLAIN);
     plant_foreign_state(&site.rs1);
     plant_foreign_state(&site.rs2);
     assert_up_down_restores(&site.rs1, "sysctl");
@@ -261,7 +282,7 @@ fn status_reports_ok_and_detects_tampering() {
     if !privileged("status_reports_ok_and_detects_tampering") {
         return;
     }
-    let site = site("status", ["eth0", "eth0"], false);
+    let site = site("status", PLAIN);
     let (rs1, rs2) = (&site.rs1, &site.rs2);
     rs1.rs_agent_ok(&["up", "--vip", VIP]);
     rs2.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
@@ -307,7 +328,7 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
     if !privileged("bad_input_exits_2_with_one_line_and_changes_nothing") {
         return;
     }
-    let site = site("badinput", ["eth0", "eth0"], false);
+    let site = site("badinput", PLAIN);
     let rs = &site.rs1;
     let config = rs.state_dir.join("bad.toml");
     std::fs::write(
@@ -356,7 +377,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     if !privileged("dry_run_prints_the_plan_and_changes_nothing") {
         return;
     }
-    let site = site("dryrun", ["eth0", "eth0"], false);
+    let site = site("dryrun", PLAIN);
     let rs = &site.rs1;
     let before = rs.snapshot();
     let plan = rs.rs_agent_ok(&["up", "--vip", VIP, "--dry-run"]);
@@ -393,60 +414,76 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_same_snapshot(&before, &rs.snapshot(), "up then down");
 }
 
-#[test]
-fn vlan_dotted_interface_names() {
-    if !privileged("vlan_dotted_interface_names") {
-        return;
-    }
-    let site = site("vlan", ["eth0.100", "eth0.200"], false);
-    let before = [site.rs1.snapshot(), site.rs2.snapshot()];
-    site.rs1
-        .rs_agent_ok(&["up", "--vip", VIP, "--interface", "eth0.100"]);
-    site.rs2.rs_agent_ok(&[
-        "up",
-        "--vip",
-        VIP,
-        "--arp",
-        "nft",
-        "--interface",
-        "eth0.200",
-    ]);
-
-    // The effective value is the max of `all` and the interface's own file.
-    let effective = |key: &str| {
-        let all = site.rs1.ns.sysctl_get(&format!("net.ipv4.conf.all.{key}"));
-        let own = site
-            .rs1
-            .exec(&["cat", &format!("/proc/sys/net/ipv4/conf/eth0.100/{key}")]);
-        let own = stdout(&own);
-        all.trim()
+/// Effective value of an IPv4 conf sysctl on `rs`'s LAN interface: the max of `all` and the
+/// interface's own file, read by path (a dotted name is a directory, not a sysctl level).
+fn effective(rs: &Host, key: &str) -> u32 {
+    let read = |path: String| {
+        let out = stdout(&rs.exec(&["cat", &path]));
+        out.trim()
             .parse::<u32>()
-            .unwrap_or(0)
-            .max(own.trim().parse().unwrap_or(0))
+            .unwrap_or_else(|e| panic!("{path}: {e}: {out:?}"))
     };
+    let conf = "/proc/sys/net/ipv4/conf";
+    read(format!("{conf}/all/{key}")).max(read(format!("{conf}/{}/{key}", rs.iface)))
+}
+
+/// rs1 with the sysctl method (LAN interfaces found by rs-agent), rs2 with nft (named):
+/// ARP suppressed on the dotted interface, status OK, and `down` restores both nodes.
+fn assert_dotted_site_works(site: &Site, what: &str) {
+    let before = [site.rs1.snapshot(), site.rs2.snapshot()];
+    let rs2_iface = site.rs2.iface.as_str();
+    site.rs1.rs_agent_ok(&["up", "--vip", VIP]);
+    site.rs2
+        .rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft", "--interface", rs2_iface]);
+    let iface = &site.rs1.iface;
     assert!(
-        effective("arp_ignore") >= 1,
-        "arp_ignore not effective on eth0.100"
+        effective(&site.rs1, "arp_ignore") >= 1,
+        "{what}: arp_ignore on {iface}"
     );
     assert_eq!(
-        effective("arp_announce"),
+        effective(&site.rs1, "arp_announce"),
         2,
-        "arp_announce not effective on eth0.100"
+        "{what}: arp_announce on {iface}"
     );
     let nft = stdout(&site.rs2.exec(&["nft", "list", "table", "arp", "rs_agent"]));
+    let quoted = format!("\"{rs2_iface}\"");
     assert!(
-        nft.contains("\"eth0.200\""),
-        "nft rules lack the interface: {nft}"
+        nft.contains(&quoted),
+        "{what}: nft rules lack {quoted}: {nft}"
     );
 
-    assert_only_director_answers(&site);
+    assert_only_director_answers(site);
     for rs in [&site.rs1, &site.rs2] {
         rs.rs_agent_ok(&["status"]);
     }
     site.rs1.rs_agent_ok(&["down"]);
     site.rs2.rs_agent_ok(&["down"]);
-    assert_same_snapshot(&before[0], &site.rs1.snapshot(), "rs1 (sysctl, eth0.100)");
-    assert_same_snapshot(&before[1], &site.rs2.snapshot(), "rs2 (nft, eth0.200)");
+    assert_same_snapshot(&before[0], &site.rs1.snapshot(), &format!("{what}: rs1"));
+    assert_same_snapshot(&before[1], &site.rs2.snapshot(), &format!("{what}: rs2"));
+}
+
+#[test]
+fn vlan_and_dotted_interface_names() {
+    if !privileged("vlan_and_dotted_interface_names") {
+        return;
+    }
+    // A veth merely named like a VLAN (untagged LAN).
+    let dotted = Layout {
+        rs_ifaces: ["eth0.100", "eth0.200"],
+        ..PLAIN
+    };
+    assert_dotted_site_works(&site("dotted", dotted), "veth named eth0.100/eth0.200");
+    // A real 802.1Q VLAN 100 on every host: rs-agent must pick eth0.100, not eth0.
+    if !common::vlan_supported() {
+        let reason = "802.1Q part: this kernel cannot create VLAN devices (no 8021q module)";
+        common::skip_note("vlan_and_dotted_interface_names", reason);
+        return;
+    }
+    let tagged = Layout {
+        vlan: Some(100),
+        ..PLAIN
+    };
+    assert_dotted_site_works(&site("vlan", tagged), "802.1Q eth0.100");
 }
 
 /// Sends a datagram to the VIP from the client and returns which MAC the client resolved
@@ -462,7 +499,13 @@ fn ipv6_vip_is_not_answered_by_real_servers() {
     if !privileged("ipv6_vip_is_not_answered_by_real_servers") {
         return;
     }
-    let site = site("ipv6", ["eth0", "eth0"], true);
+    let site = site(
+        "ipv6",
+        Layout {
+            ipv6: true,
+            ..PLAIN
+        },
+    );
     let before = [site.rs1.snapshot(), site.rs2.snapshot()];
     site.rs1.rs_agent_ok(&["up", "--vip", VIP6]);
     site.rs2.rs_agent_ok(&["up", "--vip", VIP6, "--arp", "nft"]);
@@ -518,12 +561,12 @@ fn fetch6_via(site: &Site, rs: &Host) -> Result<String, String> {
         "lladdr",
         &rs.mac,
         "dev",
-        "eth0",
+        &site.client.iface,
         "nud",
         "permanent",
     ]);
     let answer = tcp_fetch(&site.client.ns, &format!("[{VIP6}]"), PORT);
     site.client
-        .exec(&["ip", "-6", "neigh", "del", VIP6, "dev", "eth0"]);
+        .exec(&["ip", "-6", "neigh", "del", VIP6, "dev", &site.client.iface]);
     answer
 }

@@ -26,6 +26,7 @@ const COMMAND_TIMEOUT_SECS: u64 = 30;
 pub const RS_AGENT: &str = env!("CARGO_BIN_EXE_rs-agent");
 
 /// True when the test may run. Not root: skip loudly, unless CI is set (then fail).
+/// Skips are written straight to the process's stderr: the harness would swallow `eprintln!`.
 pub fn privileged(test: &str) -> bool {
     let missing: Vec<&str> = ["ip", "nft", "arping", "socat", "sysctl", "timeout", "ss"]
         .into_iter()
@@ -41,9 +42,28 @@ pub fn privileged(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {reason} (CI is set, so this is a failure, not a skip)");
     }
-    // Straight to the process's stderr: the test harness would swallow `eprintln!`.
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+    skip_note(test, &reason);
     false
+}
+
+/// Says (on the process's stderr, past the harness) that part of a test was skipped.
+pub fn skip_note(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+}
+
+/// True when this kernel can create 802.1Q VLAN devices (module 8021q), probed in a
+/// throwaway namespace.
+pub fn vlan_supported() -> bool {
+    let probe = Netns::new("probe", "vlan");
+    probe.exec(&[
+        "ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+    ]);
+    probe
+        .try_exec(&[
+            "ip", "link", "add", "link", "v0", "name", "v0.5", "type", "vlan", "id", "5",
+        ])
+        .status
+        .success()
 }
 
 fn is_root() -> bool {
@@ -211,6 +231,8 @@ pub struct HostSpec {
     pub ipv4: String,
     /// Optional IPv6 address with prefix length, e.g. `2001:db8::2/64`.
     pub ipv6: Option<String>,
+    /// Put the addresses on an 802.1Q VLAN `<iface>.<id>` on top of `iface` instead.
+    pub vlan: Option<u16>,
 }
 
 impl HostSpec {
@@ -221,7 +243,13 @@ impl HostSpec {
             iface: "eth0".to_string(),
             ipv4: ipv4.to_string(),
             ipv6: None,
+            vlan: None,
         }
+    }
+
+    pub fn vlan(mut self, id: u16) -> HostSpec {
+        self.vlan = Some(id);
+        self
     }
 
     pub fn iface(mut self, iface: &str) -> HostSpec {
@@ -235,7 +263,7 @@ impl HostSpec {
     }
 }
 
-/// A host on a LAN: its namespace, interface, addresses and MAC (upper case, as arping
+/// A host on a LAN: its namespace, LAN interface (the VLAN one, if any), addresses and MAC (upper case, as arping
 /// prints it), and a state directory of its own for rs-agent.
 #[derive(Debug)]
 pub struct Host {
@@ -349,11 +377,33 @@ impl Lan {
         ]);
         self.bridge
             .exec(&["ip", "link", "set", &port, "master", "br0", "up"]);
-        ns.exec(&["ip", "addr", "add", &spec.ipv4, "dev", &spec.iface]);
-        if let Some(v6) = &spec.ipv6 {
-            ns.exec(&["ip", "addr", "add", v6, "dev", &spec.iface, "nodad"]);
-        }
         ns.exec(&["ip", "link", "set", &spec.iface, "up"]);
+        let iface = match spec.vlan {
+            None => spec.iface.clone(),
+            Some(id) => {
+                let vlan = format!("{}.{id}", spec.iface);
+                let id = id.to_string();
+                ns.exec(&[
+                    "ip",
+                    "link",
+                    "add",
+                    "link",
+                    &spec.iface,
+                    "name",
+                    &vlan,
+                    "type",
+                    "vlan",
+                    "id",
+                    &id,
+                ]);
+                ns.exec(&["ip", "link", "set", &vlan, "up"]);
+                vlan
+            }
+        };
+        ns.exec(&["ip", "addr", "add", &spec.ipv4, "dev", &iface]);
+        if let Some(v6) = &spec.ipv6 {
+            ns.exec(&["ip", "addr", "add", v6, "dev", &iface, "nodad"]);
+        }
         if spec.ipv6.is_some() {
             // The link-local address is tentative for about a second after link up.
             let settled = poll(Duration::from_secs(5), || {
@@ -369,7 +419,7 @@ impl Lan {
         Host {
             ip: strip_prefix_len(&spec.ipv4),
             ipv6: spec.ipv6.as_deref().map(strip_prefix_len),
-            iface: spec.iface,
+            iface,
             mac,
             ns,
             state_dir,
