@@ -285,7 +285,20 @@ fn status_reports_ok_and_detects_tampering() {
     let site = site("status", PLAIN);
     let (rs1, rs2) = (&site.rs1, &site.rs2);
     rs1.rs_agent_ok(&["up", "--vip", VIP]);
-    rs2.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+    // rs2 takes its settings from a config file instead of flags.
+    let config = rs2.state_dir.join("rs-agent.toml");
+    let toml = format!(
+        "[real_server]\nvips = [\"{VIP}\"]\ndevice = \"lo\"\narp = \"nft\"\ninterfaces = [\"eth0\"]\n"
+    );
+    std::fs::write(&config, toml).expect("writing the config file");
+    let config = config.to_string_lossy().into_owned();
+    rs2.rs_agent_ok(&["check", "--config", &config]);
+    rs2.rs_agent_ok(&["up", "--config", &config]);
+    let nft = stdout(&rs2.exec(&["nft", "list", "table", "arp", "rs_agent"]));
+    assert!(
+        nft.contains("drop"),
+        "config arp = \"nft\" not applied: {nft}"
+    );
     for rs in [rs1, rs2] {
         let text = rs.rs_agent_ok(&["status"]);
         assert!(text.contains("OK"), "status said: {text}");
@@ -512,7 +525,17 @@ fn ipv6_vip_is_not_answered_by_real_servers() {
     let lo = stdout(&site.rs1.exec(&["ip", "-6", "addr", "show", "dev", "lo"]));
     assert!(lo.contains("2001:db8::100/128"), "VIP6 not on lo: {lo}");
 
+    let nft = stdout(&site.rs2.exec(&["nft", "list", "table", "ip6", "rs_agent"]));
+    assert!(
+        nft.contains("nd-neighbor-solicit"),
+        "no NS drop rule: {nft}"
+    );
+
     // Nobody else holds the VIP yet: a real server answering NDP would be the only answer.
+    // Linux already ignores neighbour solicitations for an address held on another
+    // interface (checked by hand: VIP6 on lo → INCOMPLETE, on eth0 → answered), so for the
+    // sysctl method this guards against regressions such as binding the VIP to the LAN
+    // interface; the director below is the positive control that the probe sees answers.
     for attempt in 0..3 {
         let resolved = ndp_resolves_vip6_to(&site);
         assert_eq!(
