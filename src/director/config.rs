@@ -598,3 +598,6 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
         services,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine for rs-agent: the packages it runs with, a Rust toolchain new
+# enough to build it (Debian's rustc is too old), the release build, and the binary in
+# /usr/local/sbin. With --test it also installs what the three test tiers need (arping, socat,
+# and for the VM tier qemu, a Debian kernel with IPVS, ipvsadm and virtme-ng).
+# Idempotent: run it again any time. Needs root (apt-get, /usr/local/sbin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg; expected --test" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (sudo ./scripts/setup.sh): it installs packages" >&2
+  exit 2
+fi
+
+runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc pkg-config)
+test_pkgs=(iputils-arping socat python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
+
+missing=()
+for p in "${runtime_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "$want_test" = 1 ]; then
+  for p in "${test_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# virtme-ng boots the VM test tier's kernel (pip, not in Debian 12).
+if [ "$want_test" = 1 ] && ! command -v vng >/dev/null 2>&1; then
+  echo "setup.sh: installing virtme-ng (pip)"
+  pip install -q virtme-ng 2>/dev/null || pip install -q --break-system-packages virtme-ng
+fi
+
+# Rust >= 1.85 (rtnetlink 0.24); Debian 12 ships 1.63, so use rustup when cargo is missing/old.
+need_rust() {
+  command -v cargo >/dev/null 2>&1 || return 0
+  local v; v=$(rustc --version | awk '{print $2}')
+  [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" != "1.85.0" ]
+}
+if need_rust; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y -q --profile minimal -c clippy,rustfmt
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+cargo build --release --locked 2>/dev/null || cargo build --release
+install -m 0755 target/release/rs-agent /usr/local/sbin/rs-agent
+echo "setup.sh: installed /usr/local/sbin/rs-agent ($(rs-agent --version))"
