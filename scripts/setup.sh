@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine for rs-agent: the packages it runs with, a Rust toolchain new
 # enough to build it (Debian's rustc is too old), the release build, and the binary in
-# /usr/local/sbin. With --test it also installs what the three test tiers need (arping, socat,
-# and for the VM tier qemu, a Debian kernel with IPVS, ipvsadm and virtme-ng).
+# /usr/local/sbin. With --test it instead installs what the three test tiers need (arping,
+# socat, and for the VM tier qemu, a Debian kernel with IPVS, ipvsadm and virtme-ng) and builds
+# nothing: scripts/test.sh builds what it tests.
 # Idempotent: run it again any time. Needs root (apt-get, /usr/local/sbin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,7 @@ if need_rust; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-cargo build --release --locked 2>/dev/null || cargo build --release
+[ "$want_test" = 1 ] && exit 0
+cargo build --release
 install -m 0755 target/release/rs-agent /usr/local/sbin/rs-agent
 echo "setup.sh: installed /usr/local/sbin/rs-agent ($(rs-agent --version))"
