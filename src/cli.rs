@@ -68,6 +68,16 @@ pub enum Command {
     Status(StatusArgs),
     /// Validate the configuration and preflight (permissions, nft, drivers); change nothing
     Check(RealServerArgs),
+    /// Take this real server out of rotation without failing a request (see `drain --help`)
+    #[command(
+        long_about = "Set the drain flag in the state directory. The running agent \
+        (`rs-agent run` with health_listen / --health-listen set) then answers its /health \
+        endpoint with 503, the director's HTTP check quiesces this real server (weight 0): \
+        connections already open finish, new ones go to the others. `undrain` clears the flag."
+    )]
+    Drain,
+    /// Clear the drain flag: the /health endpoint answers 200 again and the director restores the weight
+    Undrain,
     /// The balancer side: VIPs, gratuitous ARP and kernel IPVS services (see `director --help`)
     #[command(subcommand)]
     Director(DirectorCommand),
@@ -95,6 +105,20 @@ pub enum DirectorCommand {
         after_help = DIRECTOR_EXAMPLE
     )]
     Up(DirectorUpArgs),
+    /// Apply, then stay running: health-check real servers, repair drift, reload on SIGHUP
+    #[command(
+        long_about = "Apply like `director up`, then keep running: each service's \
+        [director.service.check] (tcp, http, https or command; interval, timeout, rise, fall) runs \
+        against every real server concurrently; a server that fails `fall` checks in a row is \
+        quiesced (weight 0, existing connections finish) or removed (on_failure = \"remove\"), and \
+        gets its configured weight back after `rise` good checks; the sorry_server takes over when \
+        every real server of a service is down. The table is re-read and drift repaired every \
+        --reconcile-interval. SIGHUP re-reads the config and applies only the difference; \
+        SIGTERM stops the agent and leaves the director configured. Under systemd \
+        (Type=notify) it reports READY=1 after the first apply, STATUS= and WATCHDOG=1.",
+        after_help = "See docs/health-checks.md for the check settings and units/rs-agent-director.service."
+    )]
+    Run(DirectorRunArgs),
     /// Remove exactly rs-agent's VIPs, then its IPVS services; foreign services survive
     Down(DownArgs),
     /// The IPVS table (ipvsadm -Ln layout, with stats), VIPs and pending changes; exit 1 on drift
@@ -174,6 +198,20 @@ pub struct DirectorUpArgs {
     /// Print the plan (what would change) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DirectorRunArgs {
+    #[command(flatten)]
+    pub settings: DirectorArgs,
+
+    /// Seconds between full re-reads of the IPVS table (drift repair)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub reconcile_interval: u64,
+
+    /// Health checks allowed in flight at once
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod director;
+pub mod drain;
 pub mod kernel;
 pub mod model;
 pub mod plan;

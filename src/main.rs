@@ -67,6 +67,14 @@ async fn run_director(
             let report = director::up(&desired, cli_state, args.dry_run).await?;
             report.print(&mut out).map_err(print_err)?;
         }
+        DirectorCommand::Run(args) => {
+            let options = director::run::RunOptions {
+                reconcile_interval: std::time::Duration::from_secs(args.reconcile_interval.max(1)),
+                max_in_flight: args.max_in_flight,
+            };
+            let load = || director_desired(&args.settings);
+            director::run::run(load, cli_state, options, |_, _| {}).await?;
+        }
         DirectorCommand::Down(args) => {
             let report = director::down(cli_state, args.dry_run).await?;
             report.print(&mut out).map_err(print_err)?;
@@ -101,6 +109,19 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
     let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
     match cli.command {
         Command::Director(command) => return run_director(&cli.state_dir, command).await,
+        Command::Drain | Command::Undrain => {
+            let drain = matches!(cli.command, Command::Drain);
+            let changed = rs_agent::drain::set_drained(&cli.state_dir, drain).map_err(|e| {
+                AgentError::Input(format!("drain flag in {}: {e}", cli.state_dir.display()))
+            })?;
+            let what = if drain {
+                "drained: /health answers 503"
+            } else {
+                "in rotation: /health answers 200"
+            };
+            let prefix = if changed { "did" } else { "nothing to do" };
+            writeln!(out, "{prefix}: {what}").map_err(print_err)?;
+        }
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;
             let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;

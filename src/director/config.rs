@@ -3,6 +3,7 @@
 //! Every error names its input (`file:line:col` or `--flag`) and the fix, and is reported
 //! before anything touches the kernel.
 
+use super::health::{HealthCheck, HttpProbe, OnFailure, Probe};
 use crate::config::{check_ifname, parse_vip_str, ConfigError, ConfigFile};
 use crate::kernel::ipvs::{
     AddressFamily, Destination, Forward, Protocol, Service, ServiceFlags, ServiceKey,
@@ -43,6 +44,28 @@ pub struct RawService {
     pub one_packet: Option<bool>,
     #[serde(default, rename = "real")]
     pub reals: Vec<RawReal>,
+    pub check: Option<RawCheck>,
+    pub sorry_server: Option<Spanned<String>>,
+}
+
+/// `[director.service.check]`: see docs/health-checks.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
+    pub body: Option<String>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    pub interval_ms: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +83,12 @@ pub struct RawReal {
 pub struct ServiceDesired {
     pub service: Service,
     pub reals: Vec<Destination>,
+    /// Health check of every real server (none: all are taken as healthy).
+    #[serde(default)]
+    pub check: Option<HealthCheck>,
+    /// Used, at weight 1, only while every real server of the service is down.
+    #[serde(default)]
+    pub sorry: Option<Destination>,
 }
 
 /// Validated director configuration.
@@ -455,7 +484,141 @@ fn service(
             netmask,
             pe_name: None,
         },
+        check: raw
+            .check
+            .as_ref()
+            .map(|c| check(file, c, &at))
+            .transpose()?,
+        sorry: raw
+            .sorry_server
+            .as_ref()
+            .map(|v| sorry(file, v, af, port))
+            .transpose()?,
         reals,
+    })
+}
+
+fn ms(
+    file: &ConfigFile,
+    v: &Option<Spanned<i64>>,
+    default: u64,
+    what: &str,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(match v {
+        Some(v) => int_in(file, v, 10, 3_600_000, what)? as u64,
+        None => default,
+    }))
+}
+
+/// `[director.service.check]` → a validated check.
+fn check(file: &ConfigFile, raw: &RawCheck, at: &str) -> Result<HealthCheck, ConfigError> {
+    let http = || -> Result<HttpProbe, ConfigError> {
+        let path = raw
+            .path
+            .as_ref()
+            .map_or("/".to_string(), |p| p.get_ref().clone());
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            let p = raw
+                .path
+                .as_ref()
+                .map_or(at.to_string(), |p| file.at(p.span()));
+            return Err(err(
+                &p,
+                format!("check path \"{path}\" must start with / and contain no spaces"),
+            ));
+        }
+        Ok(HttpProbe {
+            path,
+            status: match &raw.status {
+                Some(s) => int_in(file, s, 100, 599, "check status")? as u16,
+                None => 200,
+            },
+            body: raw.body.clone(),
+            host: raw.host.clone(),
+        })
+    };
+    let probe = match raw.kind.get_ref().as_str() {
+        "tcp" => Probe::Tcp,
+        "http" => Probe::Http(http()?),
+        "https" => Probe::Https(http()?),
+        "command" if raw.command.is_empty() => {
+            return Err(file.err_at(
+                &raw.kind,
+                "a command check needs command = [\"/path/to/check\", \"arg\"]",
+            ))
+        }
+        "command" => Probe::Command {
+            argv: raw.command.clone(),
+        },
+        other => {
+            return Err(file.err_at(
+                &raw.kind,
+                format!("unknown check type \"{other}\"; expected tcp, http, https or command"),
+            ))
+        }
+    };
+    let interval = ms(file, &raw.interval_ms, 2000, "interval_ms")?;
+    let timeout = ms(file, &raw.timeout_ms, 1000, "timeout_ms")?;
+    if timeout > interval {
+        let t = raw
+            .timeout_ms
+            .as_ref()
+            .map_or(at.to_string(), |t| file.at(t.span()));
+        return Err(err(
+            &t,
+            "timeout_ms is longer than interval_ms; make it at most the interval",
+        ));
+    }
+    let count = |v: &Option<Spanned<i64>>, what| -> Result<u32, ConfigError> {
+        v.as_ref()
+            .map_or(Ok(3), |v| int_in(file, v, 1, 100, what).map(|n| n as u32))
+    };
+    let on_failure = match raw.on_failure.as_ref().map(|o| (o, o.get_ref().as_str())) {
+        None | Some((_, "quiesce")) => OnFailure::Quiesce,
+        Some((_, "remove")) => OnFailure::Remove,
+        Some((o, other)) => {
+            return Err(file.err_at(
+                o,
+                format!("unknown on_failure \"{other}\"; expected quiesce (weight 0) or remove"),
+            ))
+        }
+    };
+    Ok(HealthCheck {
+        probe,
+        port: raw
+            .port
+            .as_ref()
+            .map(|p| int_in(file, p, 1, 65535, "check port").map(|n| n as u16))
+            .transpose()?,
+        interval,
+        timeout,
+        rise: count(&raw.rise, "rise")?,
+        fall: count(&raw.fall, "fall")?,
+        on_failure,
+    })
+}
+
+fn sorry(
+    file: &ConfigFile,
+    v: &Spanned<String>,
+    af: AddressFamily,
+    port: u16,
+) -> Result<Destination, ConfigError> {
+    let src = spanned(file, v);
+    let (addr, port) = parse_real_addr(&src, port)?;
+    if family_of(&addr) != af {
+        return Err(err(
+            &src.at,
+            "sorry_server is not of the service's address family",
+        ));
+    }
+    Ok(Destination {
+        addr,
+        port,
+        forward: Forward::Route,
+        weight: 1,
+        upper_threshold: 0,
+        lower_threshold: 0,
     })
 }
 
@@ -537,6 +700,8 @@ fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired
             pe_name: None,
         },
         reals,
+        check: None,
+        sorry: None,
     })
 }
 

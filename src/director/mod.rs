@@ -4,8 +4,10 @@
 
 pub mod config;
 pub mod garp;
+pub mod health;
 pub mod import;
 pub mod plan;
+pub mod run;
 pub mod state;
 pub mod status;
 

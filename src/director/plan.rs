@@ -89,6 +89,8 @@ pub fn as_desired(observed: &ObservedService) -> ServiceDesired {
             .iter()
             .map(|d| d.dest.clone())
             .collect(),
+        check: None,
+        sorry: None,
     }
 }
 

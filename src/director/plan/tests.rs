@@ -44,6 +44,8 @@ fn want(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ServiceDesired {
     ServiceDesired {
         service: service(vip, 80, sched),
         reals: reals.iter().map(|(a, w)| real(a, *w)).collect(),
+        check: None,
+        sorry: None,
     }
 }
 

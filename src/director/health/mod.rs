@@ -1,0 +1,190 @@
+//! Health checks for the director's real servers.
+//!
+//! Pure parts here: the validated check settings, the rise/fall state machine, and
+//! `effective`, which turns the configured services plus the health of every real server
+//! into the services the kernel must hold (dead servers quiesced at weight 0 or removed; the
+//! sorry server in when every real server of a service is down). The run loop then feeds
+//! that to the ordinary observe → plan → apply pipeline: no second code path.
+
+pub mod probe;
+
+use super::config::{DirectorDesired, ServiceDesired};
+use crate::kernel::ipvs::{Destination, ServiceKey};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What a check does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Probe {
+    /// A TCP connection to the real server.
+    Tcp,
+    /// An HTTP GET; healthy when the status matches and the body contains `body` (if set).
+    Http(HttpProbe),
+    /// The same over TLS (certificates are not verified: a health check, not a client).
+    Https(HttpProbe),
+    /// A command; healthy when it exits 0. Gets RS_ADDR, RS_PORT, VIP, VPORT in its env.
+    Command { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpProbe {
+    pub path: String,
+    pub status: u16,
+    pub body: Option<String>,
+    /// Host header; default: the real server's address.
+    pub host: Option<String>,
+}
+
+/// What happens to a real server that fails its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Weight 0: no new connections, existing ones finish (the default).
+    Quiesce,
+    /// Delete the destination.
+    Remove,
+}
+
+/// A service's health check, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    /// Port to check; default: the real server's port.
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server back.
+    pub rise: u32,
+    /// Consecutive failures that take an up server out.
+    pub fall: u32,
+    pub on_failure: OnFailure,
+}
+
+/// One real server's health: current verdict and the run of results against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub up: bool,
+    streak: u32,
+}
+
+impl Default for Health {
+    /// Servers start up (as keepalived's do), so a starting director serves at once; a dead
+    /// one is taken out after `fall` checks.
+    fn default() -> Self {
+        Self {
+            up: true,
+            streak: 0,
+        }
+    }
+}
+
+impl Health {
+    /// Records one check result; true when the verdict flipped.
+    pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
+        if ok == self.up {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        let needed = if self.up { fall } else { rise };
+        if self.streak >= needed.max(1) {
+            self.up = ok;
+            self.streak = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Identifies one checked real server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub service: ServiceKey,
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "real server {} of {}",
+            std::net::SocketAddr::new(self.addr, self.port),
+            self.service
+        )
+    }
+}
+
+/// Every real server that has a check, in config order.
+pub fn targets(desired: &DirectorDesired) -> Vec<(Target, HealthCheck)> {
+    let mut out = Vec::new();
+    for s in &desired.services {
+        let Some(check) = &s.check else { continue };
+        for r in &s.reals {
+            let target = Target {
+                service: s.service.key.clone(),
+                addr: r.addr,
+                port: r.port,
+            };
+            out.push((target, check.clone()));
+        }
+    }
+    out
+}
+
+fn is_up(health: &HashMap<Target, Health>, key: &ServiceKey, d: &Destination) -> bool {
+    let target = Target {
+        service: key.clone(),
+        addr: d.addr,
+        port: d.port,
+    };
+    health.get(&target).is_none_or(|h| h.up)
+}
+
+/// The services as the kernel must hold them given the health of each real server.
+pub fn effective(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> DirectorDesired {
+    let mut out = desired.clone();
+    for s in &mut out.services {
+        apply_health(s, health);
+    }
+    out
+}
+
+fn apply_health(s: &mut ServiceDesired, health: &HashMap<Target, Health>) {
+    let Some(check) = &s.check else { return };
+    let key = s.service.key.clone();
+    let any_up = s.reals.iter().any(|d| is_up(health, &key, d));
+    let on_failure = check.on_failure;
+    s.reals = std::mem::take(&mut s.reals)
+        .into_iter()
+        .filter_map(|mut d| {
+            if is_up(health, &key, &d) {
+                return Some(d);
+            }
+            match on_failure {
+                OnFailure::Remove => None,
+                OnFailure::Quiesce => {
+                    d.weight = 0;
+                    Some(d)
+                }
+            }
+        })
+        .collect();
+    if !any_up {
+        if let Some(sorry) = &s.sorry {
+            if !s
+                .reals
+                .iter()
+                .any(|d| d.addr == sorry.addr && d.port == sorry.port)
+            {
+                s.reals.push(sorry.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! The checks themselves: TCP connect, HTTP(S) GET, command. Each is bounded by the check's
+//! timeout as a whole (connect, TLS, request, response) and returns why it failed.
+
+use super::{HealthCheck, HttpProbe, Probe, Target};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Enough of a response for a status line and a body substring.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// Runs one check; Ok when healthy, Err with the reason otherwise.
+pub async fn run(target: &Target, check: &HealthCheck) -> Result<(), String> {
+    let addr = SocketAddr::new(target.addr, check.port.unwrap_or(target.port));
+    let work = async {
+        match &check.probe {
+            Probe::Tcp => connect(addr).await.map(drop),
+            Probe::Http(http) => {
+                let stream = connect(addr).await?;
+                http_get(stream, addr, http).await
+            }
+            Probe::Https(http) => {
+                let stream = connect(addr).await?;
+                let tls = tls_connect(stream, addr, http).await?;
+                http_get(tls, addr, http).await
+            }
+            Probe::Command { argv } => command(argv, target, addr).await,
+        }
+    };
+    match tokio::time::timeout(check.timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))
+}
+
+fn request(addr: SocketAddr, http: &HttpProbe) -> String {
+    let host = http.host.clone().unwrap_or_else(|| match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    });
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        http.path
+    )
+}
+
+/// The status code of an HTTP/1.x status line.
+pub fn status_code(response: &[u8]) -> Option<u16> {
+    let line = response.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Judges a (possibly truncated) response against the probe.
+pub fn judge(response: &[u8], http: &HttpProbe) -> Result<(), String> {
+    let status = status_code(response).ok_or("not an HTTP response")?;
+    if status != http.status {
+        return Err(format!("HTTP status {status}, expected {}", http.status));
+    }
+    if let Some(want) = &http.body {
+        let body_at = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(response.len(), |p| p + 4);
+        let body = String::from_utf8_lossy(&response[body_at..]);
+        if !body.contains(want.as_str()) {
+            return Err(format!("body does not contain {want:?}"));
+        }
+    }
+    Ok(())
+}
+
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    http: &HttpProbe,
+) -> Result<(), String> {
+    stream
+        .write_all(request(addr, http).as_bytes())
+        .await
+        .map_err(|e| format!("sending request to {addr}: {e}"))?;
+    let mut response = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    while response.len() < MAX_RESPONSE {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+            // A TLS peer that closes without close_notify: judge what arrived.
+            Err(_) if !response.is_empty() => break,
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+        if http.body.is_none() && response.contains(&b'\n') {
+            break;
+        }
+    }
+    judge(&response, http)
+}
+
+/// Accepts any certificate: the check asks "does the server answer", not "is it who it says".
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn tls_connect(
+    stream: TcpStream,
+    addr: SocketAddr,
+    http: &HttpProbe,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let name = match &http.host {
+        Some(h) => rustls::pki_types::ServerName::try_from(h.clone())
+            .map_err(|e| format!("TLS server name {h}: {e}"))?,
+        None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
+async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("RS_ADDR", addr.ip().to_string())
+        .env("RS_PORT", addr.port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let ServiceKey::Addr {
+        addr: vip, port, ..
+    } = &target.service
+    {
+        cmd.env("VIP", vip.to_string())
+            .env("VPORT", port.to_string());
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} exited with {status}"))
+    }
+}
+
+use crate::kernel::ipvs::ServiceKey;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(status: u16, body: Option<&str>) -> HttpProbe {
+        HttpProbe {
+            path: "/".into(),
+            status,
+            body: body.map(str::to_string),
+            host: None,
+        }
+    }
+
+    #[test]
+    fn judges_status_and_body() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(judge(ok, &probe(200, None)), Ok(()));
+        assert_eq!(judge(ok, &probe(200, Some("ell"))), Ok(()));
+        assert_eq!(
+            judge(ok, &probe(200, Some("bye"))),
+            Err("body does not contain \"bye\"".into())
+        );
+        assert_eq!(
+            judge(ok, &probe(204, None)),
+            Err("HTTP status 200, expected 204".into())
+        );
+        assert_eq!(
+            judge(b"SSH-2.0-OpenSSH\r\n", &probe(200, None)),
+            Err("not an HTTP response".into())
+        );
+        assert_eq!(
+            status_code(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
+    }
+
+    #[test]
+    fn request_names_host_and_closes() {
+        let addr: SocketAddr = "[2001:db8::2]:80".parse().expect("addr");
+        let r = request(addr, &probe(200, None));
+        assert!(
+            r.starts_with("GET / HTTP/1.1\r\nHost: [2001:db8::2]\r\n"),
+            "{r}"
+        );
+        assert!(r.ends_with("Connection: close\r\n\r\n"));
+    }
+}

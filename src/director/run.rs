@@ -1,0 +1,181 @@
+//! `director run`: apply, then keep the table right while real servers come and go.
+//!
+//! Only a scheduler around the one pipeline: a check result that flips a real server's
+//! verdict, SIGHUP (new config) or the drift timer each lead to observe → plan → apply of the
+//! *effective* services (`health::effective`). Checks run as independent tokio tasks, each with
+//! its own jittered timer and timeout, and at most `max_in_flight` at once.
+
+use super::config::DirectorDesired;
+use super::health::{self, probe, Health, HealthCheck, Target};
+use crate::agent::AgentError;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+/// Settings of the run loop itself.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How often the table is re-read and drift repaired, besides health events.
+    pub reconcile_interval: Duration,
+    /// Checks allowed in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// One finished check.
+struct CheckResult {
+    target: Target,
+    result: Result<(), String>,
+    rise: u32,
+    fall: u32,
+}
+
+/// A pseudo-random fraction in [0, 1) from the target and the clock: enough to spread timers.
+fn jitter_fraction(target: &Target) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    target.hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+async fn check_loop(
+    target: Target,
+    check: HealthCheck,
+    tx: mpsc::Sender<CheckResult>,
+    slots: Arc<Semaphore>,
+) {
+    // Start at a random point of the interval so checks do not run in lockstep.
+    tokio::time::sleep(check.interval.mul_f64(jitter_fraction(&target))).await;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = match slots.acquire().await {
+            Ok(_permit) => probe::run(&target, &check).await,
+            Err(_) => return,
+        };
+        let message = CheckResult {
+            target: target.clone(),
+            result,
+            rise: check.rise,
+            fall: check.fall,
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+        // ±5% so that servers checked together drift apart.
+        let spread = check.interval.mul_f64(0.1 * jitter_fraction(&target));
+        let next = (check.interval + spread).saturating_sub(check.interval / 20);
+        tokio::time::sleep_until(started + next).await;
+    }
+}
+
+fn spawn_checks(
+    desired: &DirectorDesired,
+    tx: &mpsc::Sender<CheckResult>,
+    slots: &Arc<Semaphore>,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for (target, check) in health::targets(desired) {
+        set.spawn(check_loop(target, check, tx.clone(), slots.clone()));
+    }
+    set
+}
+
+/// One pass of the pipeline for the services as health makes them.
+async fn reconcile(
+    desired: &DirectorDesired,
+    health: &HashMap<Target, Health>,
+    state_dir: &Path,
+) -> Result<usize, AgentError> {
+    let effective = health::effective(desired, health);
+    let report = super::up(&effective, state_dir, false).await?;
+    Ok(report.ipvs.len() + report.addrs.len())
+}
+
+/// A one-line summary for logs and systemd's STATUS=.
+fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> String {
+    let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
+    let down = health.values().filter(|h| !h.up).count();
+    format!(
+        "{} service(s), {reals} real server(s), {down} down",
+        desired.services.len()
+    )
+}
+
+/// Applies, then runs until SIGTERM/SIGINT (leaving the director configured). `load` reads the
+/// configuration again on SIGHUP; a bad new config is logged and the running one kept.
+pub async fn run(
+    load: impl Fn() -> Result<DirectorDesired, AgentError>,
+    state_dir: &Path,
+    options: RunOptions,
+    mut on_status: impl FnMut(&str, bool),
+) -> Result<(), AgentError> {
+    let mut desired = load()?;
+    let mut health: HashMap<Target, Health> = HashMap::new();
+    reconcile(&desired, &health, state_dir).await?;
+    on_status(&summary(&desired, &health), true);
+    tracing::info!(summary = %summary(&desired, &health), "director configured; checking real servers");
+
+    let signal_err =
+        |e: std::io::Error| AgentError::Input(format!("installing signal handlers: {e}"));
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
+    let mut checks = spawn_checks(&desired, &tx, &slots);
+    let mut drift = tokio::time::interval(options.reconcile_interval);
+    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    drift.tick().await;
+
+    loop {
+        let mut dirty = false;
+        tokio::select! {
+            Some(done) = rx.recv() => {
+                let h = health.entry(done.target.clone()).or_default();
+                let ok = done.result.is_ok();
+                if let Err(why) = &done.result {
+                    tracing::debug!(target_rs = %done.target, why = %why, "check failed");
+                }
+                if h.record(ok, done.rise, done.fall) {
+                    match &done.result {
+                        Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
+                        Err(why) => tracing::warn!("{} is DOWN after {} failed check(s): {why}", done.target, done.fall),
+                    }
+                    dirty = true;
+                }
+            }
+            _ = hup.recv() => {
+                match load() {
+                    Ok(new) => {
+                        tracing::info!("SIGHUP: configuration re-read");
+                        checks.abort_all();
+                        let keep: Vec<Target> = health::targets(&new).into_iter().map(|(t, _)| t).collect();
+                        health.retain(|t, _| keep.contains(t));
+                        desired = new;
+                        checks = spawn_checks(&desired, &tx, &slots);
+                        dirty = true;
+                    }
+                    Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+                }
+            }
+            _ = drift.tick() => dirty = true,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if dirty {
+            match reconcile(&desired, &health, state_dir).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(changes = n, "reconciled"),
+                Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
+            }
+            on_status(&summary(&desired, &health), false);
+        }
+    }
+    checks.abort_all();
+    tracing::info!("stopping; the director stays configured (`rs-agent director down` removes it)");
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Real-server drain: `rs-agent drain` / `undrain` flip a flag file in the state directory,
+//! and the running agent serves it on a tiny read-only HTTP endpoint (only when a listen
+//! address is configured). The director's HTTP check of that endpoint then quiesces the real
+//! server, so it leaves the rotation without a single failed request: connections already
+//! open finish, new ones go elsewhere.
+//!
+//! Routes: `GET /health` (and `HEAD`) → 200 "ok" or 503 "draining". Anything else: 404/405.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const FLAG: &str = "drained";
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn flag_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FLAG)
+}
+
+pub fn is_drained(state_dir: &Path) -> bool {
+    flag_path(state_dir).exists()
+}
+
+/// Sets or clears the drain flag; says whether anything changed.
+pub fn set_drained(state_dir: &Path, drained: bool) -> std::io::Result<bool> {
+    let path = flag_path(state_dir);
+    match (drained, path.exists()) {
+        (true, false) => {
+            std::fs::create_dir_all(state_dir)?;
+            std::fs::write(
+                &path,
+                "drained by `rs-agent drain`; `rs-agent undrain` clears it\n",
+            )?;
+            Ok(true)
+        }
+        (false, true) => std::fs::remove_file(&path).map(|_| true),
+        _ => Ok(false),
+    }
+}
+
+/// The response to one request line, given the drain state.
+pub fn respond(request_line: &str, drained: bool) -> (u16, &'static str) {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET" | "HEAD", "/health") if drained => (503, "draining\n"),
+        ("GET" | "HEAD", "/health") => (200, "ok\n"),
+        ("GET" | "HEAD", _) => (404, "not found: the only route is /health\n"),
+        _ => (405, "method not allowed: read-only endpoint\n"),
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, state_dir: &Path) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next().unwrap_or("");
+    let (status, body) = respond(line, is_drained(state_dir));
+    let head_only = line.starts_with("HEAD ");
+    let response = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reason(status),
+        body.len(),
+        if head_only { "" } else { body }
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Binds the endpoint (errors name the address) and returns the serving future.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        format!("health endpoint {listen}: {e}; check health_listen / --health-listen")
+    })
+}
+
+/// Serves until the task is dropped; each connection bounded by a timeout.
+pub async fn serve(listener: TcpListener, state_dir: PathBuf) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let dir = state_dir.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, serve_one(stream, &dir)).await {
+                Ok(Err(e)) => tracing::debug!(%peer, "health endpoint: {e}"),
+                Err(_) => tracing::debug!(%peer, "health endpoint: request timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(respond("GET /health HTTP/1.1", false), (200, "ok\n"));
+        assert_eq!(
+            respond("GET /health?x=1 HTTP/1.1", true),
+            (503, "draining\n")
+        );
+        assert_eq!(respond("HEAD /health HTTP/1.0", true).0, 503);
+        assert_eq!(respond("GET / HTTP/1.1", false).0, 404);
+        assert_eq!(respond("POST /health HTTP/1.1", false).0, 405);
+        assert_eq!(respond("", false).0, 405);
+    }
+
+    #[test]
+    fn flag_round_trip() {
+        let dir = std::env::temp_dir().join(format!("rsa-drain-unit-{}", std::process::id()));
+        assert!(!is_drained(&dir));
+        assert_eq!(set_drained(&dir, true).ok(), Some(true));
+        assert_eq!(set_drained(&dir, true).ok(), Some(false));
+        assert!(is_drained(&dir));
+        assert_eq!(set_drained(&dir, false).ok(), Some(true));
+        assert!(!is_drained(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
