@@ -177,7 +177,11 @@ fn boot(vng: &Path, kernel: &Path, filters: &[String]) -> Result<(), String> {
     println!("vm: boot + checks took {:.1}s", elapsed.as_secs_f64());
     match verdict {
         Ok(()) if status.success() => {
-            let _ = fs::remove_dir_all(&dir);
+            if std::env::var_os("RS_AGENT_VM_KEEP").is_some() {
+                println!("vm: console log kept: {}", console.display());
+            } else {
+                let _ = fs::remove_dir_all(&dir);
+            }
             Ok(())
         }
         Ok(()) => Err(keep(&dir, &console, &format!("vng exited with {status}"))),
@@ -337,7 +341,7 @@ const MODULES: &[&str] = &[
 ];
 /// Tools the checks run.
 const TOOLS: &[&str] = &[
-    "ip", "sysctl", "nft", "ipvsadm", "busybox", "arping", "curl", "timeout",
+    "ip", "sysctl", "nft", "ipvsadm", "busybox", "arping", "curl",
 ];
 /// Writable scratch in the guest (/run is a tmpfs under virtme-ng).
 const GUEST_SCRATCH: &str = "/run/rs-agent-vm";
