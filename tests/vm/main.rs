@@ -171,7 +171,8 @@ fn boot(vng: &Path, kernel: &Path, filters: &[String]) -> Result<(), String> {
         kernel.display()
     );
     let started = Instant::now();
-    let status = run_bounded(cmd, &console, boot_timeout())?;
+    let status =
+        run_bounded(cmd, &console, boot_timeout()).map_err(|e| keep(&dir, &console, &e))?;
     let elapsed = started.elapsed();
     let verdict = judge(&dir, &console);
     println!("vm: boot + checks took {:.1}s", elapsed.as_secs_f64());
@@ -426,11 +427,27 @@ fn run_check(check: &Check, ctx: &Ctx) -> Result<f64, String> {
     fs::create_dir_all(&ctx.scratch).map_err(|e| format!("{}: {e}", ctx.scratch.display()))?;
     let outcome = catch_unwind(AssertUnwindSafe(|| (check.run)(ctx)));
     let _ = fs::remove_dir_all(&ctx.scratch);
+    let leaked = remove_leftover_namespaces();
     match outcome {
-        Ok(Ok(())) => Ok(started.elapsed().as_secs_f64()),
+        Ok(Ok(())) if leaked.is_empty() => Ok(started.elapsed().as_secs_f64()),
+        Ok(Ok(())) => Err(format!("left namespaces behind: {}", leaked.join(", "))),
         Ok(Err(why)) => Err(why),
         Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
     }
+}
+
+/// Namespaces still present after a check (its guards should have deleted them); removes them
+/// so the next check starts clean.
+fn remove_leftover_namespaces() -> Vec<String> {
+    let names: Vec<String> = fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    for name in &names {
+        let _ = guest::output("ip", &["netns", "del", name]);
+    }
+    names
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
