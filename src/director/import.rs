@@ -114,6 +114,14 @@ fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String>
             "-g" | "--gatewaying" => real.get_or_insert_with(Real::default).forward = "dr",
             "-i" | "--ipip" => real.get_or_insert_with(Real::default).forward = "tunnel",
             "-m" | "--masquerading" => real.get_or_insert_with(Real::default).forward = "nat",
+            // ipvsadm-save spells out the tunnel type of -i destinations; only IPIP is supported.
+            "--tun-type" => {
+                let t = value(i, w)?;
+                if t != "ipip" {
+                    return Err(err(n, col, format!("tunnel type \"{t}\" is not supported; expected ipip")));
+                }
+                takes = 1;
+            }
             "-w" | "--weight" => {
                 real.get_or_insert_with(Real::default).weight = Some(value(i, w)?);
                 takes = 1;
@@ -274,7 +282,7 @@ mod tests {
 -a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1
 -a -t 192.0.2.100:80 -r 198.51.100.3:8080 -g -w 3
 -A -u [2001:db8::100]:53 -s sh -b sh-fallback,sh-port -p 60 -M 64
--a -u [2001:db8::100]:53 -r [2001:db8::2]:53 -i -w 2 -x 100 -y 10
+-a -u [2001:db8::100]:53 -r [2001:db8::2]:53 -i --tun-type ipip -w 2 -x 100 -y 10
 -A -f 7 -s wlc -p 300 -M 255.255.255.0
 -a -f 7 -r 198.51.100.4:0 -m -w 1
 ";

@@ -1,8 +1,438 @@
-//! Director checks (IPVS services from rs-agent, judged by the client and `ipvsadm -Ln`).
-//!
-//! Add each check to `CHECKS`; build the cluster with [`crate::guest::Lab::build`] and run
-//! rs-agent on its nodes with [`crate::guest::Ctx::agent`].
+//! Director checks: rs-agent's IPVS services judged by a client on the LAN and by
+//! `ipvsadm -Ln` / `ipvsadm-save -n`, the independent witnesses.
 
+use crate::guest::{ensure, eventually, Ctx, Lab, Netns, Node};
 use crate::Check;
+use std::time::{Duration, Instant};
 
-pub const CHECKS: &[Check] = &[];
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "director_lvs_dr_lab",
+        run: lvs_dr_lab,
+    },
+    Check {
+        name: "director_reconcile",
+        run: reconcile,
+    },
+    Check {
+        name: "director_import_round_trip",
+        run: import_round_trip,
+    },
+    Check {
+        name: "director_health_failover",
+        run: health_failover,
+    },
+];
+
+const VIP: &str = "192.0.2.100";
+
+/// The lines of `ipvsadm-save -n`, sorted: the table without counters, comparable as text.
+fn saved(ns: &Netns) -> Result<Vec<String>, String> {
+    let mut lines: Vec<String> = ns
+        .run("ipvsadm-save", &["-n"])?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+fn want_lines(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn table_is(ns: &Netns, want: &[&str], when: &str) -> Result<(), String> {
+    let have = saved(ns)?;
+    let want = want_lines(want);
+    ensure(have == want, || {
+        format!(
+            "{when}: ipvsadm-save -n shows\n{}\nwant\n{}",
+            have.join("\n"),
+            want.join("\n")
+        )
+    })
+}
+
+/// A namespace standing in for a director: `lo` up, a NOARP dummy `eth0` on the real servers'
+/// subnet (IPVS refuses destinations it has no route to).
+fn bare_director(name: &str) -> Result<Netns, String> {
+    let ns = Netns::new(name)?;
+    ns.ip(&["link", "add", "eth0", "type", "dummy"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "eth0"])?;
+    ns.ip(&["addr", "add", "203.0.113.1/24", "dev", "eth0"])?;
+    Ok(ns)
+}
+
+fn write(ctx: &Ctx, name: &str, text: &str) -> Result<String, String> {
+    let path = ctx.scratch.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// The classic LVS-DR lab end to end: rs-agent on both real servers (one per ARP method) and on
+/// the director; the client gets both real servers in rr order through the VIP; ipvsadm shows
+/// exactly the configured table; only the director's MAC answers ARP for the VIP; gratuitous
+/// ARP corrects a client's stale neighbour entry at once.
+fn lvs_dr_lab(ctx: &Ctx) -> Result<(), String> {
+    let lab = Lab::build("dlab", ctx)?;
+    ctx.agent(&lab.rs1.ns, &["up", "--vip", VIP, "--arp", "sysctl"])?;
+    ctx.agent(&lab.rs2.ns, &["up", "--vip", VIP, "--arp", "nft"])?;
+    // A stale entry for the VIP pointing nowhere: gratuitous ARP must override it.
+    let bogus = "02:00:00:00:00:99";
+    lab.client.ns.ip(&[
+        "neigh",
+        "replace",
+        VIP,
+        "lladdr",
+        bogus,
+        "dev",
+        Node::IFACE,
+        "nud",
+        "stale",
+    ])?;
+    let args = [
+        "director",
+        "up",
+        "--interface",
+        "eth0",
+        "--vip",
+        VIP,
+        "--port",
+        "80",
+        "--scheduler",
+        "rr",
+        "--real",
+        "192.0.2.11",
+        "--real",
+        "192.0.2.12",
+    ];
+    let out = ctx.agent(&lab.director.ns, &args)?;
+    ensure(out.contains("gratuitous ARP"), || {
+        format!("no announcement reported: {out}")
+    })?;
+    let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
+    ensure(neigh.contains(&lab.director.mac), || {
+        format!(
+            "client's entry for the VIP after gratuitous ARP: {neigh:?}, want {}",
+            lab.director.mac
+        )
+    })?;
+    table_is(
+        &lab.director.ns,
+        &[
+            "-A -t 192.0.2.100:80 -s rr",
+            "-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1",
+            "-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1",
+        ],
+        "after director up",
+    )?;
+    let names = (0..6)
+        .map(|_| lab.get_vip())
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure(
+        names.windows(2).all(|w| w[0] != w[1])
+            && names.iter().any(|n| n == "rs1")
+            && names.iter().any(|n| n == "rs2"),
+        || format!("client saw {names:?}, want rs1 and rs2 in round-robin order"),
+    )?;
+    let answers = lab.client.arp_answers(Lab::VIP, 3)?;
+    ensure(answers == [lab.director.mac.clone()], || {
+        format!(
+            "ARP for the VIP answered by {answers:?}, want only the director {}",
+            lab.director.mac
+        )
+    })?;
+    let status = ctx.agent(&lab.director.ns, &["director", "status"])?;
+    ensure(
+        status.contains("192.0.2.11:80") && status.contains("OK:"),
+        || format!("director status:\n{status}"),
+    )?;
+    let again = ctx.agent(&lab.director.ns, &args)?;
+    ensure(again.contains("nothing to do"), || {
+        format!("second director up was not a no-op: {again}")
+    })?;
+    ctx.agent(&lab.director.ns, &["director", "down"])?;
+    table_is(&lab.director.ns, &[], "after director down")?;
+    let addrs = lab.director.ns.ip(&["-o", "addr", "show", "dev", "eth0"])?;
+    ensure(!addrs.contains(VIP), || {
+        format!("VIP still on the director after down: {addrs}")
+    })
+}
+
+const BASE: &str = r#"
+[director]
+interface = "eth0"
+garp_count = 0
+
+[[director.service]]
+vip = "192.0.2.100"
+port = 80
+scheduler = "SCHED"
+
+[[director.service.real]]
+address = "198.51.100.2"
+weight = W2
+
+[[director.service.real]]
+address = "REAL3"
+"#;
+
+fn config(ctx: &Ctx, sched: &str, w2: u32, real3: &str) -> Result<String, String> {
+    let text = BASE
+        .replace("SCHED", sched)
+        .replace("W2", &w2.to_string())
+        .replace("REAL3", real3);
+    write(ctx, "director.toml", &text)
+}
+
+/// Add, remove and re-weight real servers and change the scheduler through the config; each
+/// step changes exactly what differs; a foreign service made with ipvsadm survives up and down.
+fn reconcile(ctx: &Ctx) -> Result<(), String> {
+    let ns = bare_director("drec")?;
+    ns.run("ipvsadm", &["-A", "-t", "203.0.113.50:443", "-s", "wlc"])?;
+    ns.run(
+        "ipvsadm",
+        &[
+            "-a",
+            "-t",
+            "203.0.113.50:443",
+            "-r",
+            "203.0.113.7:443",
+            "-g",
+            "-w",
+            "2",
+        ],
+    )?;
+    let foreign = [
+        "-A -t 203.0.113.50:443 -s wlc",
+        "-a -t 203.0.113.50:443 -r 203.0.113.7:443 -g -w 2",
+    ];
+    let with_foreign = |ours: &[&str]| -> Vec<String> {
+        ours.iter()
+            .chain(foreign.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+
+    let up = |cfg: &str| ctx.agent(&ns, &["director", "up", "--config", cfg]);
+    let step = |cfg: &str, want: &[&str], changes: &[&str], when: &str| -> Result<(), String> {
+        let out = up(cfg)?;
+        let did: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("did: ") && !l.contains("gratuitous"))
+            .collect();
+        let did_ops: Vec<&str> = did
+            .iter()
+            .filter(|l| !l.contains("address"))
+            .copied()
+            .collect();
+        ensure(did_ops == changes, || {
+            format!(
+                "{when}: applied\n{}\nwant\n{}",
+                did_ops.join("\n"),
+                changes.join("\n")
+            )
+        })?;
+        let want: Vec<String> = with_foreign(want);
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        table_is(&ns, &want, when)
+    };
+
+    let cfg = config(ctx, "rr", 1, "198.51.100.3")?;
+    step(
+        &cfg,
+        &[
+            "-A -t 192.0.2.100:80 -s rr",
+            "-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1",
+            "-a -t 192.0.2.100:80 -r 198.51.100.3:80 -g -w 1",
+        ],
+        &[
+            "did: add service TCP 192.0.2.100:80 scheduler rr",
+            "did: add real server 198.51.100.2:80 to TCP 192.0.2.100:80 (Route weight 1)",
+            "did: add real server 198.51.100.3:80 to TCP 192.0.2.100:80 (Route weight 1)",
+        ],
+        "first up",
+    )?;
+    let cfg = config(ctx, "rr", 5, "198.51.100.3")?;
+    step(
+        &cfg,
+        &[
+            "-A -t 192.0.2.100:80 -s rr",
+            "-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 5",
+            "-a -t 192.0.2.100:80 -r 198.51.100.3:80 -g -w 1",
+        ],
+        &["did: edit real server 198.51.100.2:80 of TCP 192.0.2.100:80 (Route weight 5)"],
+        "re-weight",
+    )?;
+    let cfg = config(ctx, "wlc", 5, "198.51.100.4")?;
+    step(
+        &cfg,
+        &[
+            "-A -t 192.0.2.100:80 -s wlc",
+            "-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 5",
+            "-a -t 192.0.2.100:80 -r 198.51.100.4:80 -g -w 1",
+        ],
+        &[
+            "did: edit service TCP 192.0.2.100:80 scheduler wlc",
+            "did: add real server 198.51.100.4:80 to TCP 192.0.2.100:80 (Route weight 1)",
+            "did: delete real server 198.51.100.3:80 from TCP 192.0.2.100:80",
+        ],
+        "scheduler change + replace a real server",
+    )?;
+    // Bad input changes nothing: unknown scheduler, real server of the wrong family.
+    let bad = config(ctx, "rrr", 5, "198.51.100.4")?;
+    let out = ctx.agent_output(&ns, &["director", "up", "--config", &bad])?;
+    ensure(out.status.code() == Some(2), || {
+        format!("unknown scheduler: exit {:?}", out.status.code())
+    })?;
+    let bad = config(ctx, "rr", 5, "2001:db8::4")?;
+    let out = ctx.agent_output(&ns, &["director", "up", "--config", &bad])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(2) && err.contains("address family"),
+        || format!("family mismatch: {err}"),
+    )?;
+    ctx.agent(&ns, &["director", "down"])?;
+    table_is(&ns, &foreign, "after down (the foreign service survives)")
+}
+
+/// `ipvsadm-save -n` of a hand-made table → `director import` → `director up` on an empty
+/// table reproduces the same `ipvsadm-save -n`.
+fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
+    let hand = bare_director("dimp1")?;
+    for cmd in [
+        "-A -t 192.0.2.100:80 -s wrr",
+        "-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 3",
+        "-a -t 192.0.2.100:80 -r 198.51.100.3:8080 -g -w 1 -x 100 -y 10",
+        "-A -u 192.0.2.100:53 -s sh -b sh-fallback,sh-port -p 60",
+        "-a -u 192.0.2.100:53 -r 198.51.100.2:53 -g -w 1",
+        "-A -f 7 -s lc -p 300 -M 255.255.255.0",
+        "-a -f 7 -r 203.0.113.9:0 -i -w 2",
+        "-A -t 192.0.2.101:443 -s mh",
+        "-a -t 192.0.2.101:443 -r 198.51.100.5:443 -m -w 1",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        hand.run("ipvsadm", &args)?;
+    }
+    let original = saved(&hand)?;
+    let save_text = hand.run("ipvsadm-save", &["-n"])?;
+    let save_file = write(ctx, "save.txt", &save_text)?;
+    let toml = ctx.agent(
+        &hand,
+        &["director", "import", "--interface", "eth0", &save_file],
+    )?;
+    let cfg = write(ctx, "imported.toml", &toml)?;
+    let fresh = bare_director("dimp2")?;
+    ctx.agent(&fresh, &["director", "up", "--config", &cfg])?;
+    let copy = saved(&fresh)?;
+    ensure(copy == original, || {
+        format!(
+            "round trip differs:\noriginal\n{}\nafter import + up\n{}\nTOML:\n{toml}",
+            original.join("\n"),
+            copy.join("\n")
+        )
+    })
+}
+
+/// The weight ipvsadm shows for `real` (None: not in the table).
+fn weight_of(ns: &Netns, real: &str) -> Result<Option<u32>, String> {
+    let save = ns.run("ipvsadm-save", &["-n"])?;
+    Ok(save
+        .lines()
+        .find(|l| l.contains(&format!("-r {real} ")))
+        .and_then(|l| l.split("-w ").nth(1))
+        .and_then(|w| w.split_whitespace().next())
+        .and_then(|w| w.parse().ok()))
+}
+
+/// The classic failure, fixed: with an HTTP check at 1 s, stopping one real server's web server
+/// quiesces it (weight 0) and after the detection window no request fails; restarting it brings
+/// it back after `rise` checks.
+fn health_failover(ctx: &Ctx) -> Result<(), String> {
+    let mut lab = Lab::build("dhc", ctx)?;
+    ctx.agent(&lab.rs1.ns, &["up", "--vip", VIP])?;
+    ctx.agent(&lab.rs2.ns, &["up", "--vip", VIP])?;
+    let cfg = write(
+        ctx,
+        "health.toml",
+        r#"
+[director]
+interface = "eth0"
+garp_count = 1
+
+[[director.service]]
+vip = "192.0.2.100"
+port = 80
+scheduler = "rr"
+
+[director.service.check]
+type = "http"
+path = "/"
+interval_ms = 1000
+timeout_ms = 500
+rise = 2
+fall = 2
+
+[[director.service.real]]
+address = "192.0.2.11"
+
+[[director.service.real]]
+address = "192.0.2.12"
+"#,
+    )?;
+    let state = ctx.scratch.join("state-dhc-run");
+    let state = state.to_string_lossy();
+    let agent = ctx.agent.to_string_lossy();
+    let _run = lab.director.ns.spawn(
+        &agent,
+        &["--state-dir", &state, "director", "run", "--config", &cfg],
+    )?;
+    eventually(Duration::from_secs(30), || {
+        match weight_of(&lab.director.ns, "192.0.2.12:80")? {
+            Some(1) => Ok(()),
+            other => Err(format!("rs2 weight {other:?}, waiting for the first apply")),
+        }
+    })?;
+    // Stop rs1's web server: after fall × interval (+ timeout) it must be quiesced.
+    let stopped = Instant::now();
+    lab.stop_http(0);
+    eventually(Duration::from_secs(15), || {
+        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
+            Some(0) => Ok(()),
+            other => Err(format!(
+                "rs1 weight {other:?} after its web server stopped, want 0"
+            )),
+        }
+    })?;
+    let detected = stopped.elapsed();
+    // After the detection window: every request succeeds (all go to rs2).
+    let mut failures = Vec::new();
+    for _ in 0..10 {
+        match lab.get_vip() {
+            Ok(name) if name == "rs2" => {}
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    ensure(failures.is_empty(), || {
+        format!("requests failed after detection ({detected:?}): {failures:?}")
+    })?;
+    // Restart it: back at weight 1 after rise = 2 good checks.
+    lab.start_http(0, ctx)?;
+    eventually(Duration::from_secs(15), || {
+        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
+            Some(1) => Ok(()),
+            other => Err(format!("rs1 weight {other:?} after restart, want 1")),
+        }
+    })?;
+    let names = (0..4)
+        .map(|_| lab.get_vip())
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure(names.iter().any(|n| n == "rs1"), || {
+        format!("rs1 not back in rotation: {names:?}")
+    })?;
+    eprintln!("director_health_failover: quiesced {detected:?} after the stop");
+    Ok(())
+}

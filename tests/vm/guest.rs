@@ -338,7 +338,7 @@ impl Lan {
 /// [`Lab::VIP`]. MACs are fixed (02:00:00:00:00:<last octet>) so checks can name them.
 pub struct Lab {
     // Declared first so they are dropped (killed) before their namespaces are deleted.
-    http: Vec<Proc>,
+    http: Vec<Option<Proc>>,
     pub client: Node,
     pub director: Node,
     pub rs1: Node,
@@ -365,7 +365,7 @@ impl Lab {
         };
         for (name, rs) in [("rs1", &lab.rs1), ("rs2", &lab.rs2)] {
             let proc = start_http(rs, name, &ctx.scratch.join(format!("www-{name}")))?;
-            lab.http.push(proc);
+            lab.http.push(Some(proc));
             let url = format!("http://{}/", rs.ip);
             let body = eventually(Duration::from_secs(10), || lab.client.http_get(&url))?;
             ensure(body == name, || {
@@ -373,6 +373,27 @@ impl Lab {
             })?;
         }
         Ok(lab)
+    }
+
+    /// Stops the web server of real server `i` (0 = rs1): the classic failure.
+    pub fn stop_http(&mut self, i: usize) {
+        if let Some(slot) = self.http.get_mut(i) {
+            slot.take();
+        }
+    }
+
+    /// Starts the web server of real server `i` again.
+    pub fn start_http(&mut self, i: usize, ctx: &Ctx) -> Result<(), String> {
+        let (name, rs) = if i == 0 {
+            ("rs1", &self.rs1)
+        } else {
+            ("rs2", &self.rs2)
+        };
+        let proc = start_http(rs, name, &ctx.scratch.join(format!("www-{name}")))?;
+        if let Some(slot) = self.http.get_mut(i) {
+            *slot = Some(proc);
+        }
+        Ok(())
     }
 
     pub fn real_servers(&self) -> [&Node; 2] {
