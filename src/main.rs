@@ -46,6 +46,18 @@ fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> 
     director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
 }
 
+/// For `director status`: settings from flags or a config file with a [director] table, else
+/// the state file's.
+fn optional_director(args: &DirectorArgs) -> Result<Option<DirectorDesired>, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    if args.is_empty() && file.raw.director.is_none() {
+        return Ok(None);
+    }
+    director::config::director(&file, &args.flags())
+        .map(Some)
+        .map_err(|e| AgentError::Input(e.0))
+}
+
 fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, AgentError> {
     let read = match &args.file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| (path.display().to_string(), e)),
@@ -80,10 +92,7 @@ async fn run_director(
             report.print(&mut out).map_err(print_err)?;
         }
         DirectorCommand::Status(args) => {
-            let desired = match args.settings.is_empty() {
-                true => None,
-                false => Some(director_desired(&args.settings)?),
-            };
+            let desired = optional_director(&args.settings)?;
             let report = director::status::status(desired.as_ref(), cli_state).await?;
             if args.json {
                 let json = serde_json::to_string_pretty(&report)
