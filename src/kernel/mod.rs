@@ -73,6 +73,16 @@ pub async fn apply(handle: &Handle, change: &Change) -> Result<(), KernelError> 
         Change::DelAddr {
             ifname, ip, prefix, ..
         } => link::del_addr(handle, ifname, *ip, *prefix).await?,
+        Change::RelabelAddr {
+            ifname,
+            ip,
+            prefix,
+            to,
+            ..
+        } => {
+            link::del_addr(handle, ifname, *ip, *prefix).await?;
+            link::add_addr(handle, ifname, *ip, *prefix, to.as_deref()).await?
+        }
     }
     Ok(())
 }
