@@ -9,6 +9,7 @@ pub mod config;
 pub mod director;
 pub mod kernel;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod state;
 pub mod status;

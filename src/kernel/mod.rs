@@ -1,6 +1,7 @@
 //! Executors: one module per kernel interface. They turn `Change`s into calls and kernel
 //! replies into `Observed`; they make no decisions.
 
+pub mod events;
 pub mod ipvs;
 pub mod link;
 pub mod nft;
