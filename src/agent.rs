@@ -136,7 +136,7 @@ async fn reconcile(
     for c in &plan.changes {
         journal.record(c);
     }
-    if journal == state {
+    if plan.changes.is_empty() && journal == state {
         // Nothing to do and nothing new to record: `run` passes here every tick.
         return Ok(report);
     }

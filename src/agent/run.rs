@@ -226,11 +226,16 @@ impl Daemon<'_> {
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
                 let delay = backoff(self.failures);
-                tracing::error!(
-                    attempt = self.failures,
-                    "repair failed: {e}; retrying in {} ms",
-                    delay.as_millis()
-                );
+                // A first failure is often a race with whoever is changing the node.
+                let ms = delay.as_millis();
+                if self.failures == 1 {
+                    tracing::warn!(attempt = 1, "repair failed: {e}; retrying in {ms} ms");
+                } else {
+                    tracing::error!(
+                        attempt = self.failures,
+                        "repair failed: {e}; retrying in {ms} ms"
+                    );
+                }
                 self.next = Instant::now() + delay;
             }
         }
