@@ -33,9 +33,10 @@ pub async fn observe_real_server(handle: &Handle) -> Result<Observed, KernelErro
     let addrs = link::addrs(handle, &links).await?;
     let sysctls = sysctl::observe(links.iter().map(|l| l.name.as_str()))?;
     let nft = if nft::nft_available() {
+        let mut tables = nft::observe_all(&[NftFamily::Arp, NftFamily::Ip6])?.into_iter();
         NftObserved {
-            arp: nft::observe(NftFamily::Arp)?,
-            ip6: nft::observe(NftFamily::Ip6)?,
+            arp: tables.next().flatten(),
+            ip6: tables.next().flatten(),
         }
     } else {
         NftObserved::default()
