@@ -1,4 +1,5 @@
-//! Real-server commands: `up`, `down`, `status`, `check`. Each is observe → plan → apply.
+//! Real-server commands: `up`, `down`, `status`, `check`, and the `run` loop. Each is
+//! observe → plan → apply.
 
 use crate::kernel::{self, preflight, KernelError};
 use crate::model::{ArpMethod, Change, Device, Observed, RealServerDesired};
@@ -7,6 +8,9 @@ use crate::state::{RealServerState, StateError};
 use crate::status::{self, StatusReport};
 use rtnetlink::Handle;
 use std::path::Path;
+
+mod run;
+pub use run::{run, RunSettings};
 
 /// Why a command failed; `exit_code` maps it for the CLI (2 = fix your input, 1 = the node).
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +104,18 @@ pub async fn up(
     dry_run: bool,
 ) -> Result<Report, AgentError> {
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle).await?;
+    reconcile(&handle, desired, state_dir, dry_run).await
+}
+
+/// One pass of the pipeline, observe → plan_up → apply: `up` runs it once, `run` on every
+/// event, tick and SIGHUP.
+async fn reconcile(
+    handle: &Handle,
+    desired: &RealServerDesired,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<Report, AgentError> {
+    let observed = observe(handle).await?;
     let state = RealServerState::load(state_dir)?;
     let plan = plan::plan_up(desired, &observed, &state)?;
     if !dry_run {
@@ -121,9 +136,13 @@ pub async fn up(
     for c in &plan.changes {
         journal.record(c);
     }
+    if plan.changes.is_empty() && journal == state {
+        // Nothing to do and nothing new to record: `run` passes here every tick.
+        return Ok(report);
+    }
     journal.save(state_dir)?;
-    if let Err(error) = apply_all(&handle, &plan.changes, &mut journal).await {
-        let rollback = rollback(&handle, &plan.changes, error.applied).await;
+    if let Err(error) = apply_all(handle, &plan.changes, &mut journal).await {
+        let rollback = rollback(handle, &plan.changes, error.applied).await;
         state.save(state_dir)?;
         return Err(AgentError::Apply {
             error: error.error,

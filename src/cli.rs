@@ -19,6 +19,7 @@ Typical real server (the VIP is 192.0.2.100, the LAN is on eth0):
     rs-agent up --vip 192.0.2.100 --arp nft    # or: arptables-equivalent nft rules
     rs-agent status                            # exit 0 only when correctly configured
     rs-agent down                              # restore everything
+    rs-agent run --vip 192.0.2.100             # up, then repair drift until stopped
 
 Settings can live in /etc/rs-agent/rs-agent.toml (see docs/configuration.md); flags override it.
 Exit codes: 0 success, 1 the node is not as wanted / a kernel operation failed,
@@ -66,6 +67,9 @@ pub enum Command {
         last `up` applied."
     )]
     Status(StatusArgs),
+    /// Apply like `up`, then keep the node configured: repair drift until stopped
+    #[command(long_about = RUN_ABOUT)]
+    Run(RunArgs),
     /// Validate the configuration and preflight (permissions, nft, drivers); change nothing
     Check(RealServerArgs),
     /// Take this real server out of rotation without failing a request (see `drain --help`)
@@ -82,6 +86,29 @@ pub enum Command {
     #[command(subcommand)]
     Director(DirectorCommand),
 }
+
+const RUN_ABOUT: &str = "\
+Apply the configuration exactly like `up` (all-or-nothing; exit 1 or 2 if that fails), then stay
+running and keep the node that way. Whatever undoes the configuration — someone deletes the VIP,
+relabels it, takes the device down, resets arp_ignore/arp_announce, flushes rs-agent's nft table —
+is put back by the same observe → plan → apply pass that `up` runs, and logged at info as
+`repaired: <change>`, one line per change.
+
+When a pass runs:
+  - on rtnetlink link and address events (debounced by 2 ms; a lost event means a full resync);
+  - every --interval (default 2s, config `check_interval_ms`): sysctls and nft send no events;
+  - on SIGHUP, after re-reading the config file: only the difference is applied.
+A failed pass is logged and retried with backoff (200 ms doubling to 30 s); the agent keeps running.
+
+Stopping: SIGTERM or SIGINT exits 0 and leaves the node configured, so that stopping the agent
+never drops traffic. `rs-agent down` is the only way to unconfigure.
+
+Under systemd (Type=notify): READY=1 after the first successful apply, STATUS= with a one-line
+summary, WATCHDOG=1 every WATCHDOG_USEC/2 when WatchdogSec= is set.
+
+Example:
+    rs-agent run --vip 192.0.2.100 --arp sysctl
+    rs-agent run --config /etc/rs-agent/rs-agent.toml --interval 500ms   # kill -HUP to reload";
 
 const DIRECTOR_EXAMPLE: &str = "\
 Example (one service, two real servers, direct routing):
@@ -267,6 +294,16 @@ pub struct UpArgs {
     /// Print the plan (what would change) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub settings: RealServerArgs,
+
+    /// Time between drift checks without a kernel event: 500ms, 2s, or milliseconds [default: 2s, or the config's check_interval_ms]
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Args)]

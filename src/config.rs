@@ -6,6 +6,7 @@ use crate::model::{ArpMethod, Device, RealServerDesired, IFNAMSIZ_MAX};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Where the config is read from when `--config` is not given (and only if it exists).
@@ -33,6 +34,8 @@ pub struct RawRealServer {
     pub device: Option<Spanned<String>>,
     pub arp: Option<Spanned<String>>,
     pub interfaces: Option<Vec<Spanned<String>>>,
+    /// `rs-agent run`: milliseconds between drift checks without a kernel event.
+    pub check_interval_ms: Option<Spanned<i64>>,
 }
 
 /// A parsed config file together with its text, for turning spans into `file:line:col`.
@@ -198,6 +201,49 @@ pub fn real_server(
     })
 }
 
+/// Default time between `run`'s drift checks (sysctls and nft tables send no events).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const CHECK_INTERVAL_MS: std::ops::RangeInclusive<i64> = 100..=3_600_000;
+
+/// `run`'s check interval: `--interval` (`500ms`, `2s`, or bare milliseconds), else the
+/// file's `check_interval_ms`, else 2 s. Between 100 ms and 1 h.
+pub fn check_interval(file: &ConfigFile, flag: Option<&str>) -> Result<Duration, ConfigError> {
+    let range_msg = "the check interval must be between 100 ms and 1 h (3600000 ms)";
+    if let Some(text) = flag {
+        let t = text.trim();
+        let ms = match (t.strip_suffix("ms"), t.strip_suffix('s')) {
+            (Some(n), _) => n.trim().parse::<i64>().ok(),
+            (None, Some(n)) => n
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| s.checked_mul(1000)),
+            (None, None) => t.parse::<i64>().ok(),
+        };
+        let ms = ms.ok_or_else(|| {
+            ConfigError(format!(
+                "--interval {text}: not a duration; give e.g. 500ms, 2s or 2000 (milliseconds)"
+            ))
+        })?;
+        if !CHECK_INTERVAL_MS.contains(&ms) {
+            return Err(ConfigError(format!("--interval {text}: {range_msg}")));
+        }
+        return Ok(Duration::from_millis(ms.unsigned_abs()));
+    }
+    let from_file = file
+        .raw
+        .real_server
+        .as_ref()
+        .and_then(|r| r.check_interval_ms.as_ref());
+    match from_file {
+        None => Ok(DEFAULT_CHECK_INTERVAL),
+        Some(v) if CHECK_INTERVAL_MS.contains(v.get_ref()) => {
+            Ok(Duration::from_millis(v.get_ref().unsigned_abs()))
+        }
+        Some(v) => Err(file.err_at(v, range_msg)),
+    }
+}
+
 fn parse_vips(inputs: &[Input]) -> Result<Vec<IpAddr>, ConfigError> {
     if inputs.is_empty() {
         return Err(ConfigError(
@@ -322,6 +368,50 @@ mod tests {
             vips: vips.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn check_interval_from_flag_file_or_default() {
+        let f = |t: &str| file(t).expect("parses");
+        let none = f("");
+        let cases: &[(&ConfigFile, Option<&str>, Result<u64, &str>)] = &[
+            (&none, None, Ok(2000)),
+            (&none, Some("500ms"), Ok(500)),
+            (&none, Some("3s"), Ok(3000)),
+            (&none, Some("250"), Ok(250)),
+            (&none, Some("fast"), Err("--interval fast: not a duration")),
+            (
+                &none,
+                Some("10ms"),
+                Err("--interval 10ms: the check interval must be"),
+            ),
+        ];
+        for (file, flag, want) in cases {
+            let got = check_interval(file, *flag)
+                .map(|d| d.as_millis() as u64)
+                .map_err(|e| e.0);
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, *w, "{flag:?}"),
+                (Err(g), Err(w)) => assert!(g.starts_with(w), "{flag:?}: {g}"),
+                (g, w) => panic!("{flag:?}: got {g:?}, want {w:?}"),
+            }
+        }
+        let file_set = f("[real_server]\nvips = [\"192.0.2.1\"]\ncheck_interval_ms = 750\n");
+        assert_eq!(
+            check_interval(&file_set, None),
+            Ok(Duration::from_millis(750))
+        );
+        assert_eq!(
+            check_interval(&file_set, Some("1s")),
+            Ok(Duration::from_secs(1))
+        );
+        let bad = f("[real_server]\nvips = [\"192.0.2.1\"]\ncheck_interval_ms = 0\n");
+        let err = check_interval(&bad, None).expect_err("0 ms is out of range");
+        assert!(
+            err.0.starts_with("rs.toml:3:21: the check interval"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod director;
 pub mod drain;
 pub mod kernel;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod state;
 pub mod status;

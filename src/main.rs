@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use rs_agent::agent::{self, AgentError};
-use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs};
+use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs, RunArgs};
 use rs_agent::config::{self, ConfigFile};
 use rs_agent::director::{self, config::DirectorDesired};
 use rs_agent::model::RealServerDesired;
@@ -20,6 +20,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }
@@ -39,6 +40,17 @@ fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, 
     config::real_server(&file, &args.flags())
         .map(Some)
         .map_err(|e| AgentError::Input(e.0))
+}
+
+/// For `run`: the desired state and check interval, re-read on every SIGHUP.
+fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
+    let file =
+        ConfigFile::load(args.settings.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    let desired =
+        config::real_server(&file, &args.settings.flags()).map_err(|e| AgentError::Input(e.0))?;
+    let interval = config::check_interval(&file, args.interval.as_deref())
+        .map_err(|e| AgentError::Input(e.0))?;
+    Ok(agent::RunSettings { desired, interval })
 }
 
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
@@ -136,6 +148,9 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
             let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;
             report.print(&mut out).map_err(print_err)?;
         }
+        Command::Run(args) => {
+            agent::run(|| run_settings(&args), &cli.state_dir).await?;
+        }
         Command::Down(args) => {
             let report = agent::down(&cli.state_dir, args.dry_run).await?;
             report.print(&mut out).map_err(print_err)?;
@@ -173,7 +188,9 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // A daemon's repairs are its output: `run` logs at info by default.
+    let daemon = u8::from(matches!(cli.command, Command::Run(_)));
+    init_logging(cli.verbose.max(daemon));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -318,6 +318,15 @@ pub enum Change {
         prefix: u8,
         label: Option<String>,
     },
+    /// Re-add one of our VIPs that lost its label (the kernel cannot relabel an address in
+    /// place: it is removed and added again, a window of microseconds).
+    RelabelAddr {
+        ifname: String,
+        ip: IpAddr,
+        prefix: u8,
+        from: Option<String>,
+        to: Option<String>,
+    },
     DeleteDummy {
         name: String,
     },
@@ -332,7 +341,7 @@ impl Change {
             Change::SetSysctl { .. } => 1,
             Change::NftReplace { .. } => 2,
             Change::SetLinkUp { .. } => 3,
-            Change::AddAddr { .. } => 4,
+            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 4,
             Change::DelAddr { .. } => 5,
             Change::DeleteDummy { .. } => 6,
             Change::NftDelete { .. } => 7,
@@ -413,6 +422,19 @@ impl Change {
                 prefix,
                 label,
             },
+            Change::RelabelAddr {
+                ifname,
+                ip,
+                prefix,
+                from,
+                to,
+            } => Change::RelabelAddr {
+                ifname,
+                ip,
+                prefix,
+                from: to,
+                to: from,
+            },
         })
     }
 }
@@ -448,6 +470,18 @@ impl fmt::Display for Change {
             Change::DelAddr {
                 ifname, ip, prefix, ..
             } => write!(f, "remove address {ip}/{prefix} from {ifname}"),
+            Change::RelabelAddr {
+                ifname,
+                ip,
+                prefix,
+                from,
+                to,
+            } => write!(
+                f,
+                "re-add address {ip}/{prefix} to {ifname} (label {} -> {})",
+                from.as_deref().unwrap_or("none"),
+                to.as_deref().unwrap_or(ifname)
+            ),
             Change::DeleteDummy { name } => write!(f, "delete dummy device {name}"),
         }
     }

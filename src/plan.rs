@@ -236,6 +236,7 @@ fn address_changes(
             label: vip.is_ipv4().then(|| owned_label(device)).flatten(),
         })
         .collect();
+    changes.extend(relabel_changes(desired, observed, state));
     let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
     changes.extend(
         owned_addrs(observed, state)
@@ -243,6 +244,33 @@ fn address_changes(
             .map(del_addr),
     );
     changes
+}
+
+/// Our own IPv4 VIPs whose label is not ours any more (someone re-added the address by hand,
+/// e.g. `ip addr add VIP/32 dev lo label lo:x`): the label is how operators and `down` after a
+/// lost state file recognise them. Addresses the operator bound before `up` are not ours and
+/// are left alone.
+fn relabel_changes(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Vec<Change> {
+    let device = desired.device.name();
+    let to = owned_label(device);
+    // Without a label of ours the kernel labels the address with the device name.
+    let expected = to.clone().unwrap_or_else(|| device.to_string());
+    owned_addrs(observed, state)
+        .filter(|a| a.ifname == device && a.ip.is_ipv4() && a.is_host())
+        .filter(|a| desired.vips.contains(&a.ip))
+        .filter(|a| a.label.as_ref().is_some_and(|l| *l != expected))
+        .map(|a| Change::RelabelAddr {
+            ifname: a.ifname.clone(),
+            ip: a.ip,
+            prefix: a.prefix,
+            from: a.label.clone(),
+            to: to.clone(),
+        })
+        .collect()
 }
 
 /// Addresses that are ours: recorded in the state file or carrying our marker.

@@ -173,6 +173,15 @@ impl RealServerState {
                     label: label.clone(),
                 });
             }
+            Change::RelabelAddr { ifname, ip, to, .. } => {
+                if let Some(owned) = self
+                    .addrs
+                    .iter_mut()
+                    .find(|a| &a.ifname == ifname && &a.ip == ip)
+                {
+                    owned.label = to.clone();
+                }
+            }
             _ => {}
         }
     }

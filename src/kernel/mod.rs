@@ -1,6 +1,7 @@
 //! Executors: one module per kernel interface. They turn `Change`s into calls and kernel
 //! replies into `Observed`; they make no decisions.
 
+pub mod events;
 pub mod ipvs;
 pub mod link;
 pub mod nft;
@@ -32,9 +33,10 @@ pub async fn observe_real_server(handle: &Handle) -> Result<Observed, KernelErro
     let addrs = link::addrs(handle, &links).await?;
     let sysctls = sysctl::observe(links.iter().map(|l| l.name.as_str()))?;
     let nft = if nft::nft_available() {
+        let mut tables = nft::observe_all(&[NftFamily::Arp, NftFamily::Ip6])?.into_iter();
         NftObserved {
-            arp: nft::observe(NftFamily::Arp)?,
-            ip6: nft::observe(NftFamily::Ip6)?,
+            arp: tables.next().flatten(),
+            ip6: tables.next().flatten(),
         }
     } else {
         NftObserved::default()
@@ -73,6 +75,16 @@ pub async fn apply(handle: &Handle, change: &Change) -> Result<(), KernelError> 
         Change::DelAddr {
             ifname, ip, prefix, ..
         } => link::del_addr(handle, ifname, *ip, *prefix).await?,
+        Change::RelabelAddr {
+            ifname,
+            ip,
+            prefix,
+            to,
+            ..
+        } => {
+            link::del_addr(handle, ifname, *ip, *prefix).await?;
+            link::add_addr(handle, ifname, *ip, *prefix, to.as_deref()).await?
+        }
     }
     Ok(())
 }

@@ -194,10 +194,38 @@ fn one_line(s: &str) -> String {
 /// Reads our table of `family`: `None` when absent; rules normalised and sorted. Anything in
 /// it that rs-agent would not have written becomes `NftRule::Unknown`, which forces a rewrite.
 pub fn observe(family: NftFamily) -> Result<Option<Vec<NftRule>>, NftError> {
-    let out = Command::new("nft")
+    finish_listing(family, spawn_listing(family)?)
+}
+
+/// Reads our tables of all `families` with the `nft` processes running side by side: each
+/// takes a few milliseconds, and `run` observes on every repair.
+pub fn observe_all(families: &[NftFamily]) -> Result<Vec<Option<Vec<NftRule>>>, NftError> {
+    let children = families
+        .iter()
+        .map(|f| spawn_listing(*f))
+        .collect::<Result<Vec<_>, _>>()?;
+    families
+        .iter()
+        .zip(children)
+        .map(|(f, child)| finish_listing(*f, child))
+        .collect()
+}
+
+fn spawn_listing(family: NftFamily) -> Result<std::process::Child, NftError> {
+    Command::new("nft")
         .args(["-j", "list", "table", &family.to_string(), NFT_TABLE])
-        .output()
-        .map_err(NftError::Spawn)?;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)
+}
+
+fn finish_listing(
+    family: NftFamily,
+    child: std::process::Child,
+) -> Result<Option<Vec<NftRule>>, NftError> {
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("No such file or directory") {

@@ -113,10 +113,21 @@ fn simulate(observed: &mut Observed, plan: &Plan) {
                 }
             }
             Change::AddAddr {
-                ifname, ip, prefix, ..
-            } => observed
-                .addrs
-                .push(addr(ifname, &ip.to_string(), *prefix, ADDR_PROTO)),
+                ifname,
+                ip,
+                prefix,
+                label,
+            } => observed.addrs.push(Addr {
+                label: label.clone(),
+                ..addr(ifname, &ip.to_string(), *prefix, ADDR_PROTO)
+            }),
+            Change::RelabelAddr { ifname, ip, to, .. } => {
+                for a in observed.addrs.iter_mut() {
+                    if &a.ifname == ifname && &a.ip == ip {
+                        a.label = to.clone();
+                    }
+                }
+            }
             Change::DelAddr { ifname, ip, .. } => observed
                 .addrs
                 .retain(|a| !(&a.ifname == ifname && &a.ip == ip)),
@@ -349,7 +360,7 @@ fn removed_vip_is_unbound_and_kept_vip_untouched() {
             ifname: "lo".into(),
             ip: ip("192.0.2.101"),
             prefix: 32,
-            label: None,
+            label: Some("lo:rsagent".into()),
         }]
     );
 }
@@ -420,4 +431,93 @@ fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
     obs.addrs.push(addr("dum0", "203.0.113.1", 24, 0));
     let lan = lan_interfaces(&sysctl_desired(), &obs).expect("lan");
     assert_eq!(lan, vec!["eth0".to_string()]);
+}
+
+/// Drift after `up`, one case per row: each must plan exactly the repair, and the repaired
+/// node must then plan nothing (this is what `rs-agent run` does on every event and tick).
+#[test]
+fn drift_after_up_is_repaired_by_the_same_plan() {
+    type Drift = fn(&mut Observed);
+    let relabelled: Drift = |o| {
+        for a in o.addrs.iter_mut().filter(|a| a.ip == ip(VIP)) {
+            a.label = Some("lo:other".into());
+            a.proto = 0;
+        }
+    };
+    let cases: &[(&str, ArpMethod, Drift, &[&str])] = &[
+        (
+            "VIP deleted",
+            ArpMethod::Sysctl,
+            |o| o.addrs.retain(|a| a.ip != ip(VIP)),
+            &["add address 192.0.2.100/32 to lo"],
+        ),
+        (
+            "arp_ignore reset on all and eth0",
+            ArpMethod::Sysctl,
+            |o| {
+                for iface in ["all", "eth0"] {
+                    o.sysctls.insert((iface.into(), SysctlKey::ArpIgnore), 0);
+                }
+            },
+            &["set net.ipv4.conf.eth0.arp_ignore 0 -> 1"],
+        ),
+        (
+            "label changed",
+            ArpMethod::Sysctl,
+            relabelled,
+            &["re-add address 192.0.2.100/32 to lo (label lo:other -> lo:rsagent)"],
+        ),
+        (
+            "lo down",
+            ArpMethod::Sysctl,
+            |o| o.links.iter_mut().for_each(|l| l.up = l.name != "lo"),
+            &["set link lo up"],
+        ),
+        (
+            "nft table deleted",
+            ArpMethod::Nft,
+            |o| o.nft.arp = None,
+            &["write nft table arp rs_agent:"],
+        ),
+    ];
+    for (what, arp, drift, expected) in cases {
+        let want = desired(&[VIP], *arp, Device::Loopback);
+        let mut observed = node();
+        let mut state = RealServerState::default();
+        let up = plan_up(&want, &observed, &state).expect("plan");
+        record(&mut state, &up);
+        simulate(&mut observed, &up);
+        assert_eq!(
+            plan_up(&want, &observed, &state).expect("plan").changes,
+            vec![]
+        );
+        drift(&mut observed);
+        let repair = plan_up(&want, &observed, &state).expect("plan");
+        let shown: Vec<String> = repair.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), expected.len(), "{what}: {shown:?}");
+        for (s, e) in shown.iter().zip(expected.iter()) {
+            assert!(s.starts_with(e), "{what}: got {s:?}, want {e:?}");
+        }
+        record(&mut state, &repair);
+        simulate(&mut observed, &repair);
+        let again = plan_up(&want, &observed, &state).expect("plan");
+        assert_eq!(again.changes, vec![], "{what}: not repaired in one pass");
+    }
+}
+
+#[test]
+fn hand_bound_vip_with_its_own_label_is_left_alone() {
+    let mut observed = node();
+    observed.addrs.push(Addr {
+        label: Some("lo:mine".into()),
+        ..addr("lo", VIP, 32, 0)
+    });
+    let plan = plan_up(&sysctl_desired(), &observed, &RealServerState::default()).expect("plan");
+    assert!(
+        plan.changes
+            .iter()
+            .all(|c| !matches!(c, Change::RelabelAddr { .. } | Change::AddAddr { .. })),
+        "{:?}",
+        plan.changes
+    );
 }

@@ -1,0 +1,294 @@
+//! `rs-agent run`: keep the node as configured. The loop only schedules the pipeline that
+//! `up` runs (observe → plan_up → apply) — on a link/address event, on a timer (sysctls and
+//! nft tables send no events) and on SIGHUP — so a repair is exactly an `up`.
+
+use super::{reconcile, AgentError};
+use crate::kernel::events::{Event, Events};
+use crate::kernel::{self, KernelError};
+use crate::model::RealServerDesired;
+use crate::notify::Notifier;
+use rtnetlink::Handle;
+use std::path::Path;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep_until, Instant};
+
+/// What `run` needs from the configuration; re-read on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    pub desired: RealServerDesired,
+    /// How often to re-check without an event (catches sysctl and nft drift).
+    pub interval: Duration,
+}
+
+/// Events arriving within this time of the first are handled by one pass.
+const DEBOUNCE: Duration = Duration::from_millis(2);
+/// First retry delay after a failed pass; doubles up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why the next pass runs, for the logs.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Event(Event),
+    Tick,
+    Reload,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Event(Event::Address) => "address event",
+            Trigger::Event(Event::Link) => "link event",
+            Trigger::Event(Event::Overrun) => "event overrun",
+            Trigger::Event(Event::Other) => "event",
+            Trigger::Tick => "periodic check",
+            Trigger::Reload => "SIGHUP",
+        }
+    }
+}
+
+/// The loop's state between passes.
+struct Daemon<'a> {
+    handle: Handle,
+    state_dir: &'a Path,
+    settings: RunSettings,
+    notifier: Notifier,
+    repairs: u64,
+    failures: u32,
+    /// When the next pass runs (a tick, a debounced event, or a retry).
+    next: Instant,
+    trigger: Trigger,
+    status: String,
+}
+
+/// Applies like `up` (all-or-nothing; an error here ends the command), then keeps the node
+/// so until SIGTERM/SIGINT, which leave it configured (`down` is the only way back).
+pub async fn run(
+    load: impl Fn() -> Result<RunSettings, AgentError>,
+    state_dir: &Path,
+) -> Result<(), AgentError> {
+    let settings = load()?;
+    let handle = kernel::link::connect().map_err(KernelError::from)?;
+    // Subscribe before the first pass, so that no change after it goes unnoticed.
+    let mut events = subscribe();
+    let first = reconcile(&handle, &settings.desired, state_dir, false).await?;
+    for w in &first.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        changes = first.applied.len(),
+        interval_ms = settings.interval.as_millis() as u64,
+        "configured; watching for drift"
+    );
+    let mut daemon = Daemon {
+        handle,
+        state_dir,
+        next: Instant::now() + settings.interval,
+        settings,
+        notifier: Notifier::from_env(),
+        repairs: 0,
+        failures: 0,
+        trigger: Trigger::Tick,
+        status: String::new(),
+    };
+    daemon.notifier.send("READY=1");
+    daemon.publish_status();
+    daemon.serve(&load, &mut events).await
+}
+
+fn subscribe() -> Option<Events> {
+    match Events::subscribe() {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::warn!(
+                "cannot subscribe to link/address events: {e}; checking on the timer only"
+            );
+            None
+        }
+    }
+}
+
+/// The next event, or never when there is no subscription.
+async fn next_event(events: &mut Option<Events>) -> Option<Event> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn watchdog_timer() -> Option<tokio::time::Interval> {
+    Notifier::watchdog_interval().map(tokio::time::interval)
+}
+
+async fn watchdog_tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, AgentError> {
+    signal(kind).map_err(|e| AgentError::Input(format!("cannot handle {name}: {e}")))
+}
+
+impl Daemon<'_> {
+    async fn serve(
+        &mut self,
+        load: &impl Fn() -> Result<RunSettings, AgentError>,
+        events: &mut Option<Events>,
+    ) -> Result<(), AgentError> {
+        let mut term = signal_stream(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = signal_stream(SignalKind::interrupt(), "SIGINT")?;
+        let mut hup = signal_stream(SignalKind::hangup(), "SIGHUP")?;
+        let mut watchdog = watchdog_timer();
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => self.reload(load),
+                event = next_event(events) => match event {
+                    Some(event) => self.on_event(event),
+                    None => {
+                        tracing::warn!("link/address event subscription ended; resubscribing");
+                        *events = subscribe();
+                        self.soon(Trigger::Event(Event::Overrun));
+                    }
+                },
+                _ = watchdog_tick(&mut watchdog) => self.notifier.send("WATCHDOG=1"),
+                _ = sleep_until(self.next) => self.pass().await,
+            }
+        }
+        tracing::info!(
+            repairs = self.repairs,
+            "stopping; the node stays configured (`rs-agent down` unconfigures it)"
+        );
+        self.notifier.send("STOPPING=1");
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Overrun => tracing::info!("netlink event socket overran; resyncing everything"),
+            other => tracing::debug!(?other, "kernel event"),
+        }
+        self.soon(Trigger::Event(event));
+    }
+
+    /// Runs a pass after the debounce time, unless a pass is due sooner or we are backing off.
+    fn soon(&mut self, trigger: Trigger) {
+        let at = Instant::now() + DEBOUNCE;
+        if self.failures == 0 && at < self.next {
+            self.next = at;
+            self.trigger = trigger;
+        }
+    }
+
+    fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, AgentError>) {
+        match load() {
+            Ok(settings) => {
+                if settings != self.settings {
+                    tracing::info!("configuration reloaded (SIGHUP); reconciling the difference");
+                } else {
+                    tracing::info!("configuration reloaded (SIGHUP); unchanged");
+                }
+                self.settings = settings;
+                // A reload is worth a pass even while backing off: the fix may be in it.
+                self.failures = 0;
+                self.soon(Trigger::Reload);
+            }
+            Err(e) => tracing::error!("SIGHUP: {e}; keeping the previous configuration"),
+        }
+    }
+
+    /// One pipeline pass; failures are logged and retried with bounded backoff.
+    async fn pass(&mut self) {
+        let trigger = self.trigger;
+        self.trigger = Trigger::Tick;
+        let result = reconcile(&self.handle, &self.settings.desired, self.state_dir, false).await;
+        match result {
+            Ok(report) => {
+                if self.failures > 0 {
+                    tracing::info!("repair succeeded after {} failed attempt(s)", self.failures);
+                }
+                self.failures = 0;
+                for change in &report.applied {
+                    tracing::info!(trigger = trigger.as_str(), "repaired: {change}");
+                }
+                self.repairs += report.applied.len() as u64;
+                if report.applied.is_empty() {
+                    tracing::debug!(trigger = trigger.as_str(), "no drift");
+                }
+                self.next = Instant::now() + self.settings.interval;
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = backoff(self.failures);
+                // A first failure is often a race with whoever is changing the node.
+                let ms = delay.as_millis();
+                if self.failures == 1 {
+                    tracing::warn!(attempt = 1, "repair failed: {e}; retrying in {ms} ms");
+                } else {
+                    tracing::error!(
+                        attempt = self.failures,
+                        "repair failed: {e}; retrying in {ms} ms"
+                    );
+                }
+                self.next = Instant::now() + delay;
+            }
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&mut self) {
+        let status = self.status_line();
+        if status != self.status {
+            self.notifier.send(&format!("STATUS={status}"));
+            self.status = status;
+        }
+    }
+
+    /// One line for `systemctl status`.
+    fn status_line(&self) -> String {
+        let d = &self.settings.desired;
+        let n = d.vips.len();
+        let vips = if n == 1 { "VIP" } else { "VIPs" };
+        let repairs = match self.repairs {
+            1 => "1 repair".to_string(),
+            r => format!("{r} repairs"),
+        };
+        if self.failures > 0 {
+            return format!(
+                "{n} {vips} wanted; repair failing ({} attempts, see the log); {repairs}",
+                self.failures
+            );
+        }
+        format!(
+            "{n} {vips} bound on {}, ARP suppressed ({}); {repairs}",
+            d.device.name(),
+            d.arp
+        )
+    }
+}
+
+/// 200 ms, 400 ms, 800 ms, ... capped at `MAX_BACKOFF`.
+fn backoff(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    MIN_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let ms: Vec<u128> = [1, 2, 3, 8, 9, 50, u32::MAX]
+            .iter()
+            .map(|f| backoff(*f).as_millis())
+            .collect();
+        assert_eq!(ms, vec![200, 400, 800, 25_600, 30_000, 30_000, 30_000]);
+    }
+}

@@ -1,0 +1,360 @@
+//! Namespace tier for `rs-agent run`: the agent runs in a real server's namespace, someone
+//! undoes its configuration by hand, and within a bounded time the node is repaired — judged
+//! by `status` and by what a client on the LAN sees (only the director answers ARP for the
+//! VIP) — while the agent keeps running. Stopping it leaves the node configured; `down`
+//! then restores the node exactly.
+//!
+//! Needs root (skips loudly otherwise; fails when CI is set). Run with
+//! `cargo test --test drift_ns`.
+
+mod common;
+
+use common::{
+    arping_macs, assert_same_snapshot, poll, privileged, stdout, Host, HostSpec, Lan, RS_AGENT,
+};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+const VIP: &str = "192.0.2.100";
+const VIP2: &str = "192.0.2.101";
+/// How long a repair may take: the check interval is 2 s, events are immediate.
+const REPAIR_LIMIT: Duration = Duration::from_secs(5);
+
+/// A client, a director holding the VIPs on its LAN interface, and real servers.
+struct Site {
+    client: Host,
+    director: Host,
+    servers: Vec<Host>,
+    _lan: Lan,
+}
+
+fn site(test: &str, servers: usize) -> Site {
+    let mut lan = Lan::new(test);
+    let client = lan.host(HostSpec::new("client", "192.0.2.10/24"));
+    let director = lan.host(HostSpec::new("dir", "192.0.2.1/24"));
+    for vip in [VIP, VIP2] {
+        director.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
+    }
+    let servers: Vec<Host> = (0..servers)
+        .map(|i| {
+            let rs = lan.host(HostSpec::new(
+                &format!("rs{}", i + 1),
+                &format!("192.0.2.{}/24", i + 2),
+            ));
+            // The kernel defaults, stated: a new namespace copies IPv4 conf from the root one.
+            for scope in ["all", "default", "eth0"] {
+                for key in ["arp_ignore", "arp_announce"] {
+                    rs.ns.sysctl(&format!("net.ipv4.conf.{scope}.{key}"), "0");
+                }
+            }
+            rs
+        })
+        .collect();
+    Site {
+        client,
+        director,
+        servers,
+        _lan: lan,
+    }
+}
+
+/// `rs-agent run` in a host's namespace, its stderr in a file; SIGTERM on drop.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl Agent {
+    fn start(rs: &Host, args: &[&str]) -> Agent {
+        let log = std::env::temp_dir().join(format!("{}-run.log", rs.ns.name));
+        let file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+        // `ip netns exec` and `env` exec, so the child's pid is rs-agent's own; `timeout`
+        // would stand in between, so the bound is the guard's drop (and the test's own).
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &rs.ns.name,
+                "env",
+                "RS_AGENT_LOG=info",
+                &state,
+            ])
+            .arg(RS_AGENT)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
+        let agent = Agent {
+            child,
+            log,
+            name: rs.ns.name.clone(),
+        };
+        let ready = poll(Duration::from_secs(10), || {
+            agent.assert_alive();
+            rs.rs_agent(&["status"]).status.success()
+        });
+        assert!(
+            ready,
+            "{}: not configured in 10 s:\n{}",
+            agent.name,
+            agent.log()
+        );
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn repaired_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("repaired: "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn assert_alive(&self) {
+        let pid = self.child.id();
+        let alive = std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(alive, "{}: rs-agent run died:\n{}", self.name, self.log());
+    }
+
+    /// SIGTERM and the exit status (bounded wait).
+    fn stop(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        common::run(&["kill", "-TERM", &pid]);
+        let mut status = None;
+        poll(Duration::from_secs(5), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!("{}: rs-agent run ignored SIGTERM for 5 s", self.name)
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = self.child.id().to_string();
+            common::run(&["kill", "-TERM", &pid]);
+            let stopped = poll(Duration::from_secs(3), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+            if !stopped {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn set(macs: &[&str]) -> BTreeSet<String> {
+    macs.iter().map(|m| m.to_string()).collect()
+}
+
+/// The client's view: only the director answers ARP for `vip`.
+fn assert_only_director_answers(site: &Site, vip: &str, what: &str) {
+    let macs = arping_macs(&site.client, vip, 3);
+    assert_eq!(
+        macs,
+        set(&[&site.director.mac]),
+        "{what}: ARP for {vip} must be answered by the director ({}) only",
+        site.director.mac
+    );
+}
+
+fn vip_line(rs: &Host, vip: &str) -> Option<String> {
+    let addrs = stdout(&rs.exec(&["ip", "-o", "-4", "addr", "show", "dev", "lo"]));
+    addrs
+        .lines()
+        .find(|l| l.contains(&format!(" {vip}/32 ")))
+        .map(str::to_string)
+}
+
+/// Does `drift` to the node, then waits until the agent has logged a new `repaired:` line
+/// containing `expect` and `status` passes; then checks the client's view and the agent.
+fn drift_and_repair(site: &Site, rs: &Host, agent: &Agent, what: &str, expect: &str) {
+    let before = agent.repaired_lines().len();
+    let repaired = poll(REPAIR_LIMIT, || {
+        let lines = agent.repaired_lines();
+        lines.len() > before
+            && lines[before..].iter().any(|l| l.contains(expect))
+            && rs.rs_agent(&["status"]).status.success()
+    });
+    assert!(
+        repaired,
+        "{what}: not repaired within {REPAIR_LIMIT:?} (want a `repaired: {expect}` line):\n{}",
+        agent.log()
+    );
+    agent.assert_alive();
+    assert_only_director_answers(site, VIP, what);
+}
+
+#[test]
+fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
+    if !privileged("run_repairs_drift_and_stopping_keeps_the_node_configured") {
+        return;
+    }
+    let site = site("drift", 2);
+    let (rs1, rs2) = (&site.servers[0], &site.servers[1]);
+    let before = [rs1.snapshot(), rs2.snapshot()];
+    let mut sysctl_agent = Agent::start(rs1, &["--vip", VIP, "--arp", "sysctl"]);
+    let mut nft_agent = Agent::start(rs2, &["--vip", VIP, "--arp", "nft"]);
+    assert_only_director_answers(&site, VIP, "after start");
+
+    // The sysctl real server.
+    let vip32 = format!("{VIP}/32");
+    rs1.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
+    drift_and_repair(&site, rs1, &sysctl_agent, "VIP deleted", "add address");
+    for scope in ["all", "eth0"] {
+        rs1.ns
+            .sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "0");
+    }
+    drift_and_repair(
+        &site,
+        rs1,
+        &sysctl_agent,
+        "arp_ignore reset",
+        "arp_ignore 0 -> 1",
+    );
+    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "0");
+    drift_and_repair(
+        &site,
+        rs1,
+        &sysctl_agent,
+        "arp_announce reset",
+        "arp_announce 0 -> 2",
+    );
+    // Re-added with another label, in one `ip` process: the agent reacts within
+    // milliseconds, and must find the relabelled address, not race a second command.
+    let batch = rs1.state_dir.join("relabel.ip");
+    let text = format!("addr del {vip32} dev lo\naddr add {vip32} dev lo label lo:other\n");
+    std::fs::write(&batch, text).expect("writing the ip batch file");
+    rs1.exec(&["ip", "-batch", &batch.to_string_lossy()]);
+    drift_and_repair(
+        &site,
+        rs1,
+        &sysctl_agent,
+        "label changed",
+        "label lo:other -> lo:rsagent",
+    );
+    let line = vip_line(rs1, VIP).unwrap_or_default();
+    assert!(line.contains("lo:rsagent"), "label not restored: {line}");
+
+    // The nft real server.
+    rs2.exec(&["nft", "flush table arp rs_agent"]);
+    drift_and_repair(
+        &site,
+        rs2,
+        &nft_agent,
+        "nft table flushed",
+        "write nft table arp",
+    );
+    rs2.exec(&["nft", "delete table arp rs_agent"]);
+    drift_and_repair(
+        &site,
+        rs2,
+        &nft_agent,
+        "nft table deleted",
+        "write nft table arp",
+    );
+    rs2.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
+    drift_and_repair(&site, rs2, &nft_agent, "VIP deleted (nft)", "add address");
+
+    // A stopped agent must not drop traffic: exit 0, node still configured.
+    for (rs, agent) in [(rs1, &mut sysctl_agent), (rs2, &mut nft_agent)] {
+        let status = agent.stop();
+        assert!(
+            status.success(),
+            "{}: SIGTERM exit {status}:\n{}",
+            rs.ns.name,
+            agent.log()
+        );
+        assert!(
+            vip_line(rs, VIP).is_some(),
+            "{}: VIP gone after stop",
+            rs.ns.name
+        );
+        rs.rs_agent_ok(&["status"]);
+    }
+    assert_only_director_answers(&site, VIP, "after stop");
+    for (rs, before) in [rs1, rs2].into_iter().zip(before.iter()) {
+        rs.rs_agent_ok(&["down"]);
+        assert_same_snapshot(before, &rs.snapshot(), "run, drift, repairs, stop, down");
+    }
+}
+
+#[test]
+fn sighup_reloads_the_config_and_applies_only_the_difference() {
+    if !privileged("sighup_reloads_the_config_and_applies_only_the_difference") {
+        return;
+    }
+    let site = site("hup", 1);
+    let rs = &site.servers[0];
+    let before = rs.snapshot();
+    let config = rs.state_dir.join("rs-agent.toml");
+    let write = |vips: &[&str]| {
+        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+        let toml = format!(
+            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 500\n",
+            list.join(", ")
+        );
+        std::fs::write(&config, toml).expect("writing the config file");
+    };
+    write(&[VIP]);
+    let path = config.to_string_lossy().into_owned();
+    let mut agent = Agent::start(rs, &["--config", &path]);
+    let first = vip_line(rs, VIP).expect("first VIP bound");
+
+    write(&[VIP, VIP2]);
+    common::run(&["kill", "-HUP", &agent.child.id().to_string()]);
+    let bound = poll(REPAIR_LIMIT, || vip_line(rs, VIP2).is_some());
+    assert!(bound, "second VIP not bound after SIGHUP:\n{}", agent.log());
+    agent.assert_alive();
+    let log = agent.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("repaired: ") && l.contains(VIP) && !l.contains(VIP2)),
+        "the first VIP was touched on reload:\n{log}"
+    );
+    // Same address, same label, never removed: the line is unchanged.
+    assert_eq!(vip_line(rs, VIP), Some(first));
+    for vip in [VIP, VIP2] {
+        assert_only_director_answers(&site, vip, "after SIGHUP");
+    }
+
+    // A broken config on SIGHUP is reported and the running configuration kept.
+    std::fs::write(&config, "[real_server]\nvips = [\"not-an-ip\"]\n").expect("write");
+    common::run(&["kill", "-HUP", &agent.child.id().to_string()]);
+    let reported = poll(REPAIR_LIMIT, || {
+        agent.log().contains("keeping the previous")
+    });
+    assert!(
+        reported,
+        "bad config on SIGHUP not reported:\n{}",
+        agent.log()
+    );
+    agent.assert_alive();
+    assert!(vip_line(rs, VIP2).is_some(), "bad reload dropped a VIP");
+
+    assert!(agent.stop().success(), "{}", agent.log());
+    rs.rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before, &rs.snapshot(), "run, SIGHUP, stop, down");
+}
