@@ -84,14 +84,16 @@ pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(),
     Ok(())
 }
 
-async fn observe(handle: &Handle) -> Result<Observed, AgentError> {
-    Ok(kernel::observe_real_server(handle).await?)
+/// `with_nft: false` skips listing the nft tables (two `nft` processes, half the cost of a
+/// pass): for passes where neither the config nor the state file involves nft.
+async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError> {
+    Ok(kernel::observe_real_server(handle, with_nft).await?)
 }
 
 /// Validates and plans `up` against the node without changing it.
 pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, AgentError> {
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle).await?;
+    let observed = observe(&handle, true).await?;
     preflight(desired, &observed)?;
     let state = RealServerState::load(state_dir)?;
     Ok(plan::plan_up(desired, &observed, &state)?)
@@ -115,8 +117,10 @@ async fn reconcile(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<Report, AgentError> {
-    let observed = observe(handle).await?;
     let state = RealServerState::load(state_dir)?;
+    // Our nft tables matter only when the config uses them or the state says we made some.
+    let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
+    let observed = observe(handle, with_nft).await?;
     let plan = plan::plan_up(desired, &observed, &state)?;
     if !dry_run {
         preflight(desired, &observed)?;
@@ -195,7 +199,7 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
 /// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
 pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle).await?;
+    let observed = observe(&handle, true).await?;
     let mut state = RealServerState::load(state_dir)?;
     let plan = plan::plan_down(&state, &observed);
     let mut report = Report {
@@ -243,7 +247,7 @@ pub async fn status(
         }
     };
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle).await?;
+    let observed = observe(&handle, true).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
     Ok(status::evaluate(&desired, &observed, pending))
 }

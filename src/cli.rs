@@ -304,6 +304,10 @@ pub struct RunArgs {
     /// Time between drift checks without a kernel event: 500ms, 2s, or milliseconds [default: 2s, or the config's check_interval_ms]
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<String>,
+
+    /// Serve the drain state on http://ADDR:PORT/health (200 ok / 503 draining) for the director's check [default: off, or the config's health_listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub health_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,8 @@ pub struct RawRealServer {
     pub interfaces: Option<Vec<Spanned<String>>>,
     /// `rs-agent run`: milliseconds between drift checks without a kernel event.
     pub check_interval_ms: Option<Spanned<i64>>,
+    /// `run`'s drain endpoint (`ADDR:PORT`); off when absent.
+    pub health_listen: Option<Spanned<String>>,
 }
 
 /// A parsed config file together with its text, for turning spans into `file:line:col`.
@@ -199,6 +201,32 @@ pub fn real_server(
         arp,
         interfaces,
     })
+}
+
+/// `run`'s drain endpoint: `--health-listen`, else the file's `health_listen`, else none.
+pub fn health_listen(
+    file: &ConfigFile,
+    flag: Option<&str>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let parse = |text: &str| {
+        text.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!("\"{text}\" is not a listen address; expected ADDR:PORT, e.g. 198.51.100.2:8081 or [2001:db8::2]:8081")
+        })
+    };
+    if let Some(text) = flag {
+        return parse(text)
+            .map(Some)
+            .map_err(|m| ConfigError(format!("--health-listen {text}: {m}")));
+    }
+    match file
+        .raw
+        .real_server
+        .as_ref()
+        .and_then(|r| r.health_listen.as_ref())
+    {
+        Some(v) => parse(v.get_ref()).map(Some).map_err(|m| file.err_at(v, m)),
+        None => Ok(None),
+    }
 }
 
 /// Default time between `run`'s drift checks (sysctls and nft tables send no events).

@@ -14,3 +14,12 @@ pub mod notify;
 pub mod plan;
 pub mod state;
 pub mod status;
+
+/// Aborts a background task when dropped (e.g. the drain endpoint when `run` returns).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -50,7 +50,13 @@ fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
         config::real_server(&file, &args.settings.flags()).map_err(|e| AgentError::Input(e.0))?;
     let interval = config::check_interval(&file, args.interval.as_deref())
         .map_err(|e| AgentError::Input(e.0))?;
-    Ok(agent::RunSettings { desired, interval })
+    let health_listen = config::health_listen(&file, args.health_listen.as_deref())
+        .map_err(|e| AgentError::Input(e.0))?;
+    Ok(agent::RunSettings {
+        desired,
+        interval,
+        health_listen,
+    })
 }
 
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
@@ -97,7 +103,7 @@ async fn run_director(
                 max_in_flight: args.max_in_flight,
             };
             let load = || director_desired(&args.settings);
-            director::run::run(load, cli_state, options, |_, _| {}).await?;
+            director::run::run(load, cli_state, options).await?;
         }
         DirectorCommand::Down(args) => {
             let report = director::down(cli_state, args.dry_run).await?;

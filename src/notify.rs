@@ -59,3 +59,13 @@ fn open(path: &str) -> std::io::Result<(UnixDatagram, std::os::unix::net::Socket
     };
     Ok((UnixDatagram::unbound()?, addr))
 }
+
+/// Resolves at each watchdog tick; never when systemd asked for no watchdog.
+pub async fn watchdog_tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -9,7 +9,10 @@ const UNITS: [&str; 2] = ["rs-agent.service", "rs-agent-director.service"];
 const MAX_EXPOSURE: f64 = 2.0;
 
 fn analyzer() -> Option<PathBuf> {
-    let found = Command::new("sh").args(["-c", "command -v systemd-analyze"]).output().ok()?;
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+        .ok()?;
     let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
@@ -41,16 +44,29 @@ fn units_verify_and_meet_the_exposure_target() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     for unit in UNITS {
         let path = staged(unit, &dir);
-        let verify = Command::new(&sa).arg("verify").arg(&path).output().expect("run verify");
+        let verify = Command::new(&sa)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("run verify");
         let complaints = String::from_utf8_lossy(&verify.stderr);
         // Units it is ordered after/before but which this machine lacks are not our problem.
         let real: Vec<&str> = complaints
             .lines()
-            .filter(|l| !l.contains("not found") && !l.contains("Failed to open") && !l.trim().is_empty())
+            .filter(|l| {
+                !l.contains("not found") && !l.contains("Failed to open") && !l.trim().is_empty()
+            })
             .collect();
-        assert!(verify.status.success() && real.is_empty(), "{unit}: systemd-analyze verify:\n{complaints}");
+        assert!(
+            verify.status.success() && real.is_empty(),
+            "{unit}: systemd-analyze verify:\n{complaints}"
+        );
 
-        let security = Command::new(&sa).args(["security", "--offline=true"]).arg(&path).output().expect("run security");
+        let security = Command::new(&sa)
+            .args(["security", "--offline=true"])
+            .arg(&path)
+            .output()
+            .expect("run security");
         let text = String::from_utf8_lossy(&security.stdout);
         let exposure: f64 = text
             .lines()
@@ -60,7 +76,10 @@ fn units_verify_and_meet_the_exposure_target() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{unit}: no exposure level in:\n{text}"));
         eprintln!("{unit}: exposure {exposure}");
-        assert!(exposure <= MAX_EXPOSURE, "{unit}: exposure {exposure} > {MAX_EXPOSURE}:\n{text}");
+        assert!(
+            exposure <= MAX_EXPOSURE,
+            "{unit}: exposure {exposure} > {MAX_EXPOSURE}:\n{text}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

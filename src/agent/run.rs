@@ -6,7 +6,7 @@ use super::{reconcile, AgentError};
 use crate::kernel::events::{Event, Events};
 use crate::kernel::{self, KernelError};
 use crate::model::RealServerDesired;
-use crate::notify::Notifier;
+use crate::notify::{watchdog_tick, Notifier};
 use rtnetlink::Handle;
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub struct RunSettings {
     pub desired: RealServerDesired,
     /// How often to re-check without an event (catches sysctl and nft drift).
     pub interval: Duration,
+    /// Where to serve the drain state (`/health`) for the director's check; off when None.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Events arriving within this time of the first are handled by one pass.
@@ -69,6 +71,11 @@ pub async fn run(
     state_dir: &Path,
 ) -> Result<(), AgentError> {
     let settings = load()?;
+    // Bind before configuring anything: a taken port is bad input, reported up front.
+    let endpoint = match settings.health_listen {
+        Some(addr) => Some(crate::drain::bind(addr).await.map_err(AgentError::Input)?),
+        None => None,
+    };
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     // Subscribe before the first pass, so that no change after it goes unnoticed.
     let mut events = subscribe();
@@ -92,6 +99,10 @@ pub async fn run(
         trigger: Trigger::Tick,
         status: String::new(),
     };
+    let _endpoint = endpoint.map(|listener| {
+        tracing::info!(listen = ?daemon.settings.health_listen, "serving the drain state on /health");
+        crate::AbortOnDrop(tokio::spawn(crate::drain::serve(listener, state_dir.to_path_buf())))
+    });
     daemon.notifier.send("READY=1");
     daemon.publish_status();
     daemon.serve(&load, &mut events).await
@@ -119,15 +130,6 @@ async fn next_event(events: &mut Option<Events>) -> Option<Event> {
 
 fn watchdog_timer() -> Option<tokio::time::Interval> {
     Notifier::watchdog_interval().map(tokio::time::interval)
-}
-
-async fn watchdog_tick(timer: &mut Option<tokio::time::Interval>) {
-    match timer {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, AgentError> {
@@ -189,6 +191,9 @@ impl Daemon<'_> {
     fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, AgentError>) {
         match load() {
             Ok(settings) => {
+                if settings.health_listen != self.settings.health_listen {
+                    tracing::warn!("SIGHUP: a new health_listen takes effect only after a restart");
+                }
                 if settings != self.settings {
                     tracing::info!("configuration reloaded (SIGHUP); reconciling the difference");
                 } else {

@@ -8,6 +8,7 @@
 use super::config::DirectorDesired;
 use super::health::{self, probe, Health, HealthCheck, Target};
 use crate::agent::AgentError;
+use crate::notify::{watchdog_tick, Notifier};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -111,12 +112,15 @@ pub async fn run(
     load: impl Fn() -> Result<DirectorDesired, AgentError>,
     state_dir: &Path,
     options: RunOptions,
-    mut on_status: impl FnMut(&str, bool),
 ) -> Result<(), AgentError> {
     let mut desired = load()?;
     let mut health: HashMap<Target, Health> = HashMap::new();
     reconcile(&desired, &health, state_dir).await?;
-    on_status(&summary(&desired, &health), true);
+    let notifier = Notifier::from_env();
+    let mut status = summary(&desired, &health);
+    notifier.send("READY=1");
+    notifier.send(&format!("STATUS={status}"));
+    let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
     tracing::info!(summary = %summary(&desired, &health), "director configured; checking real servers");
 
     let signal_err =
@@ -163,6 +167,7 @@ pub async fn run(
                 }
             }
             _ = drift.tick() => dirty = true,
+            _ = watchdog_tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -172,9 +177,14 @@ pub async fn run(
                 Ok(n) => tracing::info!(changes = n, "reconciled"),
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
-            on_status(&summary(&desired, &health), false);
+            let now = summary(&desired, &health);
+            if now != status {
+                notifier.send(&format!("STATUS={now}"));
+                status = now;
+            }
         }
     }
+    notifier.send("STOPPING=1");
     checks.abort_all();
     tracing::info!("stopping; the director stays configured (`rs-agent director down` removes it)");
     Ok(())

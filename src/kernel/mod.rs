@@ -28,11 +28,11 @@ pub enum KernelError {
 }
 
 /// Reads everything the real-server planner compares against.
-pub async fn observe_real_server(handle: &Handle) -> Result<Observed, KernelError> {
+pub async fn observe_real_server(handle: &Handle, with_nft: bool) -> Result<Observed, KernelError> {
     let links = link::links(handle).await?;
     let addrs = link::addrs(handle, &links).await?;
     let sysctls = sysctl::observe(links.iter().map(|l| l.name.as_str()))?;
-    let nft = if nft::nft_available() {
+    let nft = if with_nft && nft::nft_available() {
         let mut tables = nft::observe_all(&[NftFamily::Arp, NftFamily::Ip6])?.into_iter();
         NftObserved {
             arp: tables.next().flatten(),
