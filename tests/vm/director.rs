@@ -1,7 +1,7 @@
 //! Director checks: rs-agent's IPVS services judged by a client on the LAN and by
 //! `ipvsadm -Ln` / `ipvsadm-save -n`, the independent witnesses.
 
-use crate::guest::{ensure, eventually, Ctx, Lab, Netns, Node};
+use crate::guest::{ensure, eventually, start_http, Ctx, Lab, Netns, Node, Proc};
 use crate::Check;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,14 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "director_health_failover",
         run: health_failover,
+    },
+    Check {
+        name: "director_drain_without_failures",
+        run: drain_without_failures,
+    },
+    Check {
+        name: "director_sighup_reload",
+        run: sighup_reload,
     },
 ];
 
@@ -435,4 +443,224 @@ address = "192.0.2.12"
     })?;
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())
+}
+
+/// Starts `rs-agent director run --config cfg` in the lab's director and waits for the first
+/// apply (rs2 at weight 1).
+fn director_run(ctx: &Ctx, lab: &Lab, cfg: &str, tag: &str) -> Result<Proc, String> {
+    let state = ctx.scratch.join(format!("state-{tag}-run"));
+    let state = state.to_string_lossy();
+    let agent = ctx.agent.to_string_lossy();
+    let run = lab.director.ns.spawn(
+        &agent,
+        &["--state-dir", &state, "director", "run", "--config", cfg],
+    )?;
+    eventually(Duration::from_secs(30), || {
+        match weight_of(&lab.director.ns, "192.0.2.12:80")? {
+            Some(1) => Ok(()),
+            other => Err(format!("rs2 weight {other:?}, waiting for the first apply")),
+        }
+    })?;
+    Ok(run)
+}
+
+/// `rs-agent drain` on a real server running `rs-agent run --health-listen`: the director's
+/// HTTP check of /health quiesces it and not one client request fails, before, during or
+/// after; `undrain` brings it back.
+fn drain_without_failures(ctx: &Ctx) -> Result<(), String> {
+    let lab = Lab::build("ddrain", ctx)?;
+    let agent = ctx.agent.to_string_lossy().into_owned();
+    let mut agents = Vec::new();
+    for (rs, tag) in [(&lab.rs1, "rs1"), (&lab.rs2, "rs2")] {
+        let state = ctx.scratch.join(format!("state-drain-{tag}"));
+        let state = state.to_string_lossy().into_owned();
+        let listen = format!("{}:8081", rs.ip);
+        agents.push(rs.ns.spawn(
+            &agent,
+            &[
+                "--state-dir",
+                &state,
+                "run",
+                "--vip",
+                VIP,
+                "--health-listen",
+                &listen,
+            ],
+        )?);
+        let url = format!("http://{listen}/health");
+        eventually(Duration::from_secs(20), || {
+            lab.client.http_get(&url).map(drop)
+        })?;
+    }
+    let cfg = write(
+        ctx,
+        "drain.toml",
+        r#"
+[director]
+interface = "eth0"
+garp_count = 1
+
+[[director.service]]
+vip = "192.0.2.100"
+port = 80
+scheduler = "rr"
+
+[director.service.check]
+type = "http"
+port = 8081
+path = "/health"
+interval_ms = 1000
+timeout_ms = 500
+rise = 2
+fall = 2
+
+[[director.service.real]]
+address = "192.0.2.11"
+
+[[director.service.real]]
+address = "192.0.2.12"
+"#,
+    )?;
+    let _director = director_run(ctx, &lab, &cfg, "drain")?;
+    let mut served = Vec::new();
+    let fetch = |served: &mut Vec<String>| -> Result<(), String> {
+        let name = lab
+            .get_vip()
+            .map_err(|e| format!("a request failed: {e} (served so far: {served:?})"))?;
+        served.push(name);
+        Ok(())
+    };
+    for _ in 0..4 {
+        fetch(&mut served)?;
+    }
+    let state = ctx.scratch.join("state-drain-rs1");
+    let state = state.to_string_lossy();
+    lab.rs1.ns.run(&agent, &["--state-dir", &state, "drain"])?;
+    // Keep requesting while the director notices: every request must succeed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while weight_of(&lab.director.ns, "192.0.2.11:80")? != Some(0) {
+        ensure(Instant::now() < deadline, || {
+            "rs1 was not quiesced within 20 s of `drain`".into()
+        })?;
+        fetch(&mut served)?;
+    }
+    let before = served.len();
+    for _ in 0..4 {
+        fetch(&mut served)?;
+    }
+    ensure(served[before..].iter().all(|n| n == "rs2"), || {
+        format!("drained rs1 still served: {served:?}")
+    })?;
+    lab.rs1
+        .ns
+        .run(&agent, &["--state-dir", &state, "undrain"])?;
+    eventually(Duration::from_secs(20), || {
+        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
+            Some(1) => Ok(()),
+            other => Err(format!("rs1 weight {other:?} after undrain, want 1")),
+        }
+    })?;
+    for _ in 0..4 {
+        fetch(&mut served)?;
+    }
+    ensure(served.iter().rev().take(4).any(|n| n == "rs1"), || {
+        format!("rs1 not back after undrain: {served:?}")
+    })?;
+    drop(agents);
+    Ok(())
+}
+
+const RELOAD: &str = r#"
+[director]
+interface = "eth0"
+garp_count = 1
+
+[[director.service]]
+vip = "192.0.2.100"
+port = 80
+scheduler = "rr"
+
+[[director.service.real]]
+address = "192.0.2.11"
+weight = W1
+
+[[director.service.real]]
+address = "192.0.2.12"
+"#;
+
+/// SIGHUP with one weight changed and one real server added: `ipvsadm-save -n` shows exactly
+/// that, and a download through the VIP that was running across the reload completes.
+fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
+    let lab = Lab::build("dhup", ctx)?;
+    let rs3 = lab.lan.attach("rs3", 13)?;
+    let _www3 = start_http(&rs3, "rs3", &ctx.scratch.join("www-rs3"))?;
+    let big = vec![b'x'; 3 * 1024 * 1024];
+    for (rs, name) in [(&lab.rs1, "rs1"), (&lab.rs2, "rs2"), (&rs3, "rs3")] {
+        ctx.agent(&rs.ns, &["up", "--vip", VIP])?;
+        let path = ctx.scratch.join(format!("www-{name}")).join("big");
+        std::fs::write(&path, &big).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let cfg = write(ctx, "reload.toml", &RELOAD.replace("W1", "1"))?;
+    let director = director_run(ctx, &lab, &cfg, "hup")?;
+    table_is(
+        &lab.director.ns,
+        &[
+            "-A -t 192.0.2.100:80 -s rr",
+            "-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1",
+            "-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1",
+        ],
+        "before the reload",
+    )?;
+    // A slow download (3 MiB at 300 KiB/s, ~10 s) established before the reload.
+    let client = lab.client.ns.name.clone();
+    let download = std::thread::spawn(move || {
+        crate::guest::output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &client,
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                "--limit-rate",
+                "300k",
+                "--max-time",
+                "50",
+                "http://192.0.2.100/big",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let more =
+        RELOAD.replace("W1", "3") + "\n[[director.service.real]]\naddress = \"192.0.2.13\"\n";
+    write(ctx, "reload.toml", &more)?;
+    director.signal("HUP")?;
+    let want = [
+        "-A -t 192.0.2.100:80 -s rr",
+        "-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 3",
+        "-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1",
+        "-a -t 192.0.2.100:80 -r 192.0.2.13:80 -g -w 1",
+    ];
+    eventually(Duration::from_secs(20), || {
+        table_is(&lab.director.ns, &want, "after SIGHUP")
+    })?;
+    let out = download
+        .join()
+        .map_err(|_| "download thread panicked".to_string())??;
+    let size = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure(
+        out.status.success() && size == big.len().to_string(),
+        || {
+            format!(
+                "download across the reload: exit {:?}, {size} bytes of {}; {}",
+                out.status.code(),
+                big.len(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        },
+    )
 }

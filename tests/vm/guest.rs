@@ -220,6 +220,13 @@ pub struct Proc {
     child: Child,
 }
 
+impl Proc {
+    /// Sends a signal (e.g. "HUP") to the process.
+    pub fn signal(&self, name: &str) -> Result<(), String> {
+        run("kill", &[&format!("-{name}"), &self.child.id().to_string()]).map(drop)
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -407,7 +414,7 @@ impl Lab {
 }
 
 /// Serves `dir/index.html` containing `name` on port 80 of every address of `node`.
-fn start_http(node: &Node, name: &str, dir: &Path) -> Result<Proc, String> {
+pub fn start_http(node: &Node, name: &str, dir: &Path) -> Result<Proc, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let index = dir.join("index.html");
     std::fs::write(&index, format!("{name}\n")).map_err(|e| format!("{}: {e}", index.display()))?;
