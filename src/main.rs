@@ -59,6 +59,28 @@ fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
     })
 }
 
+/// Prints a status report as JSON (when asked) or text; exit 1 when the node is not ok.
+fn emit<W: Write>(
+    out: &mut W,
+    json: Option<serde_json::Result<String>>,
+    text: impl FnOnce(&mut W) -> std::io::Result<()>,
+    ok: bool,
+) -> Result<ExitCode, AgentError> {
+    let written = match json {
+        Some(encoded) => {
+            let encoded = encoded.map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
+            writeln!(out, "{encoded}")
+        }
+        None => text(out),
+    };
+    written.map_err(|e| AgentError::Input(format!("writing output: {e}")))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
     let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
     director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
@@ -112,16 +134,8 @@ async fn run_director(
         DirectorCommand::Status(args) => {
             let desired = optional_director(&args.settings)?;
             let report = director::status::status(desired.as_ref(), cli_state).await?;
-            if args.json {
-                let json = serde_json::to_string_pretty(&report)
-                    .map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
-                writeln!(out, "{json}").map_err(print_err)?;
-            } else {
-                report.print(&mut out).map_err(print_err)?;
-            }
-            if !report.ok {
-                return Ok(ExitCode::from(1));
-            }
+            let json = args.json.then(|| serde_json::to_string_pretty(&report));
+            return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         DirectorCommand::Import(args) => {
             let toml = read_import(&args)?;
@@ -164,16 +178,8 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
         Command::Status(args) => {
             let desired = optional_desired(&args.settings)?;
             let report = agent::status(desired.as_ref(), &cli.state_dir).await?;
-            if args.json {
-                let json = serde_json::to_string_pretty(&report)
-                    .map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
-                writeln!(out, "{json}").map_err(print_err)?;
-            } else {
-                report.print(&mut out).map_err(print_err)?;
-            }
-            if !report.ok {
-                return Ok(ExitCode::from(1));
-            }
+            let json = args.json.then(|| serde_json::to_string_pretty(&report));
+            return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
             let desired = real_server_desired(&args)?;

@@ -287,7 +287,8 @@ fn owned_addrs<'a>(
     })
 }
 
-fn del_addr(a: &crate::model::Addr) -> Change {
+/// Removing an observed address, as a change.
+pub(crate) fn del_addr(a: &crate::model::Addr) -> Change {
     Change::DelAddr {
         ifname: a.ifname.clone(),
         ip: a.ip,

@@ -35,6 +35,24 @@ pub enum StateError {
     },
 }
 
+/// Reads a JSON state file; a missing file is the default (empty) state.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    serde_json::from_str(&text).map_err(|source| StateError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
 pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), StateError> {
     let path = dir.join(name);
@@ -93,21 +111,7 @@ impl RealServerState {
 
     /// Loads the state, or an empty one when there is no file.
     pub fn load(dir: &Path) -> Result<Self, StateError> {
-        let path = Self::path(dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_str(&text).map_err(|source| StateError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        load_json(&Self::path(dir))
     }
 
     /// Writes atomically (temp file + rename); an empty state removes the file.

@@ -147,15 +147,6 @@ fn add_vip(interface: &str, vip: IpAddr) -> Change {
     }
 }
 
-fn del_vip(a: &Addr) -> Change {
-    Change::DelAddr {
-        ifname: a.ifname.clone(),
-        ip: a.ip,
-        prefix: a.prefix,
-        label: a.label.clone(),
-    }
-}
-
 /// `up`: reconcile IPVS for the configured services, release services we owned but no longer
 /// want, bind missing VIPs on the interface, unbind VIPs we own but no longer want.
 pub fn plan_up(
@@ -185,7 +176,7 @@ pub fn plan_up(
             .iter()
             .filter(|a| state.owns_addr(&a.ifname, &a.ip))
             .filter(|a| !(a.ifname == desired.interface && vips.contains(&a.ip)))
-            .map(del_vip),
+            .map(crate::plan::del_addr),
     );
     DirectorPlan {
         ipvs: diff(&desired.services, ipvs, &remove),
@@ -200,7 +191,7 @@ pub fn plan_down(ipvs: &[ObservedService], addrs: &[Addr], state: &DirectorState
         addrs: addrs
             .iter()
             .filter(|a| state.owns_addr(&a.ifname, &a.ip))
-            .map(del_vip)
+            .map(crate::plan::del_addr)
             .collect(),
     }
 }

@@ -27,21 +27,7 @@ impl DirectorState {
     }
 
     pub fn load(dir: &Path) -> Result<Self, StateError> {
-        let path = Self::path(dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_str(&text).map_err(|source| StateError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        crate::state::load_json(&Self::path(dir))
     }
 
     /// Writes atomically; a state that owns nothing removes the file.

@@ -345,6 +345,17 @@ fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
+/// The lab's service (rr over rs1 and rs2) with a health check at 1 s, timeout 0.5 s,
+/// rise 2, fall 2; `probe` gives the check's type lines.
+fn checked_lab_config(probe: &str) -> String {
+    format!(
+        "[director]\ninterface = \"eth0\"\ngarp_count = 1\n\n[[director.service]]\nvip = \"{VIP}\"\nport = 80\n\
+         scheduler = \"rr\"\n\n[director.service.check]\n{probe}\ninterval_ms = 1000\ntimeout_ms = 500\n\
+         rise = 2\nfall = 2\n\n[[director.service.real]]\naddress = \"192.0.2.11\"\n\n\
+         [[director.service.real]]\naddress = \"192.0.2.12\"\n"
+    )
+}
+
 /// The weight ipvsadm shows for `real` (None: not in the table).
 fn weight_of(ns: &Netns, real: &str) -> Result<Option<u32>, String> {
     let save = ns.run("ipvsadm-save", &["-n"])?;
@@ -366,30 +377,7 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     let cfg = write(
         ctx,
         "health.toml",
-        r#"
-[director]
-interface = "eth0"
-garp_count = 1
-
-[[director.service]]
-vip = "192.0.2.100"
-port = 80
-scheduler = "rr"
-
-[director.service.check]
-type = "http"
-path = "/"
-interval_ms = 1000
-timeout_ms = 500
-rise = 2
-fall = 2
-
-[[director.service.real]]
-address = "192.0.2.11"
-
-[[director.service.real]]
-address = "192.0.2.12"
-"#,
+        &checked_lab_config("type = \"http\"\npath = \"/\""),
     )?;
     let state = ctx.scratch.join("state-dhc-run");
     let state = state.to_string_lossy();
@@ -495,31 +483,7 @@ fn drain_without_failures(ctx: &Ctx) -> Result<(), String> {
     let cfg = write(
         ctx,
         "drain.toml",
-        r#"
-[director]
-interface = "eth0"
-garp_count = 1
-
-[[director.service]]
-vip = "192.0.2.100"
-port = 80
-scheduler = "rr"
-
-[director.service.check]
-type = "http"
-port = 8081
-path = "/health"
-interval_ms = 1000
-timeout_ms = 500
-rise = 2
-fall = 2
-
-[[director.service.real]]
-address = "192.0.2.11"
-
-[[director.service.real]]
-address = "192.0.2.12"
-"#,
+        &checked_lab_config("type = \"http\"\nport = 8081\npath = \"/health\""),
     )?;
     let _director = director_run(ctx, &lab, &cfg, "drain")?;
     let mut served = Vec::new();
