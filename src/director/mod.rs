@@ -154,6 +154,9 @@ pub async fn up(
         preflight::require_net_admin().map_err(AgentError::Input)?;
     }
     let handle = link::connect().map_err(KernelError::from)?;
+    // The interface is input: check it before asking anything of IPVS.
+    let links = link::links(&handle).await.map_err(KernelError::from)?;
+    require_interface(desired, &links)?;
     let mut client = IpvsClient::connect()?;
     let observed = observe(&handle, &mut client).await?;
     let iface = require_interface(desired, &observed.links)?.clone();
