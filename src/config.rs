@@ -46,6 +46,9 @@ pub struct ConfigFile {
     pub path: Option<PathBuf>,
     pub text: String,
     pub raw: RawConfig,
+    /// Byte offsets where lines start, built on first use: locating a value is a binary
+    /// search, so validating a config with thousands of values stays linear.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl ConfigFile {
@@ -73,7 +76,12 @@ impl ConfigFile {
             let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
             ConfigError(format!("{name}:{line}:{col}: {}", first_line(e.message())))
         })?;
-        Ok(Self { path, text, raw })
+        Ok(Self {
+            path,
+            text,
+            raw,
+            line_starts: Default::default(),
+        })
     }
 
     /// The file's name as errors show it.
@@ -83,7 +91,15 @@ impl ConfigFile {
 
     /// `file:line:col` for a span in this file.
     pub fn at(&self, span: std::ops::Range<usize>) -> String {
-        let (line, col) = line_col(&self.text, span.start);
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let offset = span.start.min(self.text.len());
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let start = starts[line - 1];
+        let col = self.text.get(start..offset).map_or(0, |t| t.chars().count()) + 1;
         format!("{}:{line}:{col}", display_name(self.path.as_deref()))
     }
 
