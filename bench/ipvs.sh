@@ -11,7 +11,7 @@
 #   BENCH_KERNEL      kernel image (default /boot/vmlinuz-6.1.0-56-amd64)
 #   BENCH_SIZES       services per table (default "100 1000 4000"), 16 real servers each
 #   BENCH_RUNS        runs per measurement (default 3)
-#   BENCH_CMD_TIMEOUT seconds one rs-agent / ipvsadm-restore run may take (default 120)
+#   BENCH_CMD_TIMEOUT seconds one rs-agent run may take (default 120)
 #   BENCH_TIMEOUT     seconds before the VM is abandoned (default 3600)
 # KVM is not used (--disable-kvm): timings are under TCG emulation; compare ratios, not ms.
 set -eu
