@@ -54,6 +54,14 @@ impl DirectorReport {
         for c in &self.addrs {
             writeln!(out, "{verb}: {c}")?;
         }
+        if !self.dry_run && !self.ipvs.is_empty() {
+            writeln!(
+                out,
+                "did: {} IPVS change(s) in {} netlink write(s)",
+                self.ipvs.len(),
+                self.writes
+            )?;
+        }
         if self.announced > 0 {
             writeln!(
                 out,
