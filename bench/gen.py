@@ -41,24 +41,27 @@ def weight(svc_index, real_index, changed):
 
 
 def rs_agent(svcs, changed):
+    """The compact form: real servers with the defaults (dr, weight 1) in a `reals` list, any
+    other weight as a [[director.service.real]] table (what an operator would write)."""
     lines = ["[director]", 'interface = "eth0"', "garp_count = 0", ""]
     for i, (vip, port) in enumerate(svcs):
+        plain = ['"%s:%d"' % (real, port) for j, real in enumerate(REALS) if weight(i, j, changed) == 1]
         lines += [
             "[[director.service]]",
             'vip = "%s"' % vip,
             "port = %d" % port,
-            'protocol = "tcp"',
             'scheduler = "rr"',
+            "reals = [%s]" % ", ".join(plain),
             "",
         ]
         for j, real in enumerate(REALS):
-            lines += [
-                "[[director.service.real]]",
-                'address = "%s:%d"' % (real, port),
-                'forward = "dr"',
-                "weight = %d" % weight(i, j, changed),
-                "",
-            ]
+            if weight(i, j, changed) != 1:
+                lines += [
+                    "[[director.service.real]]",
+                    'address = "%s:%d"' % (real, port),
+                    "weight = %d" % weight(i, j, changed),
+                    "",
+                ]
     return "\n".join(lines)
 
 

@@ -99,7 +99,11 @@ impl ConfigFile {
         let offset = span.start.min(self.text.len());
         let line = starts.partition_point(|&s| s <= offset).max(1);
         let start = starts[line - 1];
-        let col = self.text.get(start..offset).map_or(0, |t| t.chars().count()) + 1;
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(0, |t| t.chars().count())
+            + 1;
         format!("{}:{line}:{col}", display_name(self.path.as_deref()))
     }
 

@@ -44,6 +44,9 @@ pub struct RawService {
     pub one_packet: Option<bool>,
     #[serde(default, rename = "real")]
     pub reals: Vec<RawReal>,
+    /// Shorthand for real servers with the defaults (dr, weight 1): `reals = ["ADDR[:PORT]", ...]`.
+    #[serde(default, rename = "reals")]
+    pub real_list: Vec<Spanned<String>>,
     pub check: Option<RawCheck>,
     pub sorry_server: Option<Spanned<String>>,
 }
@@ -68,7 +71,7 @@ pub struct RawCheck {
     pub on_failure: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReal {
     pub address: Spanned<String>,
@@ -132,17 +135,33 @@ pub struct DirectorFlags {
 /// A value and the name of where it came from, for error messages.
 struct Src<'a> {
     value: &'a str,
-    at: String,
+    at: Loc<'a>,
 }
 
-fn err(at: &str, msg: impl std::fmt::Display) -> ConfigError {
+/// Where a value came from; rendered (`file:line:col`) only when an error names it, so that
+/// validating thousands of values costs no formatting.
+enum Loc<'a> {
+    Span(&'a ConfigFile, std::ops::Range<usize>),
+    Text(String),
+}
+
+impl std::fmt::Display for Loc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loc::Span(file, span) => f.write_str(&file.at(span.clone())),
+            Loc::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+fn err(at: impl std::fmt::Display, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("{at}: {msg}"))
 }
 
-fn spanned<'a>(file: &ConfigFile, v: &'a Spanned<String>) -> Src<'a> {
+fn spanned<'a>(file: &'a ConfigFile, v: &'a Spanned<String>) -> Src<'a> {
     Src {
         value: v.get_ref(),
-        at: file.at(v.span()),
+        at: Loc::Span(file, v.span()),
     }
 }
 
@@ -315,7 +334,7 @@ fn family_of(ip: &IpAddr) -> AddressFamily {
 fn service_key(
     file: &ConfigFile,
     raw: &RawService,
-    at: &str,
+    at: &Loc,
 ) -> Result<(ServiceKey, AddressFamily), ConfigError> {
     match (&raw.fwmark, &raw.vip) {
         (Some(m), None) => {
@@ -420,9 +439,13 @@ fn service(
     index: usize,
 ) -> Result<ServiceDesired, ConfigError> {
     let at = match (&raw.vip, &raw.fwmark) {
-        (Some(v), _) => file.at(v.span()),
-        (None, Some(m)) => file.at(m.span()),
-        (None, None) => format!("{}: [[director.service]] #{}", file.name(), index + 1),
+        (Some(v), _) => Loc::Span(file, v.span()),
+        (None, Some(m)) => Loc::Span(file, m.span()),
+        (None, None) => Loc::Text(format!(
+            "{}: [[director.service]] #{}",
+            file.name(),
+            index + 1
+        )),
     };
     let (key, af) = service_key(file, raw, &at)?;
     let scheduler = match &raw.scheduler {
@@ -462,7 +485,15 @@ fn service(
         ServiceKey::Fwmark { .. } => 0,
     };
     let mut reals: Vec<Destination> = Vec::new();
-    for r in &raw.reals {
+    let shorthand = raw.real_list.iter().map(|address| RawReal {
+        address: address.clone(),
+        weight: None,
+        forward: None,
+        upper_threshold: None,
+        lower_threshold: None,
+    });
+    let all: Vec<RawReal> = shorthand.collect();
+    for r in raw.reals.iter().chain(&all) {
         let d = real(file, r, af, port)?;
         if reals.iter().any(|x| x.addr == d.addr && x.port == d.port) {
             return Err(file.err_at(
@@ -511,7 +542,7 @@ fn ms(
 }
 
 /// `[director.service.check]` → a validated check.
-fn check(file: &ConfigFile, raw: &RawCheck, at: &str) -> Result<HealthCheck, ConfigError> {
+fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, ConfigError> {
     let http = || -> Result<HttpProbe, ConfigError> {
         let path = raw
             .path
@@ -625,7 +656,7 @@ fn sorry(
 fn flag<'a>(name: &str, value: &'a str) -> Src<'a> {
     Src {
         value,
-        at: format!("{name} {value}"),
+        at: Loc::Text(format!("{name} {value}")),
     }
 }
 

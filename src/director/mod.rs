@@ -195,12 +195,15 @@ pub async fn up(
         state.save(state_dir)?;
         return Err(AgentError::Apply { error, rollback });
     }
+    let recorded = journal.clone();
     for op in &plan.ipvs {
         tracing::info!(op = %op, "applied");
         journal.forget_op(op);
     }
     plan.addrs.iter().for_each(|c| journal.forget_addr(c));
-    journal.save(state_dir)?;
+    if journal != recorded {
+        journal.save(state_dir)?;
+    }
 
     let new_vips: Vec<_> = plan
         .addrs

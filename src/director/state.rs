@@ -33,7 +33,8 @@ impl DirectorState {
     /// Writes atomically; a state that owns nothing removes the file.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let owns_nothing = self.services.is_empty() && self.addrs.is_empty();
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        // Compact: with thousands of real servers the pretty form is megabytes.
+        let text = serde_json::to_string(self).unwrap_or_default();
         crate::state::write_atomic(dir, FILE_NAME, (!owns_nothing).then_some(text))
     }
 

@@ -152,3 +152,17 @@ fn fwmark_and_ipv6_persistence() {
     assert!(s.flags.has(ServiceFlags::PERSISTENT) && s.flags.has(ServiceFlags::SCHED_SH_FALLBACK));
     assert!(d.vips().is_empty(), "a fwmark service has no VIP to bind");
 }
+
+#[test]
+fn reals_shorthand_mixes_with_tables() {
+    let text = svc("reals = [\"198.51.100.3\", \"198.51.100.4:8080\"]", REAL);
+    let d = parse(&text).expect("valid");
+    let r = &d.services[0].reals;
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        (r[2].port, r[2].weight, r[2].forward),
+        (8080, 1, Forward::Route)
+    );
+    let dup = svc("reals = [\"198.51.100.2\"]", REAL);
+    assert!(parse(&dup).expect_err("duplicate").contains("listed twice"));
+}
