@@ -662,7 +662,7 @@ fn flag<'a>(name: &str, value: &'a str) -> Src<'a> {
 
 /// The one service described by the quick flags.
 fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired, ConfigError> {
-    let addr = parse_vip_str(vip).map_err(|m| err(&format!("--vip {vip}"), m))?;
+    let addr = parse_vip_str(vip).map_err(|m| err(format!("--vip {vip}"), m))?;
     let protocol = match &flags.protocol {
         Some(p) => parse_protocol(&flag("--protocol", p))?,
         None => Protocol::Tcp,
@@ -678,7 +678,7 @@ fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired
     let timeout = match &flags.persistence {
         Some(p) => p
             .parse::<u32>()
-            .map_err(|_| err(&format!("--persistence {p}"), "expected seconds, e.g. 300"))?,
+            .map_err(|_| err(format!("--persistence {p}"), "expected seconds, e.g. 300"))?,
         None => 0,
     };
     let forward = match &flags.forward {
@@ -743,7 +743,7 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
     let raw = file.raw.director.as_ref().unwrap_or(&empty);
     let interface = match (&flags.interface, &raw.interface) {
         (Some(i), _) => {
-            check_ifname(i).map_err(|m| err(&format!("--interface {i}"), m))?;
+            check_ifname(i).map_err(|m| err(format!("--interface {i}"), m))?;
             i.clone()
         }
         (None, Some(i)) => {
