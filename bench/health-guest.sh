@@ -14,7 +14,8 @@
 #        interval in ms, "1000"; e.g. "1000 10000"), SKIP_DETECT, SKIP_COST,
 #        PROFILE=1 (after each cost window, 10 s of `perf record -e cpu-clock` on the checker
 #        processes; reports in OUT/perf-*.txt), AGENT_B=PATH (a second rs-agent build, e.g.
-#        before a change, also run in the cost bench as "rs-agent-b")
+#        before a change, also run in the cost bench as "rs-agent-b"), STRACE=1 (strace -tt
+#        the checker during detection runs: OUT/strace-*.txt, to split the latency up)
 set -u
 
 OUT=$1 AGENT=$2 WATCH=$3 LISTENER=$4
@@ -180,6 +181,11 @@ EOF
     fi
     checker=$(start_checker "$impl" $d "$conf" "$tag")
     STARTED+=("$checker")
+    if [ -n "${STRACE:-}" ]; then
+        strace -f -tt -e trace=connect,getsockopt,sendto,sendmsg,recvfrom,recvmsg,openat,rename \
+            -o "$OUT/strace-$tag.txt" -p "$checker" 2>/dev/null &
+        STARTED+=($!)
+    fi
     out=$(ip netns exec $d "$WATCH" quiesce --dest 198.51.100.11:80 --kill "$web1" \
         --settle-ms 3500 --timeout-ms 40000 2>&1)
     echo "$tag: $out; checker rss $(status_kb VmRSS $(procs_of "$checker")) kB" >>"$LOG"
@@ -187,7 +193,7 @@ EOF
     cleanup
     case $out in
     detect_ms=*)
-        ms=${out#detect_ms=}; ms=${ms%% *}; how=${out##*how=}
+        ms=${out#detect_ms=}; ms=${ms%% *}; how=${out##*how=}; how=${how%% *}
         printf '%s\t%s\t%s\t%s\n' "$impl" "$run" "$ms" "$how" >>"$OUT/detect.tsv"
         say "detect $impl run $run: ${ms} ms ($how)"
         ;;

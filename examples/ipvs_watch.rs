@@ -98,6 +98,7 @@ fn quiesce(client: &mut IpvsClient, o: &Opts) -> Result<(), String> {
         other => return Err(format!("{dest} not up before the kill (weight {other:?})")),
     }
     let started = Instant::now();
+    let killed_at = std::time::SystemTime::now();
     // SAFETY: kill(2) on a pid given by the caller; no memory is shared.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
         return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
@@ -113,8 +114,19 @@ fn quiesce(client: &mut IpvsClient, o: &Opts) -> Result<(), String> {
     })
     .map_err(|e| format!("waiting for {dest} to be taken out: {e}"))?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    println!("detect_ms={ms:.1} how={how}");
+    // Wall-clock times too, to line the kill up with other tools' timestamps (strace -tt).
+    println!(
+        "detect_ms={ms:.1} how={how} kill_at={:.6} seen_at={:.6}",
+        epoch(killed_at),
+        epoch(std::time::SystemTime::now())
+    );
     Ok(())
+}
+
+/// Seconds since the epoch, as strace -tt and date +%s.%N print them.
+fn epoch(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn count(client: &mut IpvsClient, o: &Opts) -> Result<(), String> {
