@@ -9,7 +9,7 @@
 # Raw results go to OUT/detect.tsv and OUT/cost.tsv, the summary to OUT/summary.md.
 #
 # usage: health-guest.sh OUT AGENT IPVS_WATCH BENCH_LISTENER
-# env:   RUNS (detection runs per implementation, default 6), COST_SECS (30),
+# env:   RUNS (detection runs per implementation, default 10), COST_SECS (30),
 #        COST_WARMUP (10), COST_TYPES ("http"; e.g. "http tcp"), COST_INTERVALS (check
 #        interval in ms, "1000"; e.g. "1000 10000"), SKIP_DETECT, SKIP_COST,
 #        PROFILE=1 (after each cost window, 10 s of `perf record -e cpu-clock` on the checker
@@ -19,7 +19,7 @@
 set -u
 
 OUT=$1 AGENT=$2 WATCH=$3 LISTENER=$4
-RUNS=${RUNS:-6}
+RUNS=${RUNS:-10}
 COST_SECS=${COST_SECS:-30}
 COST_WARMUP=${COST_WARMUP:-10}
 COST_TYPES=${COST_TYPES:-http}
