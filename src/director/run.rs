@@ -54,7 +54,9 @@ async fn check_loop(
     loop {
         let started = tokio::time::Instant::now();
         let result = match slots.acquire().await {
-            Ok(_permit) => probe::run(&target, &check).await,
+            // Boxed: a probe's state (buffers, TLS) is kilobytes; held inline it would make
+            // every idle check task that big, not only the `max_in_flight` running ones.
+            Ok(_permit) => Box::pin(probe::run(&target, &check)).await,
             Err(_) => return,
         };
         let message = CheckResult {
