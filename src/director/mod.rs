@@ -158,15 +158,42 @@ pub async fn up(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<DirectorReport, AgentError> {
-    if !dry_run {
-        preflight::require_net_admin().map_err(AgentError::Input)?;
+    let mut kernel = Kernel::connect(desired, dry_run).await?;
+    reconcile(&mut kernel, desired, state_dir, dry_run).await
+}
+
+/// The open kernel handles: `up` opens them once, `run` keeps them across passes so that a
+/// health flip costs one dump and one write, not a new socket, family lookup and preflight.
+pub struct Kernel {
+    handle: Handle,
+    client: IpvsClient,
+}
+
+impl Kernel {
+    /// Preflight (unless `dry_run`), the interface check, then the sockets.
+    pub async fn connect(desired: &DirectorDesired, dry_run: bool) -> Result<Kernel, AgentError> {
+        if !dry_run {
+            preflight::require_net_admin().map_err(AgentError::Input)?;
+        }
+        let handle = link::connect().map_err(KernelError::from)?;
+        // The interface is input: check it before asking anything of IPVS.
+        let links = link::links(&handle).await.map_err(KernelError::from)?;
+        require_interface(desired, &links)?;
+        let client = IpvsClient::connect()?;
+        Ok(Kernel { handle, client })
     }
-    let handle = link::connect().map_err(KernelError::from)?;
-    // The interface is input: check it before asking anything of IPVS.
-    let links = link::links(&handle).await.map_err(KernelError::from)?;
-    require_interface(desired, &links)?;
-    let mut client = IpvsClient::connect()?;
-    let observed = observe(&handle, &mut client).await?;
+}
+
+/// One pass of the pipeline on open handles: observe → plan → apply (see `up`).
+pub async fn reconcile(
+    kernel: &mut Kernel,
+    desired: &DirectorDesired,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<DirectorReport, AgentError> {
+    let Kernel { handle, client } = kernel;
+    let handle = &*handle;
+    let observed = observe(handle, client).await?;
     let iface = require_interface(desired, &observed.links)?.clone();
     let state = DirectorState::load(state_dir)?;
     let plan = plan::plan_up(desired, &observed.ipvs, &observed.addrs, &state);
@@ -187,11 +214,11 @@ pub async fn up(
     journal.save(state_dir)?;
 
     let applied = match client.apply(&plan.ipvs) {
-        Ok(()) => apply_addrs(&handle, &plan.addrs).await,
+        Ok(()) => apply_addrs(handle, &plan.addrs).await,
         Err(e) => Err((0, KernelError::Ipvs(e))),
     };
     if let Err((addrs_applied, error)) = applied {
-        let rollback = rollback(&handle, &mut client, &observed.ipvs, &plan, addrs_applied).await;
+        let rollback = rollback(handle, client, &observed.ipvs, &plan, addrs_applied).await;
         state.save(state_dir)?;
         return Err(AgentError::Apply { error, rollback });
     }

@@ -87,15 +87,26 @@ fn spawn_checks(
     set
 }
 
-/// One pass of the pipeline for the services as health makes them.
+/// One pass of the pipeline for the services as health makes them, on the open handles (a
+/// failed pass drops them; the next pass opens new ones).
 async fn reconcile(
+    kernel: &mut Option<super::Kernel>,
     desired: &DirectorDesired,
     health: &HashMap<Target, Health>,
     state_dir: &Path,
 ) -> Result<usize, AgentError> {
     let effective = health::effective(desired, health);
-    let report = super::up(&effective, state_dir, false).await?;
-    Ok(report.ipvs.len() + report.addrs.len())
+    let k = match kernel {
+        Some(k) => k,
+        None => kernel.insert(super::Kernel::connect(&effective, false).await?),
+    };
+    match super::reconcile(k, &effective, state_dir, false).await {
+        Ok(report) => Ok(report.ipvs.len() + report.addrs.len()),
+        Err(e) => {
+            *kernel = None;
+            Err(e)
+        }
+    }
 }
 
 /// A one-line summary for logs and systemd's STATUS=.
@@ -117,7 +128,8 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let mut desired = load()?;
     let mut health: HashMap<Target, Health> = HashMap::new();
-    reconcile(&desired, &health, state_dir).await?;
+    let mut kernel = None;
+    reconcile(&mut kernel, &desired, &health, state_dir).await?;
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -174,7 +186,7 @@ pub async fn run(
             _ = int.recv() => break,
         }
         if dirty {
-            match reconcile(&desired, &health, state_dir).await {
+            match reconcile(&mut kernel, &desired, &health, state_dir).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(changes = n, "reconciled"),
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
