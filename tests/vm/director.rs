@@ -234,9 +234,14 @@ fn reconcile(ctx: &Ctx) -> Result<(), String> {
             .collect();
         let did_ops: Vec<&str> = did
             .iter()
-            .filter(|l| !l.contains("address"))
+            .filter(|l| !l.contains("address") && !l.contains("netlink write"))
             .copied()
             .collect();
+        // One write carries every change of a pass (batching), whatever their number.
+        ensure(
+            changes.is_empty() || out.contains("in 1 netlink write(s)"),
+            || format!("{when}: not one netlink write:\n{out}"),
+        )?;
         ensure(did_ops == changes, || {
             format!(
                 "{when}: applied\n{}\nwant\n{}",
