@@ -208,10 +208,13 @@ pub async fn reconcile(
         return Ok(report);
     }
     let mut journal = state.clone();
-    journal.desired = Some(desired.clone());
     plan.ipvs.iter().for_each(|op| journal.record_op(op));
     plan.addrs.iter().for_each(|c| journal.record_addr(c));
-    journal.save(state_dir)?;
+    // Ownership is journalled before the kernel changes; a pass that only edits what we
+    // already own (a weight, a scheduler) has nothing new to record.
+    if journal != state {
+        journal.save(state_dir)?;
+    }
 
     let applied = match client.apply(&plan.ipvs) {
         Ok(()) => apply_addrs(handle, &plan.addrs).await,
@@ -228,6 +231,7 @@ pub async fn reconcile(
         journal.forget_op(op);
     }
     plan.addrs.iter().for_each(|c| journal.forget_addr(c));
+    DirectorState::save_desired(state_dir, desired)?;
     if journal != recorded {
         journal.save(state_dir)?;
     }
@@ -293,6 +297,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Age
     }
     // Everything we owned is gone (or was already gone): nothing is left to undo.
     DirectorState::default().save(state_dir)?;
+    DirectorState::forget_desired(state_dir)?;
     report.ipvs = plan.ipvs;
     report.addrs = plan.addrs;
     report.writes = client.writes();

@@ -1,4 +1,6 @@
 //! The director's state file: which IPVS services and VIP addresses are rs-agent's own.
+//! The last applied configuration lives beside it in `director-desired.json` (for `status`),
+//! written after a successful apply, so that the ownership journal stays small.
 //! Recorded before a change is applied, forgotten after a removal: `down` removes exactly
 //! these and nothing else, even after a crash in the middle of `up`.
 
@@ -11,10 +13,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 const FILE_NAME: &str = "director.json";
+const DESIRED_FILE: &str = "director-desired.json";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectorState {
-    pub desired: Option<DirectorDesired>,
     #[serde(default)]
     pub services: Vec<ServiceKey>,
     #[serde(default)]
@@ -26,8 +28,23 @@ impl DirectorState {
         dir.join(FILE_NAME)
     }
 
+    /// The ownership journal (without the last applied configuration).
     pub fn load(dir: &Path) -> Result<Self, StateError> {
         crate::state::load_json(&Self::path(dir))
+    }
+
+    /// The configuration the last successful `up` applied, for `status` without a config.
+    pub fn load_desired(dir: &Path) -> Result<Option<DirectorDesired>, StateError> {
+        crate::state::load_json(&dir.join(DESIRED_FILE))
+    }
+
+    pub fn save_desired(dir: &Path, desired: &DirectorDesired) -> Result<(), StateError> {
+        let text = serde_json::to_string(desired).unwrap_or_default();
+        crate::state::write_atomic(dir, DESIRED_FILE, Some(text))
+    }
+
+    pub fn forget_desired(dir: &Path) -> Result<(), StateError> {
+        crate::state::write_atomic(dir, DESIRED_FILE, None)
     }
 
     /// Writes atomically; a state that owns nothing removes the file.

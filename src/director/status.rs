@@ -43,7 +43,11 @@ pub async fn status(
     state_dir: &Path,
 ) -> Result<DirectorStatus, AgentError> {
     let state = DirectorState::load(state_dir)?;
-    let desired = desired.or(state.desired.as_ref()).cloned().ok_or_else(|| {
+    let last = match desired {
+        Some(_) => None,
+        None => DirectorState::load_desired(state_dir)?,
+    };
+    let desired = desired.or(last.as_ref()).cloned().ok_or_else(|| {
         AgentError::Input(
             "nothing to check: no director config given and no state; pass --config or --vip..., or run `rs-agent director up` first"
                 .into(),

@@ -91,7 +91,6 @@ fn vip_addr(vip: &str) -> Addr {
 
 fn owning(keys: &[ServiceKey], vips: &[&str]) -> DirectorState {
     DirectorState {
-        desired: None,
         services: keys.to_vec(),
         addrs: vips
             .iter()
