@@ -350,13 +350,15 @@ fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
-/// The lab's service (rr over rs1 and rs2) with a health check at 1 s, timeout 0.5 s,
-/// rise 2, fall 2; `probe` gives the check's type lines.
-fn checked_lab_config(probe: &str) -> String {
+/// The lab's service: rr over rs1 (weight `w1`) and rs2, with `check` (the lines of a
+/// `[director.service.check]` at 1 s, timeout 0.5 s, rise 2, fall 2) when given.
+fn lab_config(check: Option<&str>, w1: u32) -> String {
+    let check = check.map_or(String::new(), |probe| {
+        format!("[director.service.check]\n{probe}\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 2\nfall = 2\n\n")
+    });
     format!(
         "[director]\ninterface = \"eth0\"\ngarp_count = 1\n\n[[director.service]]\nvip = \"{VIP}\"\nport = 80\n\
-         scheduler = \"rr\"\n\n[director.service.check]\n{probe}\ninterval_ms = 1000\ntimeout_ms = 500\n\
-         rise = 2\nfall = 2\n\n[[director.service.real]]\naddress = \"192.0.2.11\"\n\n\
+         scheduler = \"rr\"\n\n{check}[[director.service.real]]\naddress = \"192.0.2.11\"\nweight = {w1}\n\n\
          [[director.service.real]]\naddress = \"192.0.2.12\"\n"
     )
 }
@@ -382,7 +384,7 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     let cfg = write(
         ctx,
         "health.toml",
-        &checked_lab_config("type = \"http\"\npath = \"/\""),
+        &lab_config(Some("type = \"http\"\npath = \"/\""), 1),
     )?;
     let state = ctx.scratch.join("state-dhc-run");
     let state = state.to_string_lossy();
@@ -488,7 +490,7 @@ fn drain_without_failures(ctx: &Ctx) -> Result<(), String> {
     let cfg = write(
         ctx,
         "drain.toml",
-        &checked_lab_config("type = \"http\"\nport = 8081\npath = \"/health\""),
+        &lab_config(Some("type = \"http\"\nport = 8081\npath = \"/health\""), 1),
     )?;
     let _director = director_run(ctx, &lab, &cfg, "drain")?;
     let mut served = Vec::new();
@@ -539,24 +541,6 @@ fn drain_without_failures(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-const RELOAD: &str = r#"
-[director]
-interface = "eth0"
-garp_count = 1
-
-[[director.service]]
-vip = "192.0.2.100"
-port = 80
-scheduler = "rr"
-
-[[director.service.real]]
-address = "192.0.2.11"
-weight = W1
-
-[[director.service.real]]
-address = "192.0.2.12"
-"#;
-
 /// SIGHUP with one weight changed and one real server added: `ipvsadm-save -n` shows exactly
 /// that, and a download through the VIP that was running across the reload completes.
 fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
@@ -569,7 +553,7 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         let path = ctx.scratch.join(format!("www-{name}")).join("big");
         std::fs::write(&path, &big).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let cfg = write(ctx, "reload.toml", &RELOAD.replace("W1", "1"))?;
+    let cfg = write(ctx, "reload.toml", &lab_config(None, 1))?;
     let director = director_run(ctx, &lab, &cfg, "hup")?;
     table_is(
         &lab.director.ns,
@@ -604,8 +588,7 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         )
     });
     std::thread::sleep(Duration::from_secs(3));
-    let more =
-        RELOAD.replace("W1", "3") + "\n[[director.service.real]]\naddress = \"192.0.2.13\"\n";
+    let more = lab_config(None, 3) + "\n[[director.service.real]]\naddress = \"192.0.2.13\"\n";
     write(ctx, "reload.toml", &more)?;
     director.signal("HUP")?;
     let want = [
