@@ -386,30 +386,17 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
         "health.toml",
         &lab_config(Some("type = \"http\"\npath = \"/\""), 1),
     )?;
-    let state = ctx.scratch.join("state-dhc-run");
-    let state = state.to_string_lossy();
-    let agent = ctx.agent.to_string_lossy();
-    let _run = lab.director.ns.spawn(
-        &agent,
-        &["--state-dir", &state, "director", "run", "--config", &cfg],
-    )?;
-    eventually(Duration::from_secs(30), || {
-        match weight_of(&lab.director.ns, "192.0.2.12:80")? {
-            Some(1) => Ok(()),
-            other => Err(format!("rs2 weight {other:?}, waiting for the first apply")),
-        }
-    })?;
+    let _run = director_run(ctx, &lab, &cfg, "dhc")?;
     // Stop rs1's web server: after fall × interval (+ timeout) it must be quiesced.
     let stopped = Instant::now();
     lab.stop_http(0);
-    eventually(Duration::from_secs(15), || {
-        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
-            Some(0) => Ok(()),
-            other => Err(format!(
-                "rs1 weight {other:?} after its web server stopped, want 0"
-            )),
-        }
-    })?;
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        0,
+        Duration::from_secs(15),
+        "after its web server stopped",
+    )?;
     let detected = stopped.elapsed();
     // After the detection window: every request succeeds (all go to rs2).
     let mut failures = Vec::new();
@@ -424,12 +411,13 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     })?;
     // Restart it: back at weight 1 after rise = 2 good checks.
     lab.start_http(0, ctx)?;
-    eventually(Duration::from_secs(15), || {
-        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
-            Some(1) => Ok(()),
-            other => Err(format!("rs1 weight {other:?} after restart, want 1")),
-        }
-    })?;
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        1,
+        Duration::from_secs(15),
+        "after restart",
+    )?;
     let names = (0..4)
         .map(|_| lab.get_vip())
         .collect::<Result<Vec<_>, _>>()?;
@@ -438,6 +426,20 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     })?;
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())
+}
+
+/// Waits until ipvsadm shows `real` at weight `want`.
+fn wait_weight(
+    ns: &Netns,
+    real: &str,
+    want: u32,
+    within: Duration,
+    when: &str,
+) -> Result<(), String> {
+    eventually(within, || match weight_of(ns, real)? {
+        Some(w) if w == want => Ok(()),
+        other => Err(format!("{real} weight {other:?} {when}, want {want}")),
+    })
 }
 
 /// Starts `rs-agent director run --config cfg` in the lab's director and waits for the first
@@ -450,12 +452,13 @@ fn director_run(ctx: &Ctx, lab: &Lab, cfg: &str, tag: &str) -> Result<Proc, Stri
         &agent,
         &["--state-dir", &state, "director", "run", "--config", cfg],
     )?;
-    eventually(Duration::from_secs(30), || {
-        match weight_of(&lab.director.ns, "192.0.2.12:80")? {
-            Some(1) => Ok(()),
-            other => Err(format!("rs2 weight {other:?}, waiting for the first apply")),
-        }
-    })?;
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.12:80",
+        1,
+        Duration::from_secs(30),
+        "waiting for the first apply",
+    )?;
     Ok(run)
 }
 
@@ -525,12 +528,13 @@ fn drain_without_failures(ctx: &Ctx) -> Result<(), String> {
     lab.rs1
         .ns
         .run(&agent, &["--state-dir", &state, "undrain"])?;
-    eventually(Duration::from_secs(20), || {
-        match weight_of(&lab.director.ns, "192.0.2.11:80")? {
-            Some(1) => Ok(()),
-            other => Err(format!("rs1 weight {other:?} after undrain, want 1")),
-        }
-    })?;
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        1,
+        Duration::from_secs(20),
+        "after undrain",
+    )?;
     for _ in 0..4 {
         fetch(&mut served)?;
     }
