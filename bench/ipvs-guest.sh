@@ -6,7 +6,8 @@
 # For each size S (services x 16 real servers) and run, in a FRESH network namespace each:
 #   bulk     rs-agent `director up` | `ipvsadm-restore < file` | keepalived until the table is full
 # then one weight change in the S=1000 table:
-#   weight   rs-agent `director up` | one `ipvsadm -e` | keepalived SIGHUP until the weight shows
+#   weight   rs-agent `director up` | rs-agent `director run` + SIGHUP until it logs the applied
+#            weight | one `ipvsadm -e` | keepalived SIGHUP until the weight shows
 # Raw results go to OUTDIR/raw.txt as "RESULT case S tool run microseconds [note]".
 # Every wait is bounded: rs-agent gets CMD_TIMEOUT seconds (default 120), ipvsadm-restore 300 s,
 # keepalived polls stop after 120 s. A measurement that times out is recorded as FAIL, not as
@@ -112,6 +113,40 @@ measure() { # CASE TOOL S DIR
         echo "$((t1 - t0)) $(grep -o '[0-9]* IPVS change(s) in [0-9]* netlink write(s)' \
             "$WORK/out.$$" | tr ' ' _)"
         ;;
+    weight/rs-agent-reload)
+        # The daemon path: `director run` adopts the table, then SIGHUP with the changed config;
+        # timed until the daemon logs the applied weight (it logs after the kernel acked it).
+        ipvsadm-restore <"$dir/ipvs.restore" || { echo "FAIL setup"; return; }
+        local cfg=$WORK/reload.toml.$$ fifo=$WORK/reload.fifo.$$ pid
+        cp "$dir/rs-agent.toml" "$cfg" && mkfifo "$fifo" || { echo "FAIL setup"; return; }
+        RS_AGENT_LOG=info "$RS_AGENT" --state-dir "$WORK/state.$$" director run --config "$cfg" \
+            2>"$fifo" >/dev/null &
+        pid=$!
+        exec 3<"$fifo"
+        if ! until_line 3 "director configured"; then
+            daemon_stop "$pid"
+            echo "FAIL setup: director run did not report configured"
+            return
+        fi
+        cp "$dir/rs-agent-w.toml" "$cfg"
+        t0=$(now_us)
+        kill -HUP "$pid"
+        if ! until_line 3 "weight 5)"; then
+            daemon_stop "$pid"
+            echo "FAIL timeout: no applied weight after SIGHUP"
+            return
+        fi
+        t1=$(now_us)
+        # After the clock stops: the pass's summary line, with its netlink write count.
+        local changes="?" writes="?"
+        if until_line 3 "reconciled"; then
+            [[ $LINE =~ ipvs_changes=([0-9]+) ]] && changes=${BASH_REMATCH[1]}
+            [[ $LINE =~ netlink_writes=([0-9]+) ]] && writes=${BASH_REMATCH[1]}
+        fi
+        daemon_stop "$pid"
+        [ "$(dest_weight "$vs" "$rs")" = 5 ] || { echo "FAIL weight not applied"; return; }
+        echo "$((t1 - t0)) ${changes}_IPVS_change(s)_in_${writes}_netlink_write(s)"
+        ;;
     weight/ipvsadm)
         ipvsadm-restore <"$dir/ipvs.restore" || { echo "FAIL setup"; return; }
         t0=$(now_us)
@@ -134,6 +169,30 @@ measure() { # CASE TOOL S DIR
         ;;
     *) echo "FAIL unknown measurement $case/$tool" ;;
     esac
+}
+
+# Reads lines from fd $1 until one contains $2 (left in LINE): at most 100,000 lines, 120 s
+# each.
+until_line() { # FD TEXT
+    local i
+    for ((i = 0; i < 100000; i++)); do
+        read -r -t 120 LINE <&"$1" || return 1
+        [[ $LINE == *"$2"* ]] && return 0
+    done
+    return 1
+}
+
+# Stops a `director run` started with its log on fd 3: closes the log, TERM, bounded wait.
+daemon_stop() { # PID
+    local i
+    exec 3<&-
+    kill -TERM "$1" 2>/dev/null
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
 }
 
 # True (and prints FAIL) if a command's status says it failed or timed out.
@@ -242,7 +301,7 @@ main() {
         done
     done
     for run in $(seq 1 "$RUNS"); do
-        for tool in rs-agent ipvsadm keepalived; do
+        for tool in rs-agent rs-agent-reload ipvsadm keepalived; do
             log "weight S=$WEIGHT_SIZE run $run $tool"
             one weight "$tool" "$WEIGHT_SIZE" "$run"
         done

@@ -78,19 +78,28 @@ def main():
                             % (s, ratio(r, i), BULK_TARGET, "MET" if ok else "MISSED"))
     wsizes = sorted({k[1] for k in ran if k[0] == "weight"})
     for s in wsizes:
-        r, i, k = (median(times, ("weight", s, t)) for t in WEIGHT_TOOLS)
-        runs = min(len(times.get(("weight", s, t), [])) for t in WEIGHT_TOOLS)
-        out.append(row(["one weight change",
-                        "%d (%d dests)" % (s, s * REALS_PER_SERVICE),
-                        ms(r), ms(i), ms(k), ratio(r, i), ratio(r, k), runs]))
-        writes = sorted(set(n for n in notes.get(("weight", s, "rs-agent"), [])
-                            if n.endswith("write(s)")))
-        if r is None:
-            verdicts.append("weight S=%d: rs-agent has no successful run: MISSED" % s)
-        elif i is not None:
-            ok = r <= WEIGHT_TARGET * i and writes == ["1_IPVS_change(s)_in_1_netlink_write(s)"]
-            verdicts.append("weight S=%d: rs-agent/ipvsadm -e %s (target <= %.1f), writes %s: %s"
-                            % (s, ratio(r, i), WEIGHT_TARGET, ",".join(writes) or "?",
+        i, k = (median(times, ("weight", s, t)) for t in WEIGHT_TOOLS[1:])
+        # Two rs-agent paths: the one-shot command, and the daemon's SIGHUP reload.
+        for tool, how in [("rs-agent", "director up"), ("rs-agent-reload", "run + SIGHUP")]:
+            r = median(times, ("weight", s, tool))
+            if r is None and tool == "rs-agent-reload" and ("weight", s, tool) not in ran:
+                continue
+            runs = min(len(times.get(("weight", s, t), [])) for t in [tool] + WEIGHT_TOOLS[1:])
+            out.append(row(["one weight change (%s)" % how,
+                            "%d (%d dests)" % (s, s * REALS_PER_SERVICE),
+                            ms(r), ms(i), ms(k), ratio(r, i), ratio(r, k), runs]))
+            if r is None:
+                verdicts.append("weight S=%d %s: no successful run: MISSED" % (s, how))
+                continue
+            if i is None:
+                continue
+            ok = r <= WEIGHT_TARGET * i
+            seen = sorted(set(n for n in notes.get(("weight", s, tool), [])
+                              if n.endswith("write(s)")))
+            ok = ok and seen == ["1_IPVS_change(s)_in_1_netlink_write(s)"]
+            writes = ", writes %s" % (",".join(seen) or "?")
+            verdicts.append("weight S=%d %s: rs-agent/ipvsadm -e %s (target <= %.1f)%s: %s"
+                            % (s, how, ratio(r, i), WEIGHT_TARGET, writes,
                                "MET" if ok else "MISSED"))
     out += ["", "Targets:"] + ["  " + v for v in verdicts]
     out += ["", "Every run (microseconds; notes):"]

@@ -23,3 +23,9 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+/// Logs how long a phase took, at debug level (`RS_AGENT_LOG=rs_agent=debug`): where a slow
+/// command spends its time, without a profiler.
+pub fn timing(phase: &str, since: std::time::Instant) {
+    tracing::debug!(phase, ms = since.elapsed().as_secs_f64() * 1000.0, "timing");
+}

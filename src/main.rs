@@ -82,8 +82,12 @@ fn emit<W: Write>(
 }
 
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
+    let t = std::time::Instant::now();
     let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
-    director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+    let desired =
+        director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))?;
+    rs_agent::timing("read and validate the configuration", t);
+    Ok(desired)
 }
 
 /// For `director status`: settings from flags or a config file with a [director] table, else

@@ -767,10 +767,11 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
     let services = match &flags.vip {
         Some(vip) => vec![service_from_flags(flags, vip)?],
         None => {
-            let mut out: Vec<ServiceDesired> = Vec::new();
+            let mut out: Vec<ServiceDesired> = Vec::with_capacity(raw.services.len());
+            let mut keys = std::collections::HashSet::with_capacity(raw.services.len());
             for (i, rs) in raw.services.iter().enumerate() {
                 let s = service(file, rs, i)?;
-                if out.iter().any(|o| o.service.key == s.service.key) {
+                if !keys.insert(s.service.key.clone()) {
                     return Err(ConfigError(format!(
                         "{}: service {} is defined twice; define each service once",
                         file.name(),

@@ -16,7 +16,7 @@ use crate::kernel::ipvs::{IpvsClient, IpvsError, IpvsOp, ObservedService};
 use crate::kernel::{link, preflight, KernelError};
 use crate::model::{Addr, Change, Link};
 use config::DirectorDesired;
-use plan::DirectorPlan;
+use plan::{DirectorPlan, Scope};
 use rtnetlink::Handle;
 use state::DirectorState;
 use std::path::Path;
@@ -84,15 +84,33 @@ pub async fn observe(
     handle: &Handle,
     client: &mut IpvsClient,
 ) -> Result<DirectorObserved, AgentError> {
-    let links = link::links(handle).await.map_err(KernelError::from)?;
+    observe_with(handle, client, None, &Scope::All).await
+}
+
+/// `observe`, reusing a link list taken a moment ago (by `Kernel::connect`) if given.
+async fn observe_with(
+    handle: &Handle,
+    client: &mut IpvsClient,
+    links: Option<Vec<Link>>,
+    scope: &Scope,
+) -> Result<DirectorObserved, AgentError> {
+    let t = std::time::Instant::now();
+    let links = match links {
+        Some(links) => links,
+        None => link::links(handle).await.map_err(KernelError::from)?,
+    };
     let addrs = link::addrs(handle, &links)
         .await
         .map_err(KernelError::from)?;
-    Ok(DirectorObserved {
-        ipvs: client.dump()?,
-        links,
-        addrs,
-    })
+    crate::timing("observe links and addresses", t);
+    let t = std::time::Instant::now();
+    let ipvs = match scope {
+        Scope::All => client.dump()?,
+        Scope::Only(keys) if keys.is_empty() => Vec::new(),
+        Scope::Only(keys) => client.dump_where(|k| keys.contains(k))?,
+    };
+    crate::timing("observe IPVS", t);
+    Ok(DirectorObserved { ipvs, links, addrs })
 }
 
 fn require_interface<'a>(
@@ -159,7 +177,7 @@ pub async fn up(
     dry_run: bool,
 ) -> Result<DirectorReport, AgentError> {
     let mut kernel = Kernel::connect(desired, dry_run).await?;
-    reconcile(&mut kernel, desired, state_dir, dry_run).await
+    reconcile(&mut kernel, desired, state_dir, dry_run, &Scope::All).await
 }
 
 /// The open kernel handles: `up` opens them once, `run` keeps them across passes so that a
@@ -167,6 +185,8 @@ pub async fn up(
 pub struct Kernel {
     handle: Handle,
     client: IpvsClient,
+    /// The links `connect` listed, for the first pass to use instead of listing them again.
+    links: Option<Vec<Link>>,
 }
 
 impl Kernel {
@@ -180,23 +200,36 @@ impl Kernel {
         let links = link::links(&handle).await.map_err(KernelError::from)?;
         require_interface(desired, &links)?;
         let client = IpvsClient::connect()?;
-        Ok(Kernel { handle, client })
+        Ok(Kernel {
+            handle,
+            client,
+            links: Some(links),
+        })
     }
 }
 
-/// One pass of the pipeline on open handles: observe → plan → apply (see `up`).
+/// One pass of the pipeline on open handles: observe → plan → apply (see `up`), for the
+/// services in `scope` (the VIPs always in full).
 pub async fn reconcile(
     kernel: &mut Kernel,
     desired: &DirectorDesired,
     state_dir: &Path,
     dry_run: bool,
+    scope: &Scope,
 ) -> Result<DirectorReport, AgentError> {
-    let Kernel { handle, client } = kernel;
+    let Kernel {
+        handle,
+        client,
+        links,
+    } = kernel;
     let handle = &*handle;
-    let observed = observe(handle, client).await?;
+    let writes_before = client.writes();
+    let observed = observe_with(handle, client, links.take(), scope).await?;
     let iface = require_interface(desired, &observed.links)?.clone();
+    let t = std::time::Instant::now();
     let state = DirectorState::load(state_dir)?;
-    let plan = plan::plan_up(desired, &observed.ipvs, &observed.addrs, &state);
+    let plan = plan::plan_scoped(desired, &observed.ipvs, &observed.addrs, &state, scope);
+    crate::timing("load state and plan", t);
     let mut report = DirectorReport {
         dry_run,
         nothing: "the IPVS table and VIPs already match the configuration",
@@ -208,7 +241,7 @@ pub async fn reconcile(
         return Ok(report);
     }
     let mut journal = state.clone();
-    plan.ipvs.iter().for_each(|op| journal.record_op(op));
+    journal.record_ops(&plan.ipvs);
     plan.addrs.iter().for_each(|c| journal.record_addr(c));
     // Ownership is journalled before the kernel changes; a pass that only edits what we
     // already own (a weight, a scheduler) has nothing new to record.
@@ -216,10 +249,12 @@ pub async fn reconcile(
         journal.save(state_dir)?;
     }
 
+    let t = std::time::Instant::now();
     let applied = match client.apply(&plan.ipvs) {
         Ok(()) => apply_addrs(handle, &plan.addrs).await,
         Err(e) => Err((0, KernelError::Ipvs(e))),
     };
+    crate::timing("apply", t);
     if let Err((addrs_applied, error)) = applied {
         let rollback = rollback(handle, client, &observed.ipvs, &plan, addrs_applied).await;
         state.save(state_dir)?;
@@ -228,13 +263,15 @@ pub async fn reconcile(
     let recorded = journal.clone();
     for op in &plan.ipvs {
         tracing::info!(op = %op, "applied");
-        journal.forget_op(op);
     }
+    journal.forget_ops(&plan.ipvs);
     plan.addrs.iter().for_each(|c| journal.forget_addr(c));
+    let t = std::time::Instant::now();
     DirectorState::save_desired(state_dir, desired)?;
     if journal != recorded {
         journal.save(state_dir)?;
     }
+    crate::timing("save state", t);
 
     let new_vips: Vec<_> = plan
         .addrs
@@ -256,7 +293,7 @@ pub async fn reconcile(
         .await
         .map_err(|e| AgentError::Kernel(KernelError::Garp(e)))?;
     }
-    report.writes = client.writes();
+    report.writes = client.writes() - writes_before;
     report.ipvs = plan.ipvs;
     report.addrs = plan.addrs;
     Ok(report)

@@ -7,6 +7,7 @@ use super::config::{DirectorDesired, ServiceDesired};
 use super::state::DirectorState;
 use crate::kernel::ipvs::{DestKey, IpvsOp, ObservedService, ServiceFlags, ServiceKey};
 use crate::model::{owned_label, Addr, Change};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 /// Service attributes equal, ignoring the kernel-maintained HASHED flag.
@@ -28,9 +29,12 @@ pub fn diff(
 ) -> Vec<IpvsOp> {
     let mut adds = Vec::new();
     let mut dels = Vec::new();
+    // Keyed lookups: a table of thousands of services must not cost a quadratic scan.
+    let have_by_key: HashMap<&ServiceKey, &ObservedService> =
+        have.iter().map(|h| (&h.service.key, h)).collect();
     for w in want {
         let key = &w.service.key;
-        let Some(h) = have.iter().find(|h| &h.service.key == key) else {
+        let Some(h) = have_by_key.get(key) else {
             adds.push(IpvsOp::AddService(w.service.clone()));
             adds.extend(
                 w.reals
@@ -70,7 +74,7 @@ pub fn diff(
         }
     }
     for key in remove {
-        if have.iter().any(|h| &h.service.key == key) {
+        if have_by_key.contains_key(key) {
             dels.push(IpvsOp::DelService(key.clone()));
         }
     }
@@ -100,14 +104,16 @@ pub fn restore(
     now: &[ObservedService],
     keys: &[ServiceKey],
 ) -> Vec<IpvsOp> {
+    let wanted: HashSet<&ServiceKey> = keys.iter().collect();
     let want: Vec<ServiceDesired> = before
         .iter()
-        .filter(|b| keys.contains(&b.service.key))
+        .filter(|b| wanted.contains(&b.service.key))
         .map(as_desired)
         .collect();
+    let before_keys: HashSet<&ServiceKey> = before.iter().map(|b| &b.service.key).collect();
     let remove: Vec<ServiceKey> = keys
         .iter()
-        .filter(|k| !before.iter().any(|b| &b.service.key == *k))
+        .filter(|k| !before_keys.contains(k))
         .cloned()
         .collect();
     diff(&want, now, &remove)
@@ -127,14 +133,13 @@ impl DirectorPlan {
 
     /// Every service key the plan touches.
     pub fn touched(&self) -> Vec<ServiceKey> {
-        let mut keys: Vec<ServiceKey> = Vec::new();
-        for op in &self.ipvs {
-            let key = op.service_key().clone();
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        keys
+        let mut seen = HashSet::new();
+        self.ipvs
+            .iter()
+            .map(IpvsOp::service_key)
+            .filter(|k| seen.insert(*k))
+            .cloned()
+            .collect()
     }
 }
 
@@ -147,6 +152,50 @@ fn add_vip(interface: &str, vip: IpAddr) -> Change {
     }
 }
 
+/// Which services a pass reconciles: all of them, or only the ones an event changed (a
+/// SIGHUP's difference, a health flip) while the periodic pass still covers all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    All,
+    Only(HashSet<ServiceKey>),
+}
+
+impl Scope {
+    pub fn contains(&self, key: &ServiceKey) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(keys) => keys.contains(key),
+        }
+    }
+}
+
+/// The services whose IPVS form differs between two configurations (changed, added or
+/// removed): what a pass after going from `old` to `new` must reconcile.
+pub fn changed_services(old: &DirectorDesired, new: &DirectorDesired) -> HashSet<ServiceKey> {
+    let before: HashMap<&ServiceKey, &ServiceDesired> =
+        old.services.iter().map(|s| (&s.service.key, s)).collect();
+    let now: HashSet<&ServiceKey> = new.services.iter().map(|s| &s.service.key).collect();
+    let mut out: HashSet<ServiceKey> = new
+        .services
+        .iter()
+        .filter(|s| {
+            before
+                .get(&s.service.key)
+                .is_none_or(|o| o.service != s.service || o.reals != s.reals)
+        })
+        .map(|s| s.service.key.clone())
+        .collect();
+    out.extend(
+        old.services
+            .iter()
+            .map(|s| &s.service.key)
+            .filter(|k| !now.contains(k))
+            .cloned(),
+    );
+    out
+}
+
 /// `up`: reconcile IPVS for the configured services, release services we owned but no longer
 /// want, bind missing VIPs on the interface, unbind VIPs we own but no longer want.
 pub fn plan_up(
@@ -155,12 +204,38 @@ pub fn plan_up(
     addrs: &[Addr],
     state: &DirectorState,
 ) -> DirectorPlan {
+    plan_scoped(desired, ipvs, addrs, state, &Scope::All)
+}
+
+/// `plan_up` restricted to the services in `scope` (`ipvs` need only hold those); the VIPs
+/// are always planned in full.
+pub fn plan_scoped(
+    desired: &DirectorDesired,
+    ipvs: &[ObservedService],
+    addrs: &[Addr],
+    state: &DirectorState,
+    scope: &Scope,
+) -> DirectorPlan {
+    let wanted: HashSet<&ServiceKey> = desired.services.iter().map(|s| &s.service.key).collect();
     let remove: Vec<ServiceKey> = state
         .services
         .iter()
-        .filter(|k| !desired.services.iter().any(|s| &s.service.key == *k))
+        .filter(|k| !wanted.contains(k) && scope.contains(k))
         .cloned()
         .collect();
+    let want: Vec<ServiceDesired> = match scope {
+        Scope::All => Vec::new(),
+        Scope::Only(_) => desired
+            .services
+            .iter()
+            .filter(|s| scope.contains(&s.service.key))
+            .cloned()
+            .collect(),
+    };
+    let want = match scope {
+        Scope::All => &desired.services[..],
+        Scope::Only(_) => &want[..],
+    };
     let vips = desired.vips();
     let mut changes: Vec<Change> = vips
         .iter()
@@ -179,7 +254,7 @@ pub fn plan_up(
             .map(crate::plan::del_addr),
     );
     DirectorPlan {
-        ipvs: diff(&desired.services, ipvs, &remove),
+        ipvs: diff(want, ipvs, &remove),
         addrs: changes,
     }
 }

@@ -7,9 +7,10 @@
 
 use super::config::DirectorDesired;
 use super::health::{self, probe, Health, HealthCheck, Target};
+use super::plan::{changed_services, Scope};
 use crate::agent::AgentError;
 use crate::notify::{watchdog_tick, Notifier};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,24 +88,48 @@ fn spawn_checks(
     set
 }
 
-/// One pass of the pipeline for the services as health makes them, on the open handles (a
-/// failed pass drops them; the next pass opens new ones).
-async fn reconcile(
-    kernel: &mut Option<super::Kernel>,
-    desired: &DirectorDesired,
-    health: &HashMap<Target, Health>,
-    state_dir: &Path,
-) -> Result<usize, AgentError> {
-    let effective = health::effective(desired, health);
-    let k = match kernel {
-        Some(k) => k,
-        None => kernel.insert(super::Kernel::connect(&effective, false).await?),
-    };
-    match super::reconcile(k, &effective, state_dir, false).await {
-        Ok(report) => Ok(report.ipvs.len() + report.addrs.len()),
-        Err(e) => {
-            *kernel = None;
-            Err(e)
+/// What the daemon keeps between passes.
+#[derive(Default)]
+struct Passes {
+    /// Open handles; a failed pass drops them and the next pass opens new ones.
+    kernel: Option<super::Kernel>,
+    /// The services as the last successful pass applied them (health included); `None` after
+    /// a failure, so that the next pass covers everything.
+    applied: Option<DirectorDesired>,
+}
+
+impl Passes {
+    /// One pass of the pipeline for the services as health makes them. With `full` false,
+    /// only the services that differ from the last applied pass are dumped and reconciled: a
+    /// health flip or a one-weight SIGHUP costs one service's dump, not the whole table's.
+    async fn reconcile(
+        &mut self,
+        desired: &DirectorDesired,
+        health: &HashMap<Target, Health>,
+        state_dir: &Path,
+        full: bool,
+    ) -> Result<super::DirectorReport, AgentError> {
+        let effective = health::effective(desired, health);
+        let scope = match (&self.applied, full) {
+            (Some(applied), false) => Scope::Only(changed_services(applied, &effective)),
+            _ => Scope::All,
+        };
+        let k = match &mut self.kernel {
+            Some(k) => k,
+            None => self
+                .kernel
+                .insert(super::Kernel::connect(&effective, false).await?),
+        };
+        match super::reconcile(k, &effective, state_dir, false, &scope).await {
+            Ok(report) => {
+                self.applied = Some(effective);
+                Ok(report)
+            }
+            Err(e) => {
+                self.kernel = None;
+                self.applied = None;
+                Err(e)
+            }
         }
     }
 }
@@ -128,8 +153,8 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let mut desired = load()?;
     let mut health: HashMap<Target, Health> = HashMap::new();
-    let mut kernel = None;
-    reconcile(&mut kernel, &desired, &health, state_dir).await?;
+    let mut passes = Passes::default();
+    passes.reconcile(&desired, &health, state_dir, true).await?;
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -151,6 +176,7 @@ pub async fn run(
 
     loop {
         let mut dirty = false;
+        let mut full = false;
         tokio::select! {
             Some(done) = rx.recv() => {
                 let h = health.entry(done.target.clone()).or_default();
@@ -171,7 +197,7 @@ pub async fn run(
                     Ok(new) => {
                         tracing::info!("SIGHUP: configuration re-read");
                         checks.abort_all();
-                        let keep: Vec<Target> = health::targets(&new).into_iter().map(|(t, _)| t).collect();
+                        let keep: HashSet<Target> = health::targets(&new).into_iter().map(|(t, _)| t).collect();
                         health.retain(|t, _| keep.contains(t));
                         desired = new;
                         checks = spawn_checks(&desired, &tx, &slots);
@@ -180,15 +206,23 @@ pub async fn run(
                     Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
                 }
             }
-            _ = drift.tick() => dirty = true,
+            _ = drift.tick() => {
+                dirty = true;
+                full = true;
+            }
             _ = watchdog_tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
         if dirty {
-            match reconcile(&mut kernel, &desired, &health, state_dir).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(changes = n, "reconciled"),
+            match passes.reconcile(&desired, &health, state_dir, full).await {
+                Ok(r) if r.ipvs.is_empty() && r.addrs.is_empty() => {}
+                Ok(r) => tracing::info!(
+                    ipvs_changes = r.ipvs.len(),
+                    netlink_writes = r.writes,
+                    addr_changes = r.addrs.len(),
+                    "reconciled"
+                ),
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
             let now = summary(&desired, &health);

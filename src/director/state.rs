@@ -9,6 +9,7 @@ use crate::kernel::ipvs::{IpvsOp, ServiceKey};
 use crate::model::Change;
 use crate::state::{OwnedAddr, StateError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -59,19 +60,29 @@ impl DirectorState {
         self.addrs.iter().any(|a| a.ifname == ifname && &a.ip == ip)
     }
 
-    /// Records ownership an op is about to create (before applying it).
-    pub fn record_op(&mut self, op: &IpvsOp) {
-        if let IpvsOp::AddService(s) | IpvsOp::EditService(s) = op {
-            if !self.services.contains(&s.key) {
-                self.services.push(s.key.clone());
+    /// Records the ownership ops are about to create (before applying them).
+    pub fn record_ops(&mut self, ops: &[IpvsOp]) {
+        let mut owned: HashSet<ServiceKey> = self.services.iter().cloned().collect();
+        for op in ops {
+            if let IpvsOp::AddService(s) | IpvsOp::EditService(s) = op {
+                if owned.insert(s.key.clone()) {
+                    self.services.push(s.key.clone());
+                }
             }
         }
     }
 
-    /// Forgets a service once it is deleted.
-    pub fn forget_op(&mut self, op: &IpvsOp) {
-        if let IpvsOp::DelService(key) = op {
-            self.services.retain(|k| k != key);
+    /// Forgets the services the ops deleted, once they are applied.
+    pub fn forget_ops(&mut self, ops: &[IpvsOp]) {
+        let deleted: HashSet<&ServiceKey> = ops
+            .iter()
+            .filter_map(|op| match op {
+                IpvsOp::DelService(key) => Some(key),
+                _ => None,
+            })
+            .collect();
+        if !deleted.is_empty() {
+            self.services.retain(|k| !deleted.contains(k));
         }
     }
 

@@ -557,7 +557,11 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         let path = ctx.scratch.join(format!("www-{name}")).join("big");
         std::fs::write(&path, &big).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let cfg = write(ctx, "reload.toml", &lab_config(None, 1))?;
+    // A second service that the reload does not change: the SIGHUP pass reconciles only the
+    // changed one; the periodic full pass still repairs drift in this one.
+    let second = "\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 8080\n\
+                  scheduler = \"rr\"\nreals = [\"192.0.2.11:8080\"]\n";
+    let cfg = write(ctx, "reload.toml", &(lab_config(None, 1) + second))?;
     let director = director_run(ctx, &lab, &cfg, "hup")?;
     table_is(
         &lab.director.ns,
@@ -565,6 +569,8 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
             "-A -t 192.0.2.100:80 -s rr",
             "-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1",
             "-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1",
+            "-A -t 192.0.2.100:8080 -s rr",
+            "-a -t 192.0.2.100:8080 -r 192.0.2.11:8080 -g -w 1",
         ],
         "before the reload",
     )?;
@@ -592,7 +598,8 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         )
     });
     std::thread::sleep(Duration::from_secs(3));
-    let more = lab_config(None, 3) + "\n[[director.service.real]]\naddress = \"192.0.2.13\"\n";
+    let more =
+        lab_config(None, 3) + "\n[[director.service.real]]\naddress = \"192.0.2.13\"\n" + second;
     write(ctx, "reload.toml", &more)?;
     director.signal("HUP")?;
     let want = [
@@ -600,9 +607,32 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         "-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 3",
         "-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1",
         "-a -t 192.0.2.100:80 -r 192.0.2.13:80 -g -w 1",
+        "-A -t 192.0.2.100:8080 -s rr",
+        "-a -t 192.0.2.100:8080 -r 192.0.2.11:8080 -g -w 1",
     ];
     eventually(Duration::from_secs(20), || {
         table_is(&lab.director.ns, &want, "after SIGHUP")
+    })?;
+    // Drift in the service the reload did not touch: the full pass (every 5 s) repairs it.
+    lab.director.ns.run(
+        "ipvsadm",
+        &[
+            "-e",
+            "-t",
+            "192.0.2.100:8080",
+            "-r",
+            "192.0.2.11:8080",
+            "-g",
+            "-w",
+            "9",
+        ],
+    )?;
+    eventually(Duration::from_secs(20), || {
+        table_is(
+            &lab.director.ns,
+            &want,
+            "after a hand edit of the other service",
+        )
     })?;
     let out = download
         .join()

@@ -274,3 +274,73 @@ fn restore_puts_touched_services_back() {
         ]
     );
 }
+
+const VIP2: &str = "192.0.2.101";
+const VIP3: &str = "192.0.2.102";
+
+#[test]
+fn changed_services_are_the_edited_added_and_removed_ones() {
+    let old = desired(vec![
+        want(VIP, "rr", &[(RS1, 1), (RS2, 1)]),
+        want(VIP2, "rr", &[(RS1, 1)]),
+        want(VIP3, "rr", &[(RS1, 1)]),
+    ]);
+    // VIP: one weight; VIP2: untouched; VIP3: removed; "192.0.2.103": added.
+    let mut new = desired(vec![
+        want(VIP, "rr", &[(RS1, 5), (RS2, 1)]),
+        want(VIP2, "rr", &[(RS1, 1)]),
+        want("192.0.2.103", "rr", &[(RS1, 1)]),
+    ]);
+    let got = changed_services(&old, &new);
+    let expected: HashSet<ServiceKey> = [key(VIP, 80), key(VIP3, 80), key("192.0.2.103", 80)]
+        .into_iter()
+        .collect();
+    assert_eq!(got, expected);
+    // A health check (not part of the IPVS table) changing alone is no IPVS change.
+    new = old.clone();
+    new.services[1].check = Some(crate::director::health::HealthCheck {
+        probe: crate::director::health::Probe::Tcp,
+        port: None,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        rise: 2,
+        fall: 2,
+        on_failure: crate::director::health::OnFailure::Quiesce,
+    });
+    assert!(changed_services(&old, &new).is_empty());
+    assert!(changed_services(&old, &old).is_empty());
+}
+
+#[test]
+fn scoped_plan_touches_only_the_scope_and_still_plans_vips() {
+    let d = desired(vec![
+        want(VIP, "rr", &[(RS1, 5), (RS2, 1)]),
+        want(VIP2, "rr", &[(RS1, 1)]),
+    ]);
+    // Out of scope and drifted (RS1 at weight 3, VIP3 owned but unwanted): left for the full
+    // pass; in scope: the one weight. VIP2's address is missing and is added regardless.
+    let kernel = vec![
+        have(VIP, "rr", &[(RS1, 1), (RS2, 1)]),
+        have(VIP2, "rr", &[(RS1, 3)]),
+        have(VIP3, "rr", &[(RS1, 1)]),
+    ];
+    let state = owning(&[key(VIP, 80), key(VIP2, 80), key(VIP3, 80)], &[VIP]);
+    let scope = Scope::Only([key(VIP, 80)].into_iter().collect());
+    let p = plan_scoped(&d, &kernel[..1], &[vip_addr(VIP)], &state, &scope);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 5))]);
+    assert_eq!(p.addrs, vec![add_vip("eth0", ip(VIP2))]);
+    // The full plan of the same kernel repairs the rest too.
+    let full = plan_up(&d, &kernel, &[vip_addr(VIP)], &state);
+    assert_eq!(
+        full.ipvs,
+        vec![
+            IpvsOp::EditDest(key(VIP, 80), real(RS1, 5)),
+            IpvsOp::EditDest(key(VIP2, 80), real(RS1, 1)),
+            IpvsOp::DelService(key(VIP3, 80)),
+        ]
+    );
+    // A removed service in scope is deleted.
+    let scope = Scope::Only([key(VIP3, 80)].into_iter().collect());
+    let p = plan_scoped(&d, &kernel[2..], &[vip_addr(VIP)], &state, &scope);
+    assert_eq!(p.ipvs, vec![IpvsOp::DelService(key(VIP3, 80))]);
+}

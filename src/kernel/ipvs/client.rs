@@ -12,8 +12,28 @@ use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
 /// Largest datagram of changes sent at once.
 const BATCH_BYTES: usize = 64 * 1024;
-/// Receive buffer for one read; dumps arrive in skbs of at most a few pages.
-const RECV_BYTES: usize = 256 * 1024;
+/// How much one read asks for. The kernel sizes every dump skb to the largest read the socket
+/// has made (up to 32 KiB), and with `init_on_alloc` (Debian's default) it zeroes each one: a
+/// 16,000-destination table dumps as 2,000 skbs, so 32 KiB reads cost 64 MiB of zeroing. Reads
+/// just under 8 KiB keep each skb in the kmalloc-8k cache. A dump skb is never smaller than
+/// NLMSG_GOODSIZE (at most one page, or 8 KiB on large-page systems), so the read never is
+/// either; a reply that still does not fit is reported as truncated, never parsed short.
+fn recv_len() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if (1..8192).contains(&page) {
+        7680
+    } else {
+        8192
+    }
+}
+
+/// Threads for dumping `services` services' destinations: one per 256 services, at most one
+/// per CPU and at most 4.
+fn dump_workers(services: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (services / 256).clamp(1, cpus.min(4))
+}
 
 /// What GET_INFO reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +73,7 @@ impl IpvsClient {
             family: 0,
             seq: 0,
             writes: 0,
-            buf: Vec::with_capacity(RECV_BYTES),
+            buf: Vec::with_capacity(recv_len()),
         };
         let seq = client.next_seq();
         client.send(&wire::get_family(seq))?;
@@ -91,10 +111,18 @@ impl IpvsClient {
     /// Reads one datagram into `self.buf`.
     fn recv(&mut self) -> Result<(), IpvsError> {
         self.buf.clear();
-        self.sock
-            .recv(&mut self.buf, 0)
-            .map(|_| ())
-            .map_err(io("reading from the kernel"))
+        let room = self.buf.capacity();
+        let len = self
+            .sock
+            .recv(&mut self.buf, libc::MSG_TRUNC)
+            .map_err(io("reading from the kernel"))?;
+        if len > room {
+            return Err(IpvsError::Io {
+                context: format!("reading from the kernel: a {len}-byte reply does not fit the {room}-byte buffer"),
+                source: std::io::Error::from_raw_os_error(libc::EMSGSIZE),
+            });
+        }
+        Ok(())
     }
 
     /// The single reply (message or error) to a non-dump request.
@@ -136,13 +164,14 @@ impl IpvsClient {
         }
     }
 
-    /// Payloads of every message of a dump.
-    fn dump_raw(
+    /// Runs one dump, handing each message's payload to `each`.
+    fn dump_with(
         &mut self,
         command: u8,
         attrs: &[u8],
-        what: &str,
-    ) -> Result<Vec<Vec<u8>>, IpvsError> {
+        what: &dyn std::fmt::Display,
+        mut each: impl FnMut(&[u8]) -> Result<(), IpvsError>,
+    ) -> Result<(), IpvsError> {
         let seq = self.next_seq();
         let flags = NLM_F_REQUEST | NLM_F_DUMP;
         self.send(&wire::message(
@@ -153,7 +182,6 @@ impl IpvsClient {
             wire::GENL_VERSION,
             attrs,
         ))?;
-        let mut out = Vec::new();
         loop {
             self.recv()?;
             for m in wire::split_messages(&self.buf).map_err(IpvsError::Decode)? {
@@ -161,7 +189,7 @@ impl IpvsClient {
                     continue;
                 }
                 match m.kind {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let errno = wire::error_code(m.payload).map_err(IpvsError::Decode)?;
                         return Err(IpvsError::Io {
@@ -169,28 +197,71 @@ impl IpvsClient {
                             source: std::io::Error::from_raw_os_error(errno),
                         });
                     }
-                    _ => out.push(m.payload.to_vec()),
+                    _ => each(m.payload)?,
                 }
             }
         }
     }
 
     /// Every service in the kernel's table with its destinations and stats.
+    ///
+    /// The kernel dumps destinations one service per request, so a table of thousands of
+    /// services is thousands of round trips; large tables are split over a few threads, each
+    /// with its own socket (the threads inherit this thread's network namespace).
     pub fn dump(&mut self) -> Result<Vec<ObservedService>, IpvsError> {
+        self.dump_where(|_| true)
+    }
+
+    /// `dump`, of only the services `keep` accepts (the others are not in the result).
+    pub fn dump_where(
+        &mut self,
+        keep: impl Fn(&super::ServiceKey) -> bool,
+    ) -> Result<Vec<ObservedService>, IpvsError> {
         let mut services = Vec::new();
-        for payload in self.dump_raw(cmd::GET_SERVICE, &[], "IPVS services")? {
-            services.push(wire::parse_service(&payload).map_err(IpvsError::Decode)?);
-        }
-        for s in &mut services {
-            let key = wire::service_key_attrs(&s.service.key);
-            let what = format!("the real servers of {}", s.service.key);
-            let af: AddressFamily = s.service.key.family();
-            for payload in self.dump_raw(cmd::GET_DEST, &key, &what)? {
-                s.destinations
-                    .push(wire::parse_dest(&payload, af).map_err(IpvsError::Decode)?);
+        self.dump_with(cmd::GET_SERVICE, &[], &"IPVS services", |payload| {
+            let service = wire::parse_service(payload).map_err(IpvsError::Decode)?;
+            if keep(&service.service.key) {
+                services.push(service);
             }
+            Ok(())
+        })?;
+        let workers = dump_workers(services.len());
+        if workers <= 1 {
+            self.dump_dests(&mut services)?;
+            return Ok(services);
         }
+        let per_worker = services.len().div_ceil(workers);
+        let mut parts = services.chunks_mut(per_worker);
+        let mine = parts.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .map(|part| scope.spawn(move || IpvsClient::connect()?.dump_dests(part)))
+                .collect();
+            let mut result = self.dump_dests(mine);
+            for handle in others {
+                let joined = handle.join().unwrap_or_else(|_| {
+                    Err(IpvsError::Decode("a dump thread panicked".to_string()))
+                });
+                result = result.and(joined);
+            }
+            result
+        })?;
         Ok(services)
+    }
+
+    /// Fills in the destinations of each service.
+    fn dump_dests(&mut self, services: &mut [ObservedService]) -> Result<(), IpvsError> {
+        for s in services {
+            let key = wire::service_key_attrs(&s.service.key);
+            let af: AddressFamily = s.service.key.family();
+            let what = DestsOf(&s.service.key);
+            let dests = &mut s.destinations;
+            self.dump_with(cmd::GET_DEST, &key, &what, |payload| {
+                dests.push(wire::parse_dest(payload, af).map_err(IpvsError::Decode)?);
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Applies the ops in order, many per write. Returns the first failure (naming the op);
@@ -263,6 +334,15 @@ impl IpvsClient {
                 }
             }
         }
+    }
+}
+
+/// Names a destination dump in an error, formatted only if one happens.
+struct DestsOf<'a>(&'a super::ServiceKey);
+
+impl std::fmt::Display for DestsOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the real servers of {}", self.0)
     }
 }
 
