@@ -139,7 +139,8 @@ pub enum DirectorCommand {
         against every real server concurrently; a server that fails `fall` checks in a row is \
         quiesced (weight 0, existing connections finish) or removed (on_failure = \"remove\"), and \
         gets its configured weight back after `rise` good checks; the sorry_server takes over when \
-        every real server of a service is down. The table is re-read and drift repaired every \
+        every real server of a service is down. A health flip or SIGHUP re-reads and reconciles \
+        only the services it changed; the whole table is re-read and drift repaired every \
         --reconcile-interval. SIGHUP re-reads the config and applies only the difference; \
         SIGTERM stops the agent and leaves the director configured. Under systemd \
         (Type=notify) it reports READY=1 after the first apply, STATUS= and WATCHDOG=1.",
@@ -232,7 +233,7 @@ pub struct DirectorRunArgs {
     #[command(flatten)]
     pub settings: DirectorArgs,
 
-    /// Seconds between full re-reads of the IPVS table (drift repair)
+    /// Seconds between full re-reads of the IPVS table (drift repair in services no event touched)
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub reconcile_interval: u64,
 
