@@ -1,0 +1,110 @@
+#!/bin/bash
+# Checking cost of `director run` on this machine's own CPU (no emulation): 2,000 real servers
+# (4 services x 500 addresses) checked at a 1 s (and 10 s) interval, as in bench/health.sh (c).
+# A benchmark, not a test: it prints figures and never fails on them.
+#
+#   sudo bench/check-native.sh      # knobs: WARMUP=10 SECS=30 TYPES="http tcp" INTERVALS="1000 10000"
+#                                   #        PERF=/tmp/cn.perf (perf record -g each run to PERF.MODE.TYPE.MS)
+#                                   #        SPLIT=1 (real servers' side on the other CPU; see below)
+#
+# This host's kernel has no IPVS, so `director run` cannot start here; examples/check_cost runs
+# the library's checking half (`director::run::check_only`: the same tasks, jitter, in-flight
+# bound, timeouts and rise/fall state machine) on the same single-threaded runtime and reports
+# its own CPU time (getrusage) and RSS; `blocking` rows do the same exchanges at the same rate with
+# blocking sockets one at a time (what the kernel alone charges here). What it leaves out is the reconcile: one full IPVS dump
+# per --reconcile-interval and one scoped pass per verdict change (none in this steady state);
+# their cost is in bench/health.sh's VM figures.
+#
+# Namespaces rsa-cn-dir (the checker) and rsa-cn-srv (bench_listener on ports 8001-8004 with
+# 198.51.100.1-250 and 203.0.113.1-250) joined by one veth; both are deleted on exit.
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WARMUP=${WARMUP:-10}
+SECS=${SECS:-30}
+TYPES=${TYPES:-http tcp}
+INTERVALS=${INTERVALS:-1000 10000}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+DIR=rsa-cn-dir
+SRV=rsa-cn-srv
+PORTS="8001 8004"
+WORK=$(mktemp -d /tmp/rsa-check-native.XXXXXX)
+LISTENER_PID=""
+
+[ "$(id -u)" = 0 ] || { echo "check-native.sh: run as root (network namespaces)" >&2; exit 2; }
+
+cleanup() {
+    set +e
+    if [ -n "$LISTENER_PID" ]; then
+        kill "$LISTENER_PID" 2>/dev/null
+        wait "$LISTENER_PID" 2>/dev/null
+    fi
+    ip netns del "$DIR" 2>/dev/null || true
+    ip netns del "$SRV" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --example check_cost --example bench_listener)
+
+reals() {
+    local i
+    for i in $(seq 250); do echo "198.51.100.$i"; echo "203.0.113.$i"; done
+}
+
+config() { # TYPE INTERVAL_MS
+    local port rs
+    printf '[director]\ninterface = "v0"\ngarp_count = 0\n'
+    for port in $(seq $PORTS); do
+        printf '\n[[director.service]]\nvip = "192.0.2.100"\nport = %s\nscheduler = "wlc"\n' "$port"
+        printf 'reals = [%s]\n' "$(reals | sed "s/.*/\"&:$port\"/" | paste -sd,)"
+        printf '\n[director.service.check]\ntype = "%s"\n' "$1"
+        [ "$1" = http ] && printf 'path = "/"\n'
+        printf 'interval_ms = %s\ntimeout_ms = 1000\nrise = 2\nfall = 2\n' "$2"
+    done
+}
+
+ip netns add "$DIR"
+ip netns add "$SRV"
+ip -n "$DIR" link set lo up
+ip -n "$SRV" link set lo up
+ip -n "$DIR" link add v0 type veth peer name eth0 netns "$SRV"
+ip -n "$DIR" addr add 192.0.2.253/30 dev v0
+ip -n "$DIR" link set v0 up
+{
+    echo "addr add 192.0.2.254/30 dev eth0"
+    for rs in $(reals); do echo "addr add $rs/32 dev eth0"; done
+    echo "link set eth0 up"
+} | ip -n "$SRV" -batch -
+ip -n "$DIR" route add 198.51.100.0/24 via 192.0.2.254
+ip -n "$DIR" route add 203.0.113.0/24 via 192.0.2.254
+# SPLIT=1 (needs 2 CPUs): the real servers' side on CPU 1 — the listener pinned there and the
+# packets the checker sends steered there by RPS — and the checker on CPU 0, as if the real
+# servers were other machines. Without it, veth runs the real servers' receive path in the
+# checker's own context and charges it to the checker.
+PIN_SRV="" PIN_DIR=""
+if [ "${SPLIT:-0}" = 1 ]; then
+    ip netns exec "$SRV" sh -c 'echo 2 >/sys/class/net/eth0/queues/rx-0/rps_cpus'
+    ip netns exec "$DIR" sh -c 'echo 1 >/sys/class/net/v0/queues/rx-0/rps_cpus'
+    PIN_SRV="taskset -c 1" PIN_DIR="taskset -c 0"
+fi
+ip netns exec "$SRV" $PIN_SRV "$TARGET/release/examples/bench_listener" "$WORK/conns" $(seq $PORTS) &
+LISTENER_PID=$!
+sleep 1
+
+echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPU(s): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "# 2,000 real servers (4 services x 500), timeout 1 s, rise/fall 2; ${WARMUP} s warm-up, ${SECS} s measured; SPLIT=${SPLIT:-0}"
+for type in $TYPES; do
+    for interval in $INTERVALS; do
+        config "$type" "$interval" >"$WORK/cost.toml"
+        for mode in rs-agent blocking; do
+            before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
+            line=$(timeout $((WARMUP + SECS + 30)) ip netns exec "$DIR" $PIN_DIR \
+                ${PERF:+perf record -q -g -o "$PERF.$mode.$type.$interval" --} \
+                "$TARGET/release/examples/check_cost" "$WORK/cost.toml" "$WARMUP" "$SECS" \
+                $([ "$mode" = blocking ] && echo blocking))
+            after=$(cat "$WORK/conns" 2>/dev/null || echo 0)
+            echo "type=$type interval_ms=$interval $line server_accepts_total=$((after - before))"
+        done
+    done
+done
