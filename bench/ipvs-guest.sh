@@ -182,10 +182,9 @@ until_line() { # FD TEXT
     return 1
 }
 
-# Stops a `director run` started with its log on fd 3: closes the log, TERM, bounded wait.
-daemon_stop() { # PID
+# Stops a process: TERM, at most 60 s for it to exit, then KILL.
+stop_pid() { # PID
     local i
-    exec 3<&-
     kill -TERM "$1" 2>/dev/null
     for ((i = 0; i < 600; i++)); do
         kill -0 "$1" 2>/dev/null || break
@@ -193,6 +192,12 @@ daemon_stop() { # PID
     done
     kill -KILL "$1" 2>/dev/null
     wait "$1" 2>/dev/null
+}
+
+# Stops a `director run` started with its log on fd 3: closes the log first.
+daemon_stop() { # PID
+    exec 3<&-
+    stop_pid "$1"
 }
 
 # True (and prints FAIL) if a command's status says it failed or timed out.
@@ -225,14 +230,7 @@ keepalived_start() { # CONF
 }
 
 keepalived_stop() {
-    local i
-    kill -TERM "$KEEPALIVED_PID" 2>/dev/null
-    for ((i = 0; i < 600; i++)); do
-        kill -0 "$KEEPALIVED_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$KEEPALIVED_PID" 2>/dev/null
-    wait "$KEEPALIVED_PID" 2>/dev/null
+    stop_pid "$KEEPALIVED_PID"
 }
 
 if [ "${IPVS_BENCH_IN_NS:-}" = 1 ]; then
