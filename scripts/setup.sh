@@ -23,7 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc pkg-config)
-test_pkgs=(iputils-arping socat python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
+test_pkgs=(iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
 
 missing=()
 for p in "${runtime_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

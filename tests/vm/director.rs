@@ -30,6 +30,10 @@ pub const CHECKS: &[Check] = &[
         name: "director_sighup_reload",
         run: sighup_reload,
     },
+    Check {
+        name: "director_https_and_command_checks",
+        run: https_and_command_checks,
+    },
 ];
 
 const VIP: &str = "192.0.2.100";
@@ -649,4 +653,120 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
             )
         },
     )
+}
+
+/// The two check types the other checks do not use, end to end: an HTTPS check (against
+/// `openssl s_server` with a throwaway self-signed certificate, on another port than the
+/// service's) and a command check (`test -e` of a per-server flag file, via `$RS_ADDR`). Each
+/// quiesces exactly its failing real server and restores it on recovery.
+fn https_and_command_checks(ctx: &Ctx) -> Result<(), String> {
+    let lab = Lab::build("dchk", ctx)?;
+    let key = ctx.scratch.join("tls-key.pem");
+    let cert = ctx.scratch.join("tls-cert.pem");
+    let (key, cert) = (key.to_string_lossy(), cert.to_string_lossy());
+    crate::guest::run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rs-agent-test",
+        ],
+    )?;
+    let tls = |rs: &Node| {
+        rs.ns.spawn(
+            "openssl",
+            &[
+                "s_server", "-accept", "8443", "-cert", &cert, "-key", &key, "-www", "-quiet",
+            ],
+        )
+    };
+    let mut tls1 = Some(tls(&lab.rs1)?);
+    let _tls2 = tls(&lab.rs2)?;
+    let flag = |ip: &str| ctx.scratch.join(format!("cmd-up-{ip}"));
+    for ip in ["192.0.2.11", "192.0.2.12"] {
+        std::fs::write(flag(ip), "").map_err(|e| format!("{}: {e}", flag(ip).display()))?;
+    }
+    let scratch = ctx.scratch.to_string_lossy();
+    let cfg = format!(
+        "[director]\ninterface = \"eth0\"\ngarp_count = 0\n\n\
+         [[director.service]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"rr\"\n\
+         reals = [\"192.0.2.11:80\", \"192.0.2.12:80\"]\n\n\
+         [director.service.check]\ntype = \"https\"\nport = 8443\npath = \"/\"\n\
+         interval_ms = 2000\ntimeout_ms = 1500\nrise = 2\nfall = 2\n\n\
+         [[director.service]]\nvip = \"{VIP}\"\nport = 8080\nscheduler = \"rr\"\n\
+         reals = [\"192.0.2.11:8080\", \"192.0.2.12:8080\"]\n\n\
+         [director.service.check]\ntype = \"command\"\n\
+         command = [\"/bin/sh\", \"-c\", \"test -e {scratch}/cmd-up-$RS_ADDR\"]\n\
+         interval_ms = 1000\ntimeout_ms = 900\nrise = 2\nfall = 2\n"
+    );
+    let cfg = write(ctx, "checks.toml", &cfg)?;
+    let _run = director_run(ctx, &lab, &cfg, "chk")?;
+    let ns = &lab.director.ns;
+    let all_up = [
+        "192.0.2.11:80",
+        "192.0.2.12:80",
+        "192.0.2.11:8080",
+        "192.0.2.12:8080",
+    ];
+    // Passing checks keep everyone in: after more than fall x interval, all still weight 1.
+    std::thread::sleep(Duration::from_secs(6));
+    for real in all_up {
+        ensure(weight_of(ns, real)? == Some(1), || {
+            format!("{real} not at weight 1 while its check passes")
+        })?;
+    }
+    // HTTPS: rs1's TLS server stops → only rs1:80 is quiesced; back after rise checks.
+    tls1.take();
+    wait_weight(
+        ns,
+        "192.0.2.11:80",
+        0,
+        Duration::from_secs(30),
+        "after its TLS server stopped",
+    )?;
+    ensure(weight_of(ns, "192.0.2.12:80")? == Some(1), || {
+        "rs2:80 quiesced although its HTTPS check passes".to_string()
+    })?;
+    tls1 = Some(tls(&lab.rs1)?);
+    wait_weight(
+        ns,
+        "192.0.2.11:80",
+        1,
+        Duration::from_secs(30),
+        "after its TLS server restarted",
+    )?;
+    // Command: rs2's flag file goes → only rs2:8080 is quiesced; back when it returns.
+    std::fs::remove_file(flag("192.0.2.12")).map_err(|e| format!("removing the flag: {e}"))?;
+    wait_weight(
+        ns,
+        "192.0.2.12:8080",
+        0,
+        Duration::from_secs(20),
+        "after its command check failed",
+    )?;
+    ensure(weight_of(ns, "192.0.2.11:8080")? == Some(1), || {
+        "rs1:8080 quiesced although its command check passes".to_string()
+    })?;
+    std::fs::write(flag("192.0.2.12"), "").map_err(|e| format!("restoring the flag: {e}"))?;
+    wait_weight(
+        ns,
+        "192.0.2.12:8080",
+        1,
+        Duration::from_secs(20),
+        "after its command check passed again",
+    )?;
+    drop(tls1);
+    Ok(())
 }
