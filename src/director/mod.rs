@@ -105,9 +105,8 @@ async fn observe_with(
     crate::timing("observe links and addresses", t);
     let t = std::time::Instant::now();
     let ipvs = match scope {
-        Scope::All => client.dump()?,
         Scope::Only(keys) if keys.is_empty() => Vec::new(),
-        Scope::Only(keys) => client.dump_where(|k| keys.contains(k))?,
+        _ => client.dump_where(|k| scope.contains(k))?,
     };
     crate::timing("observe IPVS", t);
     Ok(DirectorObserved { ipvs, links, addrs })

@@ -223,18 +223,18 @@ pub fn plan_scoped(
         .filter(|k| !wanted.contains(k) && scope.contains(k))
         .cloned()
         .collect();
-    let want: Vec<ServiceDesired> = match scope {
-        Scope::All => Vec::new(),
-        Scope::Only(_) => desired
-            .services
-            .iter()
-            .filter(|s| scope.contains(&s.service.key))
-            .cloned()
-            .collect(),
-    };
+    let scoped: Vec<ServiceDesired>;
     let want = match scope {
         Scope::All => &desired.services[..],
-        Scope::Only(_) => &want[..],
+        Scope::Only(keys) => {
+            scoped = desired
+                .services
+                .iter()
+                .filter(|s| keys.contains(&s.service.key))
+                .cloned()
+                .collect();
+            &scoped[..]
+        }
     };
     let vips = desired.vips();
     let mut changes: Vec<Change> = vips
