@@ -47,6 +47,10 @@ trap cleanup EXIT
 
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --example check_cost --example bench_listener)
 
+timewait() { # NETNS: sockets in TIME_WAIT there
+    ip netns exec "$1" ss -H -t -n state time-wait | wc -l
+}
+
 reals() {
     local i
     for i in $(seq 250); do echo "198.51.100.$i"; echo "203.0.113.$i"; done
@@ -99,12 +103,19 @@ for type in $TYPES; do
         config "$type" "$interval" >"$WORK/cost.toml"
         for mode in rs-agent blocking; do
             before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
+            # TIME_WAIT sockets on each side, sampled half way through the measured window.
+            (sleep $((WARMUP + SECS / 2)); echo "tw_checker=$(timewait "$DIR") tw_servers=$(timewait "$SRV")" >"$WORK/tw") &
+            sampler=$!
             line=$(timeout $((WARMUP + SECS + 30)) ip netns exec "$DIR" $PIN_DIR \
                 ${PERF:+perf record -q -g -o "$PERF.$mode.$type.$interval" --} \
                 "$TARGET/release/examples/check_cost" "$WORK/cost.toml" "$WARMUP" "$SECS" \
                 $([ "$mode" = blocking ] && echo blocking))
+            wait "$sampler" || true
             after=$(cat "$WORK/conns" 2>/dev/null || echo 0)
-            echo "type=$type interval_ms=$interval $line server_accepts_total=$((after - before))"
+            echo "type=$type interval_ms=$interval $line server_accepts_total=$((after - before)) $(cat "$WORK/tw")"
+            # The next run starts without this one's TIME_WAIT sockets (they last 60 s).
+            ip netns exec "$DIR" ss -K state time-wait >/dev/null 2>&1 || true
+            ip netns exec "$SRV" ss -K state time-wait >/dev/null 2>&1 || true
         done
     done
 done

@@ -1,15 +1,22 @@
 #!/bin/bash
 # Runs inside the VM booted by bench/health.sh (never on a host: it loads modules and creates
 # network namespaces). Two benchmarks, rs-agent `director run` side by side with keepalived:
-#   (b) failure detection: director + 2 real servers (busybox httpd), SIGKILL one web server,
-#       time (in-process, ipvs_watch) until the director's table shows it at weight 0;
-#       runs alternate rs-agent / keepalived, each in fresh namespaces.
+#   (b) failure detection: director + 2 real servers, break one, time (in-process, ipvs_watch)
+#       until the director's table shows it at weight 0; runs alternate rs-agent / keepalived,
+#       each in fresh namespaces. Two kinds (DETECT_KINDS):
+#         kill:   busybox httpd SIGKILLed (connections refused); end to end, timer phase included;
+#         status: bench_listener switched to answering 503 (SIGUSR1); it logs every request
+#                 with CLOCK_MONOTONIC, so each run also yields the phase (break -> 1st failed
+#                 check), the spacing (1st -> fall-th failed check) and the reaction (fall-th
+#                 failed check -> weight 0 seen), which compare the tools without the phase.
 #   (c) checking cost: 2,000 real servers (500 addresses x 4 ports, one bench_listener),
 #       CPU (utime+stime deltas) and RSS (VmRSS/VmHWM) of the checker over COST_SECS.
-# Raw results go to OUT/detect.tsv and OUT/cost.tsv, the summary to OUT/summary.md.
+# Raw results go to OUT/detect.tsv, OUT/reaction.tsv and OUT/cost.tsv, the summary to
+# OUT/summary.md.
 #
 # usage: health-guest.sh OUT AGENT IPVS_WATCH BENCH_LISTENER
-# env:   RUNS (detection runs per implementation, default 10), COST_SECS (30),
+# env:   RUNS (detection runs per implementation and kind, default 10), DETECT_KINDS ("kill
+#        status"), COST_SECS (30),
 #        COST_WARMUP (10), COST_TYPES ("http"; e.g. "http tcp"), COST_INTERVALS (check
 #        interval in ms, "1000"; e.g. "1000 10000"), SKIP_DETECT, SKIP_COST,
 #        PROFILE=1 (after each cost window, 10 s of `perf record -e cpu-clock` on the checker
@@ -20,6 +27,7 @@ set -u
 
 OUT=$1 AGENT=$2 WATCH=$3 LISTENER=$4
 RUNS=${RUNS:-10}
+DETECT_KINDS=${DETECT_KINDS:-kill status}
 COST_SECS=${COST_SECS:-30}
 COST_WARMUP=${COST_WARMUP:-10}
 COST_TYPES=${COST_TYPES:-http}
@@ -152,8 +160,10 @@ start_checker() {
 }
 
 detect_run() {
-    local impl=$1 run=$2 d=hbd-dir r1=hbd-rs1 r2=hbd-rs2 tag conf web1 web2 checker out ms how
-    tag=detect-$impl-$run
+    local impl=$1 kind=$2 run=$3 d=hbd-dir r1=hbd-rs1 r2=hbd-rs2 tag conf web1 web2 checker out ms how
+    local signal=kill split="" reqlog
+    tag=detect-$kind-$impl-$run
+    reqlog=$S/$tag.requests
     make_netns $d $r1 $r2 || return 1
     ipb $d <<EOF || return 1
 link set lo up
@@ -169,7 +179,12 @@ link set v2 up
 EOF
     printf 'link set lo up\naddr add 198.51.100.11/24 dev eth0\nlink set eth0 up\n' | ipb $r1 || return 1
     printf 'link set lo up\naddr add 203.0.113.12/24 dev eth0\nlink set eth0 up\n' | ipb $r2 || return 1
-    ip netns exec $r1 busybox httpd -f -p 80 -h "$S/www" & web1=$!
+    if [ "$kind" = status ]; then
+        signal=usr1
+        BENCH_LOG=$reqlog ip netns exec $r1 "$LISTENER" "$S/$tag.count" 80 2>>"$LOG" & web1=$!
+    else
+        ip netns exec $r1 busybox httpd -f -p 80 -h "$S/www" & web1=$!
+    fi
     ip netns exec $r2 busybox httpd -f -p 80 -h "$S/www" & web2=$!
     STARTED+=("$web1" "$web2")
     if [ "$impl" = rs-agent ]; then
@@ -187,18 +202,33 @@ EOF
         STARTED+=($!)
     fi
     out=$(ip netns exec $d "$WATCH" quiesce --dest 198.51.100.11:80 --kill "$web1" \
-        --settle-ms 3500 --timeout-ms 40000 2>&1)
+        --signal $signal --settle-ms 3500 --timeout-ms 40000 2>&1)
+    if [ "$kind" = status ]; then
+        # phase, spacing and reaction in ms from the request log (failed checks = 503s after
+        # the switch) and ipvs_watch's monotonic stamps.
+        split=$(awk -v out="$out" -v fall=$FALL '
+            BEGIN { n = split(out, f, /[ =]/)
+                    for (i = 1; i < n; i++) { if (f[i] == "kill_mono_ns") k = f[i + 1]; if (f[i] == "seen_mono_ns") w = f[i + 1] } }
+            $2 == 503 && $1 >= k { fails[++nf] = $1 }
+            END { if (k == "" || w == "" || nf < fall) { print "- - - -"; exit }
+                  printf "%.1f %.1f %.1f %.1f", (fails[1] - k) / 1e6, (fails[fall] - fails[1]) / 1e6,
+                      (w - fails[fall]) / 1e6, (w - fails[1]) / 1e6 }' "$reqlog")
+        cp "$reqlog" "$OUT/$tag.requests"
+    fi
     echo "$tag: $out; checker rss $(status_kb VmRSS $(procs_of "$checker")) kB" >>"$LOG"
     stop "$checker"
     cleanup
     case $out in
     detect_ms=*)
         ms=${out#detect_ms=}; ms=${ms%% *}; how=${out##*how=}; how=${how%% *}
-        printf '%s\t%s\t%s\t%s\n' "$impl" "$run" "$ms" "$how" >>"$OUT/detect.tsv"
-        say "detect $impl run $run: ${ms} ms ($how)"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$impl" "$run" "$ms" "$how" "$kind" >>"$OUT/detect.tsv"
+        if [ -n "$split" ]; then
+            printf '%s\t%s\t%s\t%s\n' "$impl" "$run" "$ms" "${split// /$'\t'}" >>"$OUT/reaction.tsv"
+        fi
+        say "detect $kind $impl run $run: ${ms} ms ($how)${split:+; phase spacing reaction spacing+reaction ms: $split}"
         ;;
     *)
-        say "detect $impl run $run: FAILED: $out"
+        say "detect $kind $impl run $run: FAILED: $out"
         sed 's/^/    /' "$S/$tag.log" | tail -20 >>"$LOG"
         ;;
     esac
@@ -370,9 +400,12 @@ EOF
 
 if [ -z "${SKIP_DETECT:-}" ]; then
     : >"$OUT/detect.tsv"
-    for run in $(seq "$RUNS"); do
-        detect_run rs-agent "$run"
-        detect_run keepalived "$run"
+    : >"$OUT/reaction.tsv"
+    for kind in $DETECT_KINDS; do
+        for run in $(seq "$RUNS"); do
+            detect_run rs-agent "$kind" "$run"
+            detect_run keepalived "$kind" "$run"
+        done
     done
 fi
 if [ -z "${SKIP_COST:-}" ]; then
@@ -386,25 +419,53 @@ if [ -z "${SKIP_COST:-}" ]; then
     done
 fi
 
+# A markdown row "| LABEL | n | median | max | min |" (plus "all runs" with ALL) of the sorted
+# numbers on stdin.
+stats_row() {
+    awk -v label="$1" -v all="${2:-}" '{ v[NR] = $1; list = list (NR > 1 ? ", " : "") $1 }
+        END {
+            tail = all ? " |" : ""
+            if (NR == 0) { printf "| %s | 0 | – | – | –%s |\n", label, tail; exit }
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "| %s | %d | %.0f | %.0f | %.0f", label, NR, med, v[NR], v[1]
+            printf all ? " | %s |\n" : " |\n", list
+        }'
+}
+
 # Summary (markdown) from the raw files.
 {
     if [ -s "$OUT/detect.tsv" ]; then
         bound=$((INTERVAL_MS * FALL + TIMEOUT_MS + 100))
-        echo "Failure detection (HTTP check, interval ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise ${RISE}, fall ${FALL}; web server SIGKILLed → weight 0):"
+        for kind in $DETECT_KINDS; do
+            case $kind in
+            kill) what="web server SIGKILLed" ;;
+            *) what="web server answers 503" ;;
+            esac
+            echo "Failure detection, $kind (HTTP check, interval ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, rise ${RISE}, fall ${FALL}; $what → weight 0):"
+            echo
+            echo "| director | runs | median ms | max ms | min ms | all runs (ms) |"
+            echo "|---|---|---|---|---|---|"
+            for impl in rs-agent keepalived; do
+                awk -F'\t' -v impl="$impl" -v kind="$kind" '$1 == impl && $5 == kind { print $3 }' \
+                    "$OUT/detect.tsv" | sort -n | stats_row "$impl" all
+            done
+            echo
+        done
+        echo "Bound interval × fall + timeout + 100 ms = ${bound} ms; interval × fall + 100 ms = $((INTERVAL_MS * FALL + 100)) ms."
         echo
-        echo "| director | runs | median ms | max ms | min ms | all runs (ms) |"
+    fi
+    if [ -s "$OUT/reaction.tsv" ]; then
+        echo "Without the timer phase (kind status; ms from bench_listener's request log and ipvs_watch, one clock):"
+        echo "phase = switch to 503 → first failed check; spacing = first → deciding (fall = ${FALL}) failed check; reaction = deciding failed check → weight 0 seen (ipvs_watch polls every 5 ms); spacing + reaction = detection without the phase."
+        echo
+        echo "| director | part | runs | median ms | max ms | min ms |"
         echo "|---|---|---|---|---|---|"
         for impl in rs-agent keepalived; do
-            awk -F'\t' -v impl="$impl" '$1 == impl { print $3 }' "$OUT/detect.tsv" | sort -n |
-                awk -v impl="$impl" '{ v[NR] = $1; all = all (NR > 1 ? ", " : "") $1 }
-                END {
-                    if (NR == 0) { printf "| %s | 0 | – | – | – | |\n", impl; exit }
-                    med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                    printf "| %s | %d | %.0f | %.0f | %.0f | %s |\n", impl, NR, med, v[NR], v[1], all
-                }'
+            for col in 4:phase 5:spacing 6:reaction "7:spacing + reaction"; do
+                awk -F'\t' -v impl="$impl" -v c="${col%%:*}" '$1 == impl && $c != "-" { print $c }' \
+                    "$OUT/reaction.tsv" | sort -n | stats_row "$impl | ${col#*:}"
+            done
         done
-        echo
-        echo "Bound interval × fall + timeout + 100 ms = ${bound} ms; interval × fall + 100 ms = $((INTERVAL_MS * FALL + 100)) ms."
         echo
     fi
     if [ -s "$OUT/cost.tsv" ]; then

@@ -10,7 +10,8 @@
 # keeps everything in $CARGO_TARGET_DIR/bench/health-<time>/ (summary.md, detect.tsv, cost.tsv,
 # guest.log, console.log).
 #
-# env: RUNS (detection runs per implementation, default 10), COST_SECS (30), COST_WARMUP (10),
+# env: RUNS (detection runs per implementation and kind, default 10), DETECT_KINDS ("kill status"),
+#      COST_SECS (30), COST_WARMUP (10),
 #      COST_TYPES ("http", or "http tcp"), COST_INTERVALS (ms, default "1000 10000"), SKIP_DETECT=1, SKIP_COST=1, PROFILE=1 (perf), STRACE=1,
 #      AGENT_B=PATH (another rs-agent binary, also measured in the cost bench),
 #      RS_AGENT_VM_KERNEL (default: highest /boot/vmlinuz-* with modules), HBENCH_TIMEOUT (s).
@@ -36,7 +37,7 @@ fi
 
 out=$target/bench/health-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
-guest_env="RUNS=${RUNS:-10} COST_SECS=${COST_SECS:-30} COST_WARMUP=${COST_WARMUP:-10}"
+guest_env="RUNS=${RUNS:-10} DETECT_KINDS='${DETECT_KINDS:-kill status}' COST_SECS=${COST_SECS:-30} COST_WARMUP=${COST_WARMUP:-10}"
 guest_env+=" COST_TYPES='${COST_TYPES:-http}' SKIP_DETECT=${SKIP_DETECT:-} SKIP_COST=${SKIP_COST:-}"
 guest_env+=" PROFILE=${PROFILE:-} STRACE=${STRACE:-} AGENT_B=${AGENT_B:-} COST_INTERVALS='${COST_INTERVALS:-1000 10000}'"
 exec_cmd="env $guest_env bash $repo/bench/health-guest.sh $out $target/release/rs-agent"

@@ -6,8 +6,20 @@
 //! would fork 2,000 times a second).
 //!
 //! `bench_listener COUNT_FILE PORT...`
+//!
+//! For the detection bench's phase-free measurement: with `BENCH_LOG=FILE` in the environment
+//! every answered request is appended to FILE as `<CLOCK_MONOTONIC ns> <status>`, and SIGUSR1
+//! switches the answers from `200 OK` to `503 Service Unavailable` (the web application broke,
+//! the server still accepts), so the bench can line each failed check up with the moment the
+//! director took the server out.
 
-use std::cell::Cell;
+#[path = "common/clock.rs"]
+mod clock;
+use clock::monotonic_ns;
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -16,8 +28,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+const FAILING: &[u8] =
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfail\n";
 
-async fn serve(mut stream: TcpStream) {
+/// What every connection shares: the failing switch and the request log.
+#[derive(Default)]
+struct Shared {
+    failing: Cell<bool>,
+    log: RefCell<Option<File>>,
+}
+
+async fn serve(mut stream: TcpStream, shared: Rc<Shared>) {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     let read = async {
@@ -35,18 +56,25 @@ async fn serve(mut stream: TcpStream) {
         return;
     }
     if !request.is_empty() {
-        let _ = stream.write_all(RESPONSE).await;
+        let failing = shared.failing.get();
+        if let Some(log) = shared.log.borrow_mut().as_mut() {
+            let status = if failing { 503 } else { 200 };
+            let _ = writeln!(log, "{} {status}", monotonic_ns());
+        }
+        let _ = stream
+            .write_all(if failing { FAILING } else { RESPONSE })
+            .await;
         let _ = stream.shutdown().await;
     }
 }
 
-async fn accept_loop(listener: TcpListener, accepted: Rc<Cell<u64>>) {
+async fn accept_loop(listener: TcpListener, accepted: Rc<Cell<u64>>, shared: Rc<Shared>) {
     let mut errors = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 accepted.set(accepted.get() + 1);
-                tokio::task::spawn_local(serve(stream));
+                tokio::task::spawn_local(serve(stream, shared.clone()));
             }
             Err(e) => {
                 // Counted, and reported now and then: a full fd table must not flood the log.
@@ -63,11 +91,24 @@ async fn accept_loop(listener: TcpListener, accepted: Rc<Cell<u64>>) {
 async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
     raise_fd_limit();
     let accepted = Rc::new(Cell::new(0u64));
+    let shared = Rc::new(Shared::default());
+    if let Some(path) = std::env::var_os("BENCH_LOG") {
+        let file = File::create(&path).map_err(|e| format!("BENCH_LOG {path:?}: {e}"))?;
+        *shared.log.borrow_mut() = Some(file);
+    }
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+    let switch = shared.clone();
+    tokio::task::spawn_local(async move {
+        while usr1.recv().await.is_some() {
+            switch.failing.set(true);
+        }
+    });
     for port in ports {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .await
             .map_err(|e| format!("listening on port {port}: {e}"))?;
-        tokio::task::spawn_local(accept_loop(listener, accepted.clone()));
+        tokio::task::spawn_local(accept_loop(listener, accepted.clone(), shared.clone()));
     }
     let tmp = count_file.with_extension("tmp");
     loop {

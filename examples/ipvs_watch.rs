@@ -3,14 +3,21 @@
 //! polling with `ipvsadm` would measure that instead of the director.
 //!
 //! ```text
-//! ipvs_watch quiesce --dest 198.51.100.11:80 --kill PID [--settle-ms 3000] [--timeout-ms 20000] [--poll-ms 5]
+//! ipvs_watch quiesce --dest 198.51.100.11:80 --kill PID [--signal kill|usr1] [--settle-ms 3000] [--timeout-ms 20000] [--poll-ms 5]
 //!     waits until DEST is in the table with weight > 0, waits --settle-ms more (so a few good
 //!     checks pass), checks it is still up, then SIGKILLs PID (the real server's web server)
 //!     and prints `detect_ms=<ms> how=quiesced|removed` once DEST has weight 0 or is gone.
+//!     With `--signal usr1` it sends SIGUSR1 instead (bench_listener then answers 503). The
+//!     line also carries `kill_mono_ns` and `seen_mono_ns` (CLOCK_MONOTONIC), to line the
+//!     event up with bench_listener's request log.
 //! ipvs_watch count [--min N] [--timeout-ms 60000]
 //!     waits until at least N destinations have weight > 0 (if --min is given), then prints
 //!     `dests=<all> up=<weight>0> quiesced=<weight 0> elapsed_ms=<ms>`.
 //! ```
+
+#[path = "common/clock.rs"]
+mod clock;
+use clock::monotonic_ns;
 
 use rs_agent::kernel::ipvs::{IpvsClient, ObservedService};
 use std::net::SocketAddr;
@@ -25,6 +32,7 @@ struct Opts {
     timeout: Duration,
     poll: Duration,
     min: Option<usize>,
+    signal: i32,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -40,6 +48,7 @@ fn parse() -> Result<Opts, String> {
         timeout: Duration::from_millis(20_000),
         poll: Duration::from_millis(5),
         min: None,
+        signal: libc::SIGKILL,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -52,6 +61,13 @@ fn parse() -> Result<Opts, String> {
             "--timeout-ms" => o.timeout = ms(&value).map_err(|e| bad(&e))?,
             "--poll-ms" => o.poll = ms(&value).map_err(|e| bad(&e))?,
             "--min" => o.min = Some(value.parse().map_err(|e| bad(&e))?),
+            "--signal" => {
+                o.signal = match value.as_str() {
+                    "kill" => libc::SIGKILL,
+                    "usr1" => libc::SIGUSR1,
+                    _ => return Err(bad(&"expected kill or usr1")),
+                }
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -99,8 +115,9 @@ fn quiesce(client: &mut IpvsClient, o: &Opts) -> Result<(), String> {
     }
     let started = Instant::now();
     let killed_at = std::time::SystemTime::now();
+    let kill_mono = monotonic_ns();
     // SAFETY: kill(2) on a pid given by the caller; no memory is shared.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+    if unsafe { libc::kill(pid, o.signal) } != 0 {
         return Err(format!("kill {pid}: {}", std::io::Error::last_os_error()));
     }
     let mut how = "";
@@ -113,10 +130,11 @@ fn quiesce(client: &mut IpvsClient, o: &Opts) -> Result<(), String> {
         true
     })
     .map_err(|e| format!("waiting for {dest} to be taken out: {e}"))?;
+    let seen_mono = monotonic_ns();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     // Wall-clock times too, to line the kill up with other tools' timestamps (strace -tt).
     println!(
-        "detect_ms={ms:.1} how={how} kill_at={:.6} seen_at={:.6}",
+        "detect_ms={ms:.1} how={how} kill_at={:.6} seen_at={:.6} kill_mono_ns={kill_mono} seen_mono_ns={seen_mono}",
         epoch(killed_at),
         epoch(std::time::SystemTime::now())
     );

@@ -5,7 +5,9 @@
 
 use super::config::{DirectorDesired, ServiceDesired};
 use super::state::DirectorState;
-use crate::kernel::ipvs::{DestKey, IpvsOp, ObservedService, ServiceFlags, ServiceKey};
+use crate::kernel::ipvs::{
+    DestKey, IpvsOp, ObservedDestination, ObservedService, ServiceFlags, ServiceKey,
+};
 use crate::model::{owned_label, Addr, Change};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -194,6 +196,50 @@ pub fn changed_services(old: &DirectorDesired, new: &DirectorDesired) -> HashSet
             .cloned(),
     );
     out
+}
+
+/// The destination ops that turn the table as the last pass of `director run` left it (`old`)
+/// into `new`, planned without reading the kernel: a health flip becomes one
+/// `IPVS_CMD_SET_DEST` (or a delete/add with `on_failure = "remove"`, the sorry server)
+/// instead of a dump first. `None` when anything but destinations differs (a service added,
+/// removed or edited, the interface): those need a pass that observes the kernel.
+pub fn dest_ops(old: &DirectorDesired, new: &DirectorDesired) -> Option<Vec<IpvsOp>> {
+    if old.interface != new.interface || old.services.len() != new.services.len() {
+        return None;
+    }
+    let changed = changed_services(old, new);
+    let before: HashMap<&ServiceKey, &ServiceDesired> =
+        old.services.iter().map(|s| (&s.service.key, s)).collect();
+    let mut want = Vec::with_capacity(changed.len());
+    let mut have = Vec::with_capacity(changed.len());
+    for s in new
+        .services
+        .iter()
+        .filter(|s| changed.contains(&s.service.key))
+    {
+        let o = before.get(&s.service.key)?;
+        if o.service != s.service {
+            return None;
+        }
+        want.push(s.clone());
+        have.push(ObservedService {
+            service: o.service.clone(),
+            stats: Default::default(),
+            destinations: o
+                .reals
+                .iter()
+                .map(|d| ObservedDestination {
+                    dest: d.clone(),
+                    active_conns: 0,
+                    inactive_conns: 0,
+                    persist_conns: 0,
+                    stats: Default::default(),
+                })
+                .collect(),
+        });
+    }
+    // A changed key missing from `new` is a removed service.
+    (want.len() == changed.len()).then(|| diff(&want, &have, &[]))
 }
 
 /// `up`: reconcile IPVS for the configured services, release services we owned but no longer

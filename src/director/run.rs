@@ -7,7 +7,7 @@
 
 use super::config::DirectorDesired;
 use super::health::{self, probe, Health, HealthCheck, Target};
-use super::plan::{changed_services, Scope};
+use super::plan::{self, changed_services, Scope};
 use crate::agent::AgentError;
 use crate::notify::{watchdog_tick, Notifier};
 use std::cell::Cell;
@@ -70,9 +70,9 @@ async fn check_loop(
         if tx.send(message).await.is_err() {
             return;
         }
-        // ±5% so that servers checked together drift apart.
-        let spread = check.interval.mul_f64(0.1 * jitter_fraction(&target));
-        let next = (check.interval + spread).saturating_sub(check.interval / 20);
+        // Up to 5% early, never late, so that servers checked together drift apart and
+        // two checks are never more than `interval` apart (detection within interval × fall).
+        let next = check.interval - check.interval.mul_f64(0.05 * jitter_fraction(&target));
         tokio::time::sleep_until(started + next).await;
     }
 }
@@ -158,20 +158,39 @@ struct Passes {
     applied: Option<DirectorDesired>,
 }
 
+/// What started a pass, which decides how much of the kernel it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The first pass, the periodic one and any after a failure: the whole table.
+    Full,
+    /// SIGHUP: the services that differ from the last pass, dumped and reconciled.
+    Scoped,
+    /// A health verdict flipped: destination changes are written straight from the last
+    /// pass (no dump first); anything else, or a write the kernel refuses, goes `Scoped`.
+    Health,
+}
+
 impl Passes {
-    /// One pass of the pipeline for the services as health makes them. With `full` false,
-    /// only the services that differ from the last applied pass are dumped and reconciled: a
-    /// health flip or a one-weight SIGHUP costs one service's dump, not the whole table's.
+    /// One pass of the pipeline for the services as health makes them (see [`Pass`]): a
+    /// health flip costs one netlink write, a one-weight SIGHUP one service's dump and one
+    /// write, and the periodic full pass repairs whatever changed behind our back.
     async fn reconcile(
         &mut self,
         desired: &DirectorDesired,
         health: &HashMap<Target, Health>,
         state_dir: &Path,
-        full: bool,
+        pass: Pass,
     ) -> Result<super::DirectorReport, AgentError> {
         let effective = health::effective(desired, health);
-        let scope = match (&self.applied, full) {
-            (Some(applied), false) => Scope::Only(changed_services(applied, &effective)),
+        if pass == Pass::Health {
+            if let Some(report) = self.direct(&effective, state_dir)? {
+                return Ok(report);
+            }
+        }
+        let scope = match (&self.applied, pass) {
+            (Some(applied), Pass::Scoped | Pass::Health) => {
+                Scope::Only(changed_services(applied, &effective))
+            }
             _ => Scope::All,
         };
         let k = match &mut self.kernel {
@@ -191,6 +210,42 @@ impl Passes {
                 Err(e)
             }
         }
+    }
+
+    /// A health flip as keepalived makes it: the destination ops between the last applied
+    /// pass and `effective`, written without reading the kernel first. `None` when this
+    /// cannot be done that way (no earlier pass, a service-level difference) or the kernel
+    /// refused a write (someone changed the table): the caller then observes and plans.
+    fn direct(
+        &mut self,
+        effective: &DirectorDesired,
+        state_dir: &Path,
+    ) -> Result<Option<super::DirectorReport>, AgentError> {
+        let (Some(applied), Some(k)) = (&self.applied, self.kernel.as_mut()) else {
+            return Ok(None);
+        };
+        let Some(ops) = plan::dest_ops(applied, effective) else {
+            return Ok(None);
+        };
+        let writes = k.client.writes();
+        if let Err(e) = k.client.apply(&ops) {
+            tracing::warn!(
+                "writing {} health change(s) directly failed ({e}); reconciling from the kernel's table",
+                ops.len()
+            );
+            return Ok(None);
+        }
+        for op in &ops {
+            tracing::info!(op = %op, "applied");
+        }
+        let writes = k.client.writes() - writes;
+        super::state::DirectorState::save_desired(state_dir, effective)?;
+        self.applied = Some(effective.clone());
+        Ok(Some(super::DirectorReport {
+            ipvs: ops,
+            writes,
+            ..Default::default()
+        }))
     }
 }
 
@@ -215,7 +270,9 @@ pub async fn run(
     let mut desired = load()?;
     let mut health: HashMap<Target, Health> = HashMap::new();
     let mut passes = Passes::default();
-    passes.reconcile(&desired, &health, state_dir, true).await?;
+    passes
+        .reconcile(&desired, &health, state_dir, Pass::Full)
+        .await?;
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -236,8 +293,7 @@ pub async fn run(
     drift.tick().await;
 
     loop {
-        let mut dirty = false;
-        let mut full = false;
+        let mut pass = None;
         tokio::select! {
             Some(done) = rx.recv() => {
                 let h = health.entry(done.target.clone()).or_default();
@@ -250,7 +306,7 @@ pub async fn run(
                         Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
                         Err(why) => tracing::warn!("{} is DOWN after {} failed check(s): {why}", done.target, done.fall),
                     }
-                    dirty = true;
+                    pass = Some(Pass::Health);
                 }
             }
             _ = hup.recv() => {
@@ -262,21 +318,18 @@ pub async fn run(
                         health.retain(|t, _| keep.contains(t));
                         desired = new;
                         checks = spawn_checks(&desired, &tx, &slots);
-                        dirty = true;
+                        pass = Some(Pass::Scoped);
                     }
                     Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
                 }
             }
-            _ = drift.tick() => {
-                dirty = true;
-                full = true;
-            }
+            _ = drift.tick() => pass = Some(Pass::Full),
             _ = watchdog_tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
-        if dirty {
-            match passes.reconcile(&desired, &health, state_dir, full).await {
+        if let Some(pass) = pass {
+            match passes.reconcile(&desired, &health, state_dir, pass).await {
                 Ok(r) if r.ipvs.is_empty() && r.addrs.is_empty() => {}
                 Ok(r) => tracing::info!(
                     ipvs_changes = r.ipvs.len(),

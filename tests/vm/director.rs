@@ -380,7 +380,9 @@ fn weight_of(ns: &Netns, real: &str) -> Result<Option<u32>, String> {
 
 /// The classic failure, fixed: with an HTTP check at 1 s, stopping one real server's web server
 /// quiesces it (weight 0) and after the detection window no request fails; restarting it brings
-/// it back after `rise` checks.
+/// it back after `rise` checks. Then a flip the direct write cannot make: rs1 deleted by hand
+/// and its web server stopped — with no periodic pass in the test's time (interval 1 h), only
+/// the health pass's fallback (observe the service, re-plan) can put rs1 back, quiesced.
 fn health_failover(ctx: &Ctx) -> Result<(), String> {
     let mut lab = Lab::build("dhc", ctx)?;
     ctx.agent(&lab.rs1.ns, &["up", "--vip", VIP])?;
@@ -390,7 +392,7 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
         "health.toml",
         &lab_config(Some("type = \"http\"\npath = \"/\""), 1),
     )?;
-    let _run = director_run(ctx, &lab, &cfg, "dhc")?;
+    let _run = director_run_with(ctx, &lab, &cfg, "dhc", &["--reconcile-interval", "3600"])?;
     // Stop rs1's web server: after fall × interval (+ timeout) it must be quiesced.
     let stopped = Instant::now();
     lab.stop_http(0);
@@ -428,6 +430,18 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     ensure(names.iter().any(|n| n == "rs1"), || {
         format!("rs1 not back in rotation: {names:?}")
     })?;
+    lab.director.ns.run(
+        "ipvsadm",
+        &["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.11:80"],
+    )?;
+    lab.stop_http(0);
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        0,
+        Duration::from_secs(15),
+        "after a hand delete and its web server stopped",
+    )?;
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())
 }
@@ -449,13 +463,23 @@ fn wait_weight(
 /// Starts `rs-agent director run --config cfg` in the lab's director and waits for the first
 /// apply (rs2 at weight 1).
 fn director_run(ctx: &Ctx, lab: &Lab, cfg: &str, tag: &str) -> Result<Proc, String> {
+    director_run_with(ctx, lab, cfg, tag, &[])
+}
+
+/// `director_run` with more `director run` options.
+fn director_run_with(
+    ctx: &Ctx,
+    lab: &Lab,
+    cfg: &str,
+    tag: &str,
+    options: &[&str],
+) -> Result<Proc, String> {
     let state = ctx.scratch.join(format!("state-{tag}-run"));
     let state = state.to_string_lossy();
     let agent = ctx.agent.to_string_lossy();
-    let run = lab.director.ns.spawn(
-        &agent,
-        &["--state-dir", &state, "director", "run", "--config", cfg],
-    )?;
+    let mut args = vec!["--state-dir", &state, "director", "run", "--config", cfg];
+    args.extend_from_slice(options);
+    let run = lab.director.ns.spawn(&agent, &args)?;
     wait_weight(
         &lab.director.ns,
         "192.0.2.12:80",

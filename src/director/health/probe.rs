@@ -5,7 +5,7 @@ use super::{HealthCheck, HttpProbe, Probe, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Enough of a response for a status line and a body substring.
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -34,10 +34,19 @@ pub async fn run(target: &Target, check: &HealthCheck) -> Result<(), String> {
     }
 }
 
+/// Connects with an abortive close armed: dropping the stream sends a RST instead of the
+/// FIN handshake, so a check leaves no TIME_WAIT socket behind on either side (2,000 checks a
+/// second would otherwise keep ~120,000 of them) and costs fewer packets. The response has
+/// been read by then; like HAProxy's checks, nothing is lost by not lingering.
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))
+    let fail = |e: std::io::Error| format!("connect {addr}: {e}");
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(fail)?;
+    socket.set_zero_linger().map_err(fail)?;
+    socket.connect(addr).await.map_err(fail)
 }
 
 fn request(addr: SocketAddr, http: &HttpProbe) -> String {

@@ -344,3 +344,51 @@ fn scoped_plan_touches_only_the_scope_and_still_plans_vips() {
     let p = plan_scoped(&d, &kernel[2..], &[vip_addr(VIP)], &state, &scope);
     assert_eq!(p.ipvs, vec![IpvsOp::DelService(key(VIP3, 80))]);
 }
+
+#[test]
+fn health_flips_plan_from_the_last_pass_and_anything_else_observes() {
+    let old = desired(vec![
+        want(VIP, "rr", &[(RS1, 1), (RS2, 1)]),
+        want(VIP2, "rr", &[(RS1, 1)]),
+    ]);
+    // Quiesce: one weight, one op, only for the service that changed.
+    let mut new = old.clone();
+    new.services[0].reals[1].weight = 0;
+    assert_eq!(
+        dest_ops(&old, &new),
+        Some(vec![IpvsOp::EditDest(key(VIP, 80), real(RS2, 0))])
+    );
+    // Remove, and the sorry server added in its place.
+    new = old.clone();
+    new.services[1].reals = vec![real(RS2, 1)];
+    assert_eq!(
+        dest_ops(&old, &new),
+        Some(vec![
+            IpvsOp::AddDest(key(VIP2, 80), real(RS2, 1)),
+            IpvsOp::DelDest(
+                key(VIP2, 80),
+                DestKey {
+                    addr: ip(RS1),
+                    port: 80
+                }
+            ),
+        ])
+    );
+    assert_eq!(dest_ops(&old, &old), Some(vec![]));
+    // A service edited, added, removed or renamed, or another interface: observe first.
+    new = old.clone();
+    new.services[0].service.scheduler = "wlc".into();
+    assert_eq!(dest_ops(&old, &new), None);
+    new = old.clone();
+    new.services.push(want(VIP3, "rr", &[(RS1, 1)]));
+    assert_eq!(dest_ops(&old, &new), None);
+    new = old.clone();
+    new.services.pop();
+    assert_eq!(dest_ops(&old, &new), None);
+    new = old.clone();
+    new.services[1] = want(VIP3, "rr", &[(RS1, 1)]);
+    assert_eq!(dest_ops(&old, &new), None);
+    new = old.clone();
+    new.interface = "eth1".into();
+    assert_eq!(dest_ops(&old, &new), None);
+}
