@@ -6,6 +6,7 @@
 #   sudo bench/check-native.sh      # knobs: WARMUP=10 SECS=30 TYPES="http tcp" INTERVALS="1000 10000"
 #                                   #        PERF=/tmp/cn.perf (perf record -g each run to PERF.MODE.TYPE.MS)
 #                                   #        SPLIT=1 (real servers' side on the other CPU; see below)
+#                                   #        NAPI=1 (receive processing in kernel threads; see below)
 #
 # This host's kernel has no IPVS, so `director run` cannot start here; examples/check_cost runs
 # the library's checking half (`director::run::check_only`: the same tasks, jitter, in-flight
@@ -92,19 +93,54 @@ if [ "${SPLIT:-0}" = 1 ]; then
     ip netns exec "$DIR" sh -c 'echo 1 >/sys/class/net/v0/queues/rx-0/rps_cpus'
     PIN_SRV="taskset -c 1" PIN_DIR="taskset -c 0"
 fi
+# NAPI=1: both veth ends in NAPI mode (GRO on, TSO off) with threaded NAPI, so every packet's receive
+# processing runs in a `napi/<dev>` kernel thread instead of the sending process's context —
+# as a NIC's receive path runs in interrupt and softirq context, not in the director's system
+# calls. The threads' CPU over the measured window is reported beside the checker's
+# (`napi_cpu_pct`): the checker's own cost, and what the kernel spent receiving for both sides.
+NAPI_PIDS=""
+if [ "${NAPI:-0}" = 1 ]; then
+    command -v ethtool >/dev/null || { echo "check-native.sh: NAPI=1 needs ethtool (apt install ethtool)" >&2; exit 2; }
+    before=$(pgrep '^napi/' | sort)
+    # veth hands a packet to NAPI only when the receiver has GRO on and the sender no TSO.
+    ip netns exec "$DIR" ethtool -K v0 gro on tso off
+    ip netns exec "$SRV" ethtool -K eth0 gro on tso off
+    ip netns exec "$DIR" sh -c 'echo 1 >/sys/class/net/v0/threaded'
+    ip netns exec "$SRV" sh -c 'echo 1 >/sys/class/net/eth0/threaded'
+    NAPI_PIDS=$(comm -13 <(echo "$before") <(pgrep '^napi/' | sort) | paste -sd' ')
+    [ -n "$NAPI_PIDS" ] || { echo "check-native.sh: NAPI=1 but no napi threads appeared" >&2; exit 1; }
+fi
+
+napi_ticks() { # utime + stime of the NAPI threads, in clock ticks
+    local p f total=0
+    for p in $NAPI_PIDS; do
+        read -r -a f <"/proc/$p/stat" && total=$((total + f[13] + f[14]))
+    done
+    echo $total
+}
+
 ip netns exec "$SRV" $PIN_SRV "$TARGET/release/examples/bench_listener" "$WORK/conns" $(seq $PORTS) &
 LISTENER_PID=$!
 sleep 1
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPU(s): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "# 2,000 real servers (4 services x 500), timeout 1 s, rise/fall 2; ${WARMUP} s warm-up, ${SECS} s measured; SPLIT=${SPLIT:-0}"
+echo "# 2,000 real servers (4 services x 500), timeout 1 s, rise/fall 2; ${WARMUP} s warm-up, ${SECS} s measured; SPLIT=${SPLIT:-0} NAPI=${NAPI:-0}"
 for type in $TYPES; do
     for interval in $INTERVALS; do
         config "$type" "$interval" >"$WORK/cost.toml"
         for mode in rs-agent blocking; do
             before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
             # TIME_WAIT sockets on each side, sampled half way through the measured window.
-            (sleep $((WARMUP + SECS / 2)); echo "tw_checker=$(timewait "$DIR") tw_servers=$(timewait "$SRV")" >"$WORK/tw") &
+            (
+                sleep "$WARMUP"
+                n0=$(napi_ticks)
+                sleep $((SECS / 2))
+                tw="tw_checker=$(timewait "$DIR") tw_servers=$(timewait "$SRV")"
+                sleep $((SECS - SECS / 2))
+                n1=$(napi_ticks)
+                [ -n "$NAPI_PIDS" ] && tw+=" napi_cpu_pct=$(awk -v t=$((n1 - n0)) -v hz="$(getconf CLK_TCK)" -v s="$SECS" 'BEGIN { printf "%.2f", 100 * t / hz / s }')"
+                echo "$tw" >"$WORK/tw"
+            ) &
             sampler=$!
             line=$(timeout $((WARMUP + SECS + 30)) ip netns exec "$DIR" $PIN_DIR \
                 ${PERF:+perf record -q -g -o "$PERF.$mode.$type.$interval" --} \
