@@ -130,7 +130,8 @@ for type in $TYPES; do
         config "$type" "$interval" >"$WORK/cost.toml"
         for mode in rs-agent blocking; do
             before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
-            # TIME_WAIT sockets on each side, sampled half way through the measured window.
+            # Over the measured window: the NAPI threads' CPU (NAPI=1), and half way through
+            # it the TIME_WAIT sockets on each side.
             (
                 sleep "$WARMUP"
                 n0=$(napi_ticks)

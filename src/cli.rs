@@ -140,9 +140,9 @@ pub enum DirectorCommand {
         quiesced (weight 0, existing connections finish) or removed (on_failure = \"remove\"), and \
         gets its configured weight back after `rise` good checks; the sorry_server takes over when \
         every real server of a service is down. A health flip is written at once from the last \
-        pass (one netlink write, no dump); SIGHUP re-reads and reconciles only the services it \
-        changed; the whole table is re-read and drift repaired every --reconcile-interval. SIGHUP re-reads the config and applies only the difference; \
-        SIGTERM stops the agent and leaves the director configured. Under systemd \
+        pass (one netlink write, no dump); SIGHUP re-reads the config and reconciles only the \
+        services it changed; the whole table is re-read and drift repaired every \
+        --reconcile-interval. SIGTERM stops the agent and leaves the director configured. Under systemd \
         (Type=notify) it reports READY=1 after the first apply, STATUS= and WATCHDOG=1.",
         after_help = "See docs/health-checks.md for the check settings and units/rs-agent-director.service."
     )]

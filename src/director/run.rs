@@ -227,6 +227,10 @@ impl Passes {
         let Some(ops) = plan::dest_ops(applied, effective) else {
             return Ok(None);
         };
+        if ops.is_empty() {
+            // Nothing the table shows changed (e.g. a flip while the sorry server serves).
+            return Ok(Some(super::DirectorReport::default()));
+        }
         let writes = k.client.writes();
         if let Err(e) = k.client.apply(&ops) {
             tracing::warn!(
