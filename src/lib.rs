@@ -9,6 +9,7 @@ pub mod config;
 pub mod director;
 pub mod drain;
 pub mod kernel;
+pub mod logging;
 pub mod model;
 pub mod notify;
 pub mod plan;

@@ -10,19 +10,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn init_logging(verbose: u8) {
-    let level = match verbose {
+    rs_agent::logging::init(match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RS_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+    });
 }
 
 fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {

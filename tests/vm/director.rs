@@ -36,7 +36,7 @@ pub const CHECKS: &[Check] = &[
     },
 ];
 
-const VIP: &str = "192.0.2.100";
+pub(crate) const VIP: &str = "192.0.2.100";
 
 /// The lines of `ipvsadm-save -n`, sorted: the table without counters, comparable as text.
 fn saved(ns: &Netns) -> Result<Vec<String>, String> {
@@ -78,7 +78,7 @@ fn bare_director(name: &str) -> Result<Netns, String> {
     Ok(ns)
 }
 
-fn write(ctx: &Ctx, name: &str, text: &str) -> Result<String, String> {
+pub(crate) fn write(ctx: &Ctx, name: &str, text: &str) -> Result<String, String> {
     let path = ctx.scratch.join(name);
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path.to_string_lossy().into_owned())
@@ -356,7 +356,7 @@ fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
 
 /// The lab's service: rr over rs1 (weight `w1`) and rs2, with `check` (the lines of a
 /// `[director.service.check]` at 1 s, timeout 0.5 s, rise 2, fall 2) when given.
-fn lab_config(check: Option<&str>, w1: u32) -> String {
+pub(crate) fn lab_config(check: Option<&str>, w1: u32) -> String {
     let check = check.map_or(String::new(), |probe| {
         format!("[director.service.check]\n{probe}\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 2\nfall = 2\n\n")
     });
@@ -447,7 +447,7 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
 }
 
 /// Waits until ipvsadm shows `real` at weight `want`.
-fn wait_weight(
+pub(crate) fn wait_weight(
     ns: &Netns,
     real: &str,
     want: u32,

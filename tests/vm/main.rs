@@ -13,6 +13,7 @@
 mod director;
 mod guest;
 mod realserver;
+mod units;
 
 use guest::Ctx;
 use std::fs::{self, File};
@@ -30,7 +31,11 @@ pub struct Check {
 }
 
 fn all_checks() -> Vec<&'static Check> {
-    realserver::CHECKS.iter().chain(director::CHECKS).collect()
+    realserver::CHECKS
+        .iter()
+        .chain(director::CHECKS)
+        .chain(units::CHECKS)
+        .collect()
 }
 
 /// Checks whose name contains any filter (all when there are none), like libtest's filters.
