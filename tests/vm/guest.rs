@@ -225,6 +225,15 @@ impl Proc {
     pub fn signal(&self, name: &str) -> Result<(), String> {
         run("kill", &[&format!("-{name}"), &self.child.id().to_string()]).map(drop)
     }
+
+    /// Waits (bounded) for the process to exit on its own; its exit status.
+    pub fn wait(&mut self, within: Duration) -> Result<std::process::ExitStatus, String> {
+        eventually(within, || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err(format!("pid {} still running", self.child.id())),
+            Err(e) => Err(format!("waiting for pid {}: {e}", self.child.id())),
+        })
+    }
 }
 
 impl Drop for Proc {

@@ -1,8 +1,9 @@
 //! Real-server checks: what rs-agent does to a node, judged from the kernel and from a client
 //! on the LAN. Also a sanity check that the guest can run an LVS-DR cluster at all.
 
-use crate::guest::{ensure, Ctx, Lab, Lan, Netns, Node};
+use crate::guest::{ensure, eventually, Ctx, Lab, Lan, Netns, Node};
 use crate::Check;
+use std::time::Duration;
 
 pub const CHECKS: &[Check] = &[
     Check {
@@ -16,6 +17,10 @@ pub const CHECKS: &[Check] = &[
     Check {
         name: "dummy_device",
         run: dummy_device,
+    },
+    Check {
+        name: "dummy_device_drift",
+        run: dummy_device_drift,
     },
 ];
 
@@ -97,6 +102,51 @@ fn dummy_device(ctx: &Ctx) -> Result<(), String> {
     let after = rs.ns.snapshot()?;
     ensure(before == after, || {
         format!("namespace differs after `down`:\n{}", diff(&before, &after))
+    })
+}
+
+/// `run --device lvs0` repairs the drift only a dummy device has: the device deleted (made
+/// again, VIP and label included) and the device set down (set up again); ARP for the VIP
+/// stays off the LAN throughout. SIGTERM leaves lvs0 in place; `down` removes it.
+fn dummy_device_drift(ctx: &Ctx) -> Result<(), String> {
+    let lan = Lan::new("ddrift")?;
+    let client = lan.attach("client", 1)?;
+    let rs = lan.attach("rs", 11)?;
+    // The state directory `ctx.agent` uses for this namespace, so that `down` below finds it.
+    let state = ctx.scratch.join(format!("state-{}", rs.ns.name));
+    let (agent, state) = (ctx.agent.to_string_lossy(), state.to_string_lossy());
+    let args = [
+        "--state-dir",
+        &state,
+        "run",
+        "--vip",
+        VIP,
+        "--device",
+        "lvs0",
+    ];
+    let mut run = rs.ns.spawn(&agent, &args)?;
+    let repaired = |what: &str| {
+        eventually(Duration::from_secs(10), || dummy_holds_vip(&rs.ns))
+            .map_err(|e| format!("not repaired within 10 s after {what}: {e}"))
+    };
+    repaired("start")?;
+    rs.ns.ip(&["link", "del", "lvs0"])?;
+    repaired("`ip link del lvs0`")?;
+    rs.ns.ip(&["link", "set", "lvs0", "down"])?;
+    repaired("`ip link set lvs0 down`")?;
+    let answers = client.arp_answers(Lab::VIP, 2)?;
+    ensure(answers.is_empty(), || {
+        format!("ARP for the VIP answered by {answers:?} after the repairs")
+    })?;
+    run.signal("TERM")?;
+    let status = run.wait(Duration::from_secs(10))?;
+    ensure(status.success(), || {
+        format!("`run` exited {status} on SIGTERM")
+    })?;
+    dummy_holds_vip(&rs.ns).map_err(|e| format!("after SIGTERM: {e}"))?;
+    ctx.agent(&rs.ns, &["down"])?;
+    ensure(rs.ns.ip(&["link", "show", "lvs0"]).is_err(), || {
+        "lvs0 still exists after `down`".into()
     })
 }
 
