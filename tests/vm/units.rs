@@ -465,6 +465,31 @@ fn units_under_systemd(ctx: &Ctx) -> Result<(), String> {
         })?;
     }
 
+    // A crash: SIGKILL. Restart=on-failure brings the agent back, which takes over the node
+    // it left configured (its state file, under the same user) and repairs drift again.
+    let killed = manager.property(RS_UNIT, "MainPID")?;
+    manager.inside_output("kill", &["-KILL", &killed])?;
+    eventually(Duration::from_secs(20), || {
+        let (restarts, active, pid) = (
+            manager.property(RS_UNIT, "NRestarts")?,
+            manager.property(RS_UNIT, "ActiveState")?,
+            manager.property(RS_UNIT, "MainPID")?,
+        );
+        ensure(restarts == "1" && active == "active" && pid != killed, || {
+            format!("after SIGKILL of {killed}: NRestarts={restarts} ActiveState={active} MainPID={pid}")
+        })
+    })
+    .map_err(|e| format!("{e}\n{}", manager.diagnose(RS_UNIT)))?;
+    lab.rs1
+        .ns
+        .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "lo"])?;
+    eventually(Duration::from_secs(10), || {
+        ensure(has_vip(&lab.rs1.ns)?, || {
+            format!("the restarted {RS_UNIT} did not put back {VIP} on rs1's lo within 10 s")
+        })
+    })
+    .map_err(|e| format!("{e}\n{}", manager.diagnose(RS_UNIT)))?;
+
     // Stop: a clean exit, and the node stays configured (only `down` unconfigures).
     manager.systemctl(RS_UNIT, &["stop", RS_UNIT])?;
     let result = manager.property(RS_UNIT, "Result")?;
