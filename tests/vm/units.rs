@@ -351,6 +351,12 @@ fn units_under_systemd(ctx: &Ctx) -> Result<(), String> {
         )
     })?;
 
+    // The operator's view while both run: `status` as root, with the default state directory
+    // (the units' RuntimeDirectory), finds what the units applied and nothing missing.
+    let agent_bin = ctx.agent.to_string_lossy();
+    lab.rs1.ns.run(&agent_bin, &["status"])?;
+    lab.director.ns.run(&agent_bin, &["director", "status"])?;
+
     // Drift on rs1, with both units running: the VIP deleted, arp_ignore reset.
     lab.rs1
         .ns
@@ -513,6 +519,15 @@ fn units_under_systemd(ctx: &Ctx) -> Result<(), String> {
     let name = lab.get_vip()?;
     ensure(name == "rs1", || {
         format!("after stopping {DIRECTOR_UNIT} the VIP answered {name:?}; want rs1 (table kept)")
+    })?;
+    // `down`, run by hand, undoes what the real-server unit's agent did.
+    lab.rs1.ns.run(&agent_bin, &["down"])?;
+    ensure(!has_vip(&lab.rs1.ns)?, || {
+        format!("`rs-agent down` after the unit stopped left {VIP} on rs1's lo")
+    })?;
+    let tables = lab.rs1.ns.run("nft", &["list", "tables"])?;
+    ensure(!tables.contains("rs_agent"), || {
+        format!("`rs-agent down` left an nft table: {tables}")
     })?;
     drop(manager);
     Ok(())
