@@ -34,6 +34,10 @@ pub const CHECKS: &[Check] = &[
         name: "director_https_and_command_checks",
         run: https_and_command_checks,
     },
+    Check {
+        name: "director_remove_and_sorry_server",
+        run: remove_and_sorry_server,
+    },
 ];
 
 pub(crate) const VIP: &str = "192.0.2.100";
@@ -792,5 +796,66 @@ fn https_and_command_checks(ctx: &Ctx) -> Result<(), String> {
         "after its command check passed again",
     )?;
     drop(tls1);
+    Ok(())
+}
+
+/// `on_failure = "remove"` with a sorry server: a dead real server leaves the table (not
+/// weight 0); when the last one dies the sorry server (a third host, VIP bound and ARP
+/// suppressed like a real server) is added and the client gets its page; the first real
+/// server back replaces it; recovery restores the configured weights. Witnessed by
+/// `ipvsadm-save -n` and by what the client fetches through the VIP.
+fn remove_and_sorry_server(ctx: &Ctx) -> Result<(), String> {
+    let mut lab = Lab::build("dsorry", ctx)?;
+    let sorry = lab.lan.attach("sorry", 13)?;
+    let _sorry_http = start_http(&sorry, "sorry", &ctx.scratch.join("www-sorry"))?;
+    for ns in [&lab.rs1.ns, &lab.rs2.ns, &sorry.ns] {
+        ctx.agent(ns, &["up", "--vip", VIP])?;
+    }
+    let cfg = format!(
+        "[director]\ninterface = \"eth0\"\ngarp_count = 0\n\n\
+         [[director.service]]\nvip = \"{VIP}\"\nport = 80\nscheduler = \"rr\"\n\
+         sorry_server = \"192.0.2.13:80\"\nreals = [\"192.0.2.11:80\", \"192.0.2.12:80\"]\n\n\
+         [director.service.check]\ntype = \"http\"\npath = \"/\"\ninterval_ms = 1000\n\
+         timeout_ms = 500\nrise = 2\nfall = 2\non_failure = \"remove\"\n"
+    );
+    let cfg = write(ctx, "sorry.toml", &cfg)?;
+    let _run = director_run(ctx, &lab, &cfg, "sorry")?;
+    sorry_table(&lab, [Some(1), Some(1), None], "at start")?;
+    lab.stop_http(0);
+    sorry_table(&lab, [None, Some(1), None], "rs1's web server stopped")?;
+    sorry_client_gets(&lab, "rs2", "rs1 removed")?;
+    lab.stop_http(1);
+    sorry_table(&lab, [None, None, Some(1)], "both web servers stopped")?;
+    sorry_client_gets(&lab, "sorry", "every real server down")?;
+    lab.start_http(1, ctx)?;
+    sorry_table(&lab, [None, Some(1), None], "rs2's web server back")?;
+    sorry_client_gets(&lab, "rs2", "rs2 back")?;
+    lab.start_http(0, ctx)?;
+    sorry_table(&lab, [Some(1), Some(1), None], "rs1's web server back")
+}
+
+/// Waits until the weights of rs1, rs2 and the sorry server (None: not in the table) are `want`.
+fn sorry_table(lab: &Lab, want: [Option<u32>; 3], when: &str) -> Result<(), String> {
+    let ns = &lab.director.ns;
+    eventually(Duration::from_secs(15), || {
+        let have = [
+            weight_of(ns, "192.0.2.11:80")?,
+            weight_of(ns, "192.0.2.12:80")?,
+            weight_of(ns, "192.0.2.13:80")?,
+        ];
+        ensure(have == want, || {
+            format!("{when}: weights of rs1, rs2, sorry are {have:?}, want {want:?}")
+        })
+    })
+}
+
+/// Three fetches through the VIP all answered by `want`.
+fn sorry_client_gets(lab: &Lab, want: &str, when: &str) -> Result<(), String> {
+    for _ in 0..3 {
+        let name = lab.get_vip()?;
+        ensure(name == want, || {
+            format!("{when}: the client got {name:?}, want {want:?}")
+        })?;
+    }
     Ok(())
 }
