@@ -13,6 +13,7 @@
 mod director;
 mod guest;
 mod realserver;
+mod systemd;
 mod units;
 
 use guest::Ctx;
