@@ -7,8 +7,9 @@
 //! The manager is systemd as PID 1 of a PID namespace of its own (`systemd.rs`). Its unit path
 //! is a scratch directory holding the two units and a drop-in per unit that changes only what
 //! a test must: the binary and config paths (the installed ones do not exist here), the
-//! network namespace the service runs in (the lab's real server and director), and a short
-//! `WatchdogSec` so that a missing `WATCHDOG=1` would show within the check.
+//! network namespace the service runs in (the lab's real server and director), a short
+//! `WatchdogSec` so that a missing `WATCHDOG=1` would show within the check, and no default
+//! dependencies (the guest already booted: sysinit.target's services must not run again).
 
 use crate::director::{lab_config, wait_weight, write, VIP};
 use crate::guest::{ensure, eventually, run, Ctx, Lab, Netns};
@@ -41,7 +42,8 @@ fn install_unit(units: &Path, unit: &str, exec: &str, netns: &str) -> Result<(),
     let dropin = units.join(format!("{unit}.d"));
     mkdir(&dropin)?;
     let text = format!(
-        "[Service]\nExecStart=\nExecStart={exec}\nNetworkNamespacePath=/run/netns/{netns}\n\
+        "[Unit]\nDefaultDependencies=no\n\
+         [Service]\nExecStart=\nExecStart={exec}\nNetworkNamespacePath=/run/netns/{netns}\n\
          WatchdogSec={WATCHDOG_SEC}s\n"
     );
     let path = dropin.join("vm-test.conf");
@@ -53,6 +55,19 @@ fn has_vip(ns: &Netns) -> Result<bool, String> {
         .ip(&["-4", "addr", "show", "dev", "lo"])?
         .contains(&format!("{VIP}/32")))
 }
+
+/// Early-boot services of the guest's systemd that must not run in the check's manager.
+const BOOT_SERVICES_MASKED: &[&str] = &[
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-setup-dev-early.service",
+    "systemd-tmpfiles-clean.timer",
+    "systemd-sysctl.service",
+    "systemd-modules-load.service",
+    "systemd-binfmt.service",
+    "systemd-udev-trigger.service",
+    "local-fs.target",
+];
 
 /// The director's HTTP check (lab_config's service at 1 s, fall 2, rise 2).
 const HTTP_CHECK: Option<&str> = Some("type = \"http\"\npath = \"/\"");
@@ -140,7 +155,8 @@ fn install(ctx: &Ctx, lab: &Lab) -> Result<Installed, String> {
     write_file(
         &units.join("nginx.service"),
         &format!(
-            "[Unit]\nDescription=stand-in web server\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+            "[Unit]\nDescription=stand-in web server\nDefaultDependencies=no\n\
+             [Service]\nType=oneshot\nRemainAfterExit=yes\n\
              ExecStart=/bin/sh -c 'ip -n {} -4 addr show dev lo >{}'\n",
             lab.rs1.ns.name,
             saw.display()
@@ -148,8 +164,16 @@ fn install(ctx: &Ctx, lab: &Lab) -> Result<Installed, String> {
     )?;
     write_file(
         &units.join(TARGET),
-        "[Unit]\nDescription=rs-agent VM check\nWants=systemd-journald.socket nginx.service\n",
+        "[Unit]\nDescription=rs-agent VM check\nDefaultDependencies=no\n\
+         Wants=systemd-journald.socket nginx.service\n",
     )?;
+    // The boot must not run the guest's early-boot services: systemd-tmpfiles would empty
+    // /tmp (where a CI clone's binaries live), systemd-sysctl would reset kernel settings.
+    // Nothing pulls them in (no default dependencies above); masked as well, to be sure.
+    for unit in BOOT_SERVICES_MASKED {
+        std::os::unix::fs::symlink("/dev/null", units.join(unit))
+            .map_err(|e| format!("masking {unit}: {e}"))?;
+    }
     let wants = units.join(format!("{TARGET}.wants"));
     mkdir(&wants)?;
     std::os::unix::fs::symlink(units.join(RS_UNIT), wants.join(RS_UNIT))
