@@ -151,6 +151,12 @@ pub enum DirectorCommand {
     Down(DownArgs),
     /// The IPVS table (ipvsadm -Ln layout, with stats), VIPs and pending changes; exit 1 on drift
     Status(DirectorStatusArgs),
+    /// Validate the configuration and preflight (permissions, interface, IPVS); change nothing
+    #[command(
+        after_help = "The director unit runs it before every reload (ExecReload=), so that \
+        `systemctl reload` fails on a bad config and the running agent keeps the one it has."
+    )]
+    Check(DirectorArgs),
     /// Convert `ipvsadm-save -n` output (stdin or FILE) to the equivalent [director] TOML
     #[command(
         after_help = "Example: ipvsadm-save -n | rs-agent director import --interface eth0 > director.toml"

@@ -29,6 +29,16 @@ pub fn init(level: &str) {
     }
 }
 
+/// The prefix for a line written to stderr outside `tracing` (the one-line error a command
+/// exits with): `<3>` under journald, so `journalctl -p err` shows why a unit failed.
+pub fn error_prefix() -> &'static str {
+    if stderr_is_journal() {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
 /// True when stderr is journald's stream: systemd then sets `JOURNAL_STREAM` to the stream's
 /// `device:inode` (compared, so that a child whose stderr was redirected is not fooled).
 fn stderr_is_journal() -> bool {

@@ -133,6 +133,17 @@ async fn run_director(
             let json = args.json.then(|| serde_json::to_string_pretty(&report));
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
+        DirectorCommand::Check(args) => {
+            let desired = director_desired(&args)?;
+            director::check(&desired).await?;
+            let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
+            writeln!(
+                out,
+                "ok: configuration valid and preflight passed: {} service(s), {reals} real server(s)",
+                desired.services.len()
+            )
+            .map_err(print_err)?;
+        }
         DirectorCommand::Import(args) => {
             let toml = read_import(&args)?;
             write!(out, "{toml}").map_err(print_err)?;
@@ -205,14 +216,16 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rs-agent: cannot start the async runtime: {e}");
+            let prefix = rs_agent::logging::error_prefix();
+            eprintln!("{prefix}rs-agent: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rs-agent: {e}");
+            let prefix = rs_agent::logging::error_prefix();
+            eprintln!("{prefix}rs-agent: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -1,7 +1,8 @@
 //! Namespace tier for the director's input handling on a kernel *without* IPVS (this
-//! machine's): every bad input and the missing module are one-line errors with exit code 2,
-//! and nothing is changed — the address the director would bind is never added. What the
-//! director does with IPVS is proven in the VM tier (tests/vm/director.rs).
+//! machine's): every bad input to `director up` and `director check`, and the missing module,
+//! is a one-line error with exit code 2, and nothing is changed — the address the director
+//! would bind is never added. What the director does with IPVS is proven in the VM tier
+//! (tests/vm/director.rs).
 
 mod common;
 
@@ -89,6 +90,16 @@ fn bad_director_input_exits_2_and_changes_nothing() {
             "modprobe ip_vs",
         ));
     }
+    // `director check` validates exactly as `up` does (the units run it before a reload).
+    let checks: Vec<(Vec<String>, &str)> = cases
+        .iter()
+        .map(|(args, want)| {
+            let mut args = args.clone();
+            args[1] = "check".into();
+            (args, *want)
+        })
+        .collect();
+    cases.extend(checks);
     for (args, want) in &cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = director.rs_agent(&argv);

@@ -207,6 +207,12 @@ impl Kernel {
     }
 }
 
+/// `director check`: everything `up` verifies before it changes anything — CAP_NET_ADMIN,
+/// the interface, the IPVS generic-netlink family — for an already validated config.
+pub async fn check(desired: &DirectorDesired) -> Result<(), AgentError> {
+    Kernel::connect(desired, false).await.map(drop)
+}
+
 /// One pass of the pipeline on open handles: observe → plan → apply (see `up`), for the
 /// services in `scope` (the VIPs always in full).
 pub async fn reconcile(

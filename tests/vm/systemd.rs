@@ -73,7 +73,7 @@ impl Manager {
     }
 
     /// `prog args` in the manager's PID and mount namespaces.
-    fn nsenter(&self, prog: &str, args: &[&str]) -> Result<Output, String> {
+    pub fn nsenter(&self, prog: &str, args: &[&str]) -> Result<Output, String> {
         let pid = self.pid.to_string();
         let mut all = vec!["--target", pid.as_str(), "--pid", "--mount", prog];
         all.extend_from_slice(args);

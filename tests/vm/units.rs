@@ -33,21 +33,45 @@ const WATCHDOG_SEC: u32 = 4;
 const CAP_NET_ADMIN: &str = "0000000000001000";
 const CAP_NET_ADMIN_RAW: &str = "0000000000003000";
 
-/// Copies the repository's unit and adds the test's drop-in (see the module comment).
-fn install_unit(units: &Path, unit: &str, exec: &str, netns: &str) -> Result<(), String> {
+/// Where the units expect the binary and the config (README, "Boot units").
+const INSTALLED_AGENT: &str = "/usr/local/sbin/rs-agent";
+const INSTALLED_CONFIG: &str = "/etc/rs-agent/rs-agent.toml";
+
+/// Copies the repository's unit and adds the test's drop-in (see the module comment). The
+/// drop-in's ExecStart= and ExecReload= are the unit's own lines with the installed paths
+/// replaced by `agent` and `config`, so the commands under test are the shipped ones.
+fn install_unit(
+    units: &Path,
+    unit: &str,
+    agent: &Path,
+    config: &Path,
+    netns: &str,
+) -> Result<(), String> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("units")
         .join(unit);
-    fs::copy(&source, units.join(unit)).map_err(|e| format!("{}: {e}", source.display()))?;
+    let shipped = fs::read_to_string(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+    write_file(&units.join(unit), &shipped)?;
+    let mut exec = String::new();
+    for key in ["ExecStart=", "ExecReload="] {
+        exec.push_str(&format!("{key}\n"));
+        for line in shipped.lines().filter(|l| l.starts_with(key)) {
+            let local = line
+                .replace(INSTALLED_AGENT, &agent.to_string_lossy())
+                .replace(INSTALLED_CONFIG, &config.to_string_lossy());
+            ensure(key != "ExecStart=" || local != line, || {
+                format!("{unit}: {line:?} does not run {INSTALLED_AGENT}")
+            })?;
+            exec.push_str(&format!("{local}\n"));
+        }
+    }
     let dropin = units.join(format!("{unit}.d"));
     mkdir(&dropin)?;
     let text = format!(
         "[Unit]\nDefaultDependencies=no\n\
-         [Service]\nExecStart=\nExecStart={exec}\nNetworkNamespacePath=/run/netns/{netns}\n\
-         WatchdogSec={WATCHDOG_SEC}s\n"
+         [Service]\n{exec}NetworkNamespacePath=/run/netns/{netns}\nWatchdogSec={WATCHDOG_SEC}s\n"
     );
-    let path = dropin.join("vm-test.conf");
-    fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    write_file(&dropin.join("vm-test.conf"), &text)
 }
 
 fn has_vip(ns: &Netns) -> Result<bool, String> {
@@ -144,11 +168,14 @@ fn install(ctx: &Ctx, lab: &Lab) -> Result<Installed, String> {
     for cfg in [&rs_cfg, &dir_cfg] {
         chmod(cfg, 0o644)?;
     }
-    let bin = agent.display();
-    let rs_exec = format!("{bin} run --config {}", rs_cfg.display());
-    install_unit(&units, RS_UNIT, &rs_exec, &lab.rs1.ns.name)?;
-    let dir_exec = format!("{bin} director run --config {}", dir_cfg.display());
-    install_unit(&units, DIRECTOR_UNIT, &dir_exec, &lab.director.ns.name)?;
+    install_unit(&units, RS_UNIT, &agent, &rs_cfg, &lab.rs1.ns.name)?;
+    install_unit(
+        &units,
+        DIRECTOR_UNIT,
+        &agent,
+        &dir_cfg,
+        &lab.director.ns.name,
+    )?;
     // rs-agent.service says Before=nginx.service, and Type=notify makes "started" mean
     // READY=1 (applied): the stand-in must find the VIP bound.
     let saw = root.join("nginx-saw");
@@ -266,9 +293,9 @@ fn drift_repaired(manager: &Manager, lab: &Lab) -> Result<(), String> {
     })
 }
 
-/// `systemctl reload` (ExecReload: SIGHUP) on both: the real server's ARP method becomes nft
-/// (the agent runs `nft` from inside the sandbox; the client's view is unchanged), and the
-/// director's rs1 goes from weight 1 to 3.
+/// `systemctl reload` (ExecReload: `check`, then SIGHUP) on both: the real server's ARP method
+/// becomes nft (the agent runs `nft` from inside the sandbox; the client's view is unchanged),
+/// and the director's rs1 goes from weight 1 to 3; then a config with a typo is refused.
 fn reloads_applied(
     ctx: &Ctx,
     manager: &Manager,
@@ -293,7 +320,8 @@ fn reloads_applied(
         )
     })?;
     only_director_answers(lab, "with the nft method")?;
-    write(ctx, "etc/director.toml", &lab_config(HTTP_CHECK, 3))?;
+    let good = lab_config(HTTP_CHECK, 3);
+    write(ctx, "etc/director.toml", &good)?;
     manager.systemctl(DIRECTOR_UNIT, &["reload", DIRECTOR_UNIT])?;
     wait_weight(
         &lab.director.ns,
@@ -301,7 +329,38 @@ fn reloads_applied(
         3,
         Duration::from_secs(10),
         "after systemctl reload",
-    )
+    )?;
+    // A typo: ExecReload's `director check` fails the reload with the error line (logged at
+    // priority err) and the agent is never signalled: same process, same table.
+    let typo = good.replace("scheduler = \"rr\"", "scheduler = \"rrr\"");
+    ensure(typo != good, || {
+        "lab_config has no `scheduler = \"rr\"` line".into()
+    })?;
+    write(ctx, "etc/director.toml", &typo)?;
+    let pid = manager.property(DIRECTOR_UNIT, "MainPID")?;
+    let out = manager.nsenter("systemctl", &["reload", DIRECTOR_UNIT])?;
+    ensure(!out.status.success(), || {
+        "`systemctl reload` of a config with scheduler \"rrr\" succeeded".into()
+    })?;
+    let args = ["--no-pager", "-o", "cat", "-p", "err", "-u", DIRECTOR_UNIT];
+    let errors = manager.inside_output("journalctl", &args)?;
+    ensure(
+        errors.contains("director.toml:") && errors.contains("unknown scheduler \"rrr\""),
+        || format!("journalctl -p err -u {DIRECTOR_UNIT} shows:\n{errors}\nwant the config error"),
+    )?;
+    manager.expect_running(DIRECTOR_UNIT, CAP_NET_ADMIN_RAW)?;
+    let after = manager.property(DIRECTOR_UNIT, "MainPID")?;
+    ensure(after == pid, || {
+        format!("the failed reload replaced the agent (MainPID {pid} → {after})")
+    })?;
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        3,
+        Duration::from_secs(1),
+        "after the refused reload",
+    )?;
+    write(ctx, "etc/director.toml", &good).map(drop)
 }
 
 /// Health checks from inside the sandbox: rs2's web server stops → weight 0, and the DOWN
