@@ -123,9 +123,38 @@ pub struct Netns {
     pub name: String,
 }
 
+/// The test process that named `name` (`rsa-<test>-<role>-<pid>-<n>`), if it is one of ours.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("rsa-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let (_n, pid) = (parts.next()?.parse::<usize>().ok()?, parts.next()?);
+    parts.next()?;
+    pid.parse().ok()
+}
+
+/// Deletes the namespaces of test processes that no longer exist. Drop guards clean up after
+/// a panic, but not after a process that was killed (a CI job cancelled, a timeout): the
+/// first namespace a test process creates sweeps what such processes left behind.
+fn sweep_dead_owners() {
+    let listed = run(&["ip", "netns", "list"]);
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        match owner_pid(name) {
+            Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                let _ = run(&["ip", "netns", "del", name]);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Netns {
     /// Creates `rsa-<test>-<role>-<pid>-<n>` with `lo` up.
     pub fn new(test: &str, role: &str) -> Netns {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_dead_owners);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let name = format!("rsa-{test}-{role}-{}-{n}", std::process::id());
         run_ok(&["ip", "netns", "add", &name]);
@@ -574,4 +603,14 @@ pub fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn owner_pid_reads_only_our_names() {
+    assert_eq!(owner_pid("rsa-drift-rs1-21035-6"), Some(21035));
+    assert_eq!(owner_pid("rsa-hup-lan-7-0"), Some(7));
+    assert_eq!(owner_pid("rsa-21035-6"), None);
+    assert_eq!(owner_pid("other-drift-rs1-21035-6"), None);
+    assert_eq!(owner_pid("rsa-drift-rs1-x-6"), None);
+    assert_eq!(owner_pid("rsa-units-rs1"), None);
 }
