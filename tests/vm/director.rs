@@ -84,7 +84,7 @@ fn bare_director(name: &str) -> Result<Netns, String> {
 
 pub(crate) fn write(ctx: &Ctx, name: &str, text: &str) -> Result<String, String> {
     let path = ctx.scratch.join(name);
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::guest::write_file(&path, text)?;
     Ok(path.to_string_lossy().into_owned())
 }
 
@@ -724,7 +724,7 @@ fn https_and_command_checks(ctx: &Ctx) -> Result<(), String> {
     let _tls2 = tls(&lab.rs2)?;
     let flag = |ip: &str| ctx.scratch.join(format!("cmd-up-{ip}"));
     for ip in ["192.0.2.11", "192.0.2.12"] {
-        std::fs::write(flag(ip), "").map_err(|e| format!("{}: {e}", flag(ip).display()))?;
+        crate::guest::write_file(&flag(ip), "")?;
     }
     let scratch = ctx.scratch.to_string_lossy();
     let cfg = format!(

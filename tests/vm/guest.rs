@@ -49,6 +49,11 @@ impl Ctx {
     }
 }
 
+/// Writes `text` to `path`; the error names the file.
+pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Runs `prog args`, killing it after [`COMMAND_TIMEOUT`]; returns its output whatever the exit
 /// status. (Not coreutils `timeout`: under emulation every extra exec costs most of a second.)
 pub fn output(prog: &str, args: &[&str]) -> Result<Output, String> {
@@ -426,7 +431,7 @@ impl Lab {
 pub fn start_http(node: &Node, name: &str, dir: &Path) -> Result<Proc, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let index = dir.join("index.html");
-    std::fs::write(&index, format!("{name}\n")).map_err(|e| format!("{}: {e}", index.display()))?;
+    write_file(&index, &format!("{name}\n"))?;
     let dir = dir.to_string_lossy();
     node.ns
         .spawn("busybox", &["httpd", "-f", "-p", "80", "-h", &dir])

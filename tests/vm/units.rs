@@ -12,7 +12,7 @@
 //! dependencies (the guest already booted: sysinit.target's services must not run again).
 
 use crate::director::{lab_config, wait_weight, write, VIP};
-use crate::guest::{ensure, eventually, run, Ctx, Lab, Netns};
+use crate::guest::{ensure, eventually, run, write_file, Ctx, Lab, Netns};
 use crate::systemd::{chmod, mkdir, Manager, SYSTEMD};
 use crate::Check;
 use std::fs;
@@ -206,10 +206,6 @@ fn install(ctx: &Ctx, lab: &Lab) -> Result<Installed, String> {
     std::os::unix::fs::symlink(units.join(RS_UNIT), wants.join(RS_UNIT))
         .map_err(|e| format!("{}: {e}", wants.display()))?;
     Ok(Installed { rs_cfg, saw, units })
-}
-
-fn write_file(path: &Path, text: &str) -> Result<(), String> {
-    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Started at boot, before the web server, which found the VIP bound; nobody answers ARP
