@@ -240,11 +240,12 @@ pub struct DirectorRunArgs {
     pub settings: DirectorArgs,
 
     /// Seconds between full re-reads of the IPVS table (drift repair in services no event touched)
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reconcile_interval: u64,
 
     /// Health checks allowed in flight at once
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = in_flight)]
     pub max_in_flight: usize,
 }
 
@@ -342,5 +343,15 @@ impl RealServerArgs {
             arp: self.arp.clone(),
             interfaces: self.interfaces.clone(),
         }
+    }
+}
+
+/// `--max-in-flight`: 1..=65536 checks at once.
+fn in_flight(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a count of checks; expected 1..=65536"
+        )),
     }
 }

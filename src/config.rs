@@ -230,7 +230,7 @@ pub fn health_listen(
 ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
     let parse = |text: &str| {
         text.parse::<std::net::SocketAddr>().map_err(|_| {
-            format!("\"{text}\" is not a listen address; expected ADDR:PORT, e.g. 198.51.100.2:8081 or [2001:db8::2]:8081")
+            format!("{text:?} is not a listen address; expected ADDR:PORT, e.g. 198.51.100.2:8081 or [2001:db8::2]:8081")
         })
     };
     if let Some(text) = flag {
@@ -317,11 +317,11 @@ fn parse_vips(inputs: &[Input]) -> Result<Vec<IpAddr>, ConfigError> {
 pub fn parse_vip_str(value: &str) -> Result<IpAddr, String> {
     if value.contains('/') {
         return Err(format!(
-            "VIP \"{value}\" has a prefix length; give the bare address (it is bound as /32 or /128)"
+            "VIP {value:?} has a prefix length; give the bare address (it is bound as /32 or /128)"
         ));
     }
     let ip: IpAddr = value.parse().map_err(|_| {
-        format!("\"{value}\" is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100")
+        format!("{value:?} is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100")
     })?;
     let bad = ip.is_unspecified()
         || ip.is_loopback()
@@ -347,7 +347,7 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
         .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if name.is_empty() || name.len() > IFNAMSIZ_MAX || bad_char || name == "." || name == ".." {
         return Err(format!(
-            "\"{name}\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+            "{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
         ));
     }
     Ok(())
@@ -367,7 +367,7 @@ fn parse_arp(input: &Input) -> Result<ArpMethod, ConfigError> {
         "sysctl" => Ok(ArpMethod::Sysctl),
         "nft" => Ok(ArpMethod::Nft),
         other => Err(ConfigError(format!(
-            "{}: unknown ARP method \"{other}\"; expected sysctl or nft",
+            "{}: unknown ARP method {other:?}; expected sysctl or nft",
             input.origin
         ))),
     }
@@ -380,7 +380,7 @@ fn parse_interfaces(inputs: &[Input], device: &str) -> Result<Vec<String>, Confi
         check_ifname(name).map_err(|m| ConfigError(format!("{}: {m}", input.origin)))?;
         if name == "lo" || name == device {
             return Err(ConfigError(format!(
-                "{}: \"{name}\" holds the VIPs and does not face the LAN; list the interfaces \
+                "{}: {name:?} holds the VIPs and does not face the LAN; list the interfaces \
                  that carry the real server's own address (e.g. eth0)",
                 input.origin
             )));

@@ -147,6 +147,14 @@ async fn run_director(
         DirectorCommand::Import(args) => {
             let toml = read_import(&args)?;
             write!(out, "{toml}").map_err(print_err)?;
+            // The table converts line by line; what rs-agent would refuse to apply (e.g. a dr
+            // real server on another port than its service's, which ipvsadm cannot make but
+            // other tools can) is said now, naming the line of the output to fix.
+            let file =
+                rs_agent::config::ConfigFile::parse(Some(std::path::PathBuf::from("output")), toml)
+                    .map_err(|e| AgentError::Input(e.0))?;
+            director::config::director(&file, &Default::default())
+                .map_err(|e| AgentError::Input(format!("{}; edit the output", e.0)))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -38,7 +38,7 @@ pub fn lan_interfaces(
         for name in names {
             if observed.link(name).is_none() {
                 return Err(PlanError(format!(
-                    "interface \"{name}\" does not exist on this node; name an existing LAN \
+                    "interface {name:?} does not exist on this node; name an existing LAN \
                      interface (see `ip link`)"
                 )));
             }
@@ -91,7 +91,7 @@ fn device_changes(
         ]),
         (Device::Dummy(_), Some(l)) if l.kind.as_deref() != Some("dummy") => {
             Err(PlanError(format!(
-                "device \"{name}\" exists and is not a dummy device (kind {}); choose another \
+                "device {name:?} exists and is not a dummy device (kind {}); choose another \
                  --device name or lo",
                 l.kind.as_deref().unwrap_or("none")
             )))
@@ -167,7 +167,7 @@ pub fn desired_nft_rules(
                 for iface in lan {
                     let rip = observed.primary_v4(iface, &desired.vips).ok_or_else(|| {
                         PlanError(format!(
-                            "interface \"{iface}\" has no IPv4 address to announce in place of \
+                            "interface {iface:?} has no IPv4 address to announce in place of \
                              VIP {v4} (the RIP); give it one, or use --arp sysctl"
                         ))
                     })?;

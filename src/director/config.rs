@@ -60,10 +60,9 @@ pub struct RawCheck {
     pub port: Option<Spanned<i64>>,
     pub path: Option<Spanned<String>>,
     pub status: Option<Spanned<i64>>,
-    pub body: Option<String>,
-    pub host: Option<String>,
-    #[serde(default)]
-    pub command: Vec<String>,
+    pub body: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
     pub interval_ms: Option<Spanned<i64>>,
     pub timeout_ms: Option<Spanned<i64>>,
     pub rise: Option<Spanned<i64>>,
@@ -132,6 +131,21 @@ pub struct DirectorFlags {
     pub reals: Vec<String>,
 }
 
+/// The longest persistence timeout accepted, in seconds (one year).
+const MAX_PERSISTENCE: u32 = 31_536_000;
+
+impl DirectorFlags {
+    /// True when a flag that only `--vip`'s service uses was given.
+    fn describes_service(&self) -> bool {
+        self.port.is_some()
+            || self.protocol.is_some()
+            || self.scheduler.is_some()
+            || self.persistence.is_some()
+            || self.forward.is_some()
+            || !self.reals.is_empty()
+    }
+}
+
 /// A value and the name of where it came from, for error messages.
 struct Src<'a> {
     value: &'a str,
@@ -189,7 +203,7 @@ fn parse_protocol(src: &Src) -> Result<Protocol, ConfigError> {
         "sctp" => Ok(Protocol::Sctp),
         other => Err(err(
             &src.at,
-            format!("unknown protocol \"{other}\"; expected tcp, udp or sctp"),
+            format!("unknown protocol {other:?}; expected tcp, udp or sctp"),
         )),
     }
 }
@@ -201,7 +215,7 @@ fn parse_scheduler(src: &Src) -> Result<String, ConfigError> {
     Err(err(
         &src.at,
         format!(
-            "unknown scheduler \"{}\"; expected one of {}",
+            "unknown scheduler {:?}; expected one of {}",
             src.value,
             SCHEDULERS.join(", ")
         ),
@@ -215,7 +229,7 @@ fn parse_forward(src: &Src) -> Result<Forward, ConfigError> {
         "nat" | "masq" | "masquerading" => Ok(Forward::Masq),
         other => Err(err(
             &src.at,
-            format!("unknown forwarding method \"{other}\"; expected dr, tunnel or nat"),
+            format!("unknown forwarding method {other:?}; expected dr, tunnel or nat"),
         )),
     }
 }
@@ -225,7 +239,7 @@ fn parse_port_str(src: &Src) -> Result<u16, ConfigError> {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         _ => Err(err(
             &src.at,
-            format!("port \"{}\" is out of range; expected 1..=65535", src.value),
+            format!("port {:?} is out of range; expected 1..=65535", src.value),
         )),
     }
 }
@@ -240,15 +254,46 @@ fn parse_real_addr(src: &Src, default_port: u16) -> Result<(IpAddr, u16), Config
                 "real server port 0 is out of range; expected 1..=65535",
             ));
         }
-        return Ok((sa.ip(), sa.port()));
+        return unicast(src, sa.ip()).map(|ip| (ip, sa.port()));
     }
     let ip = src.value.parse::<IpAddr>().map_err(|_| {
         err(&src.at, format!(
-            "\"{}\" is not a real server address; expected e.g. 198.51.100.2, 198.51.100.2:8080 or [2001:db8::2]:80",
+            "{:?} is not a real server address; expected e.g. 198.51.100.2, 198.51.100.2:8080 or [2001:db8::2]:80",
             src.value
         ))
     })?;
-    Ok((ip, default_port))
+    unicast(src, ip).map(|ip| (ip, default_port))
+}
+
+/// IPVS forwards only to unicast destinations (the kernel refuses the others with EINVAL).
+fn unicast(src: &Src, ip: IpAddr) -> Result<IpAddr, ConfigError> {
+    let bad = ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if bad {
+        return Err(err(
+            &src.at,
+            format!("{ip} is not a unicast address; a real server needs its own unicast address"),
+        ));
+    }
+    Ok(ip)
+}
+
+/// Direct routing and tunnelling never rewrite the destination port, so a real server of such
+/// a service listens on the service's port (ipvsadm silently forces it; we say so instead).
+/// Services without a port (fwmark, port-0 persistent) take any real server port: it is what
+/// their health check connects to.
+fn same_port(src: &Src, forward: Forward, port: u16, service_port: u16) -> Result<(), ConfigError> {
+    if forward != Forward::Masq && service_port != 0 && port != service_port {
+        return Err(err(
+            &src.at,
+            format!(
+                "port {port} differs from the service's port {service_port}, which dr and tunnel \
+                 forwarding cannot change; drop \":{port}\" or use forward = \"nat\""
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn sched_flags(
@@ -266,8 +311,8 @@ fn sched_flags(
                 return Err(file.err_at(
                     f,
                     format!(
-                    "unknown scheduler flag \"{other}\"; expected sh-fallback, sh-port or flag-3"
-                ),
+                        "unknown scheduler flag {other:?}; expected sh-fallback, sh-port or flag-3"
+                    ),
                 ))
             }
         };
@@ -275,9 +320,9 @@ fn sched_flags(
             return Err(file.err_at(
                 f,
                 format!(
-                "scheduler flag \"{}\" applies only to the sh and mh schedulers, not {scheduler}",
-                f.get_ref()
-            ),
+                    "scheduler flag {:?} applies only to the sh and mh schedulers, not {scheduler}",
+                    f.get_ref()
+                ),
             ));
         }
         flags = ServiceFlags(flags.0 | bit.0);
@@ -293,7 +338,7 @@ fn parse_netmask(src: &Src, af: AddressFamily) -> Result<u32, ConfigError> {
                 err(
                     &src.at,
                     format!(
-                        "\"{}\" is not an IPv4 netmask; expected e.g. 255.255.255.0",
+                        "{:?} is not an IPv4 netmask; expected e.g. 255.255.255.0",
                         src.value
                     ),
                 )
@@ -316,7 +361,7 @@ fn parse_netmask(src: &Src, af: AddressFamily) -> Result<u32, ConfigError> {
             _ => Err(err(
                 &src.at,
                 format!(
-                    "\"{}\" is not an IPv6 persistence prefix; expected /1../128, e.g. /64",
+                    "{:?} is not an IPv6 persistence prefix; expected /1../128, e.g. /64",
                     src.value
                 ),
             )),
@@ -353,20 +398,26 @@ fn service_key(
                         .unwrap_or_default();
                     return Err(err(
                         &f,
-                        format!("unknown family \"{other}\"; expected ipv4 or ipv6"),
+                        format!("unknown family {other:?}; expected ipv4 or ipv6"),
                     ));
                 }
             };
             Ok((ServiceKey::Fwmark { af, mark }, af))
         }
         (None, Some(v)) => {
+            if let Some(f) = &raw.family {
+                return Err(file.err_at(
+                    f,
+                    "family applies only to fwmark services (a vip names its own family); remove it",
+                ));
+            }
             let addr = parse_vip_str(v.get_ref()).map_err(|m| file.err_at(v, m))?;
             let protocol = match &raw.protocol {
                 Some(p) => parse_protocol(&spanned(file, p))?,
                 None => Protocol::Tcp,
             };
             let port = match &raw.port {
-                Some(p) if *p.get_ref() == 0 && raw.persistence.is_some() => 0,
+                Some(p) if *p.get_ref() == 0 && persistent(raw) => 0,
                 Some(p) => int_in(file, p, 1, 65535, "port")? as u16,
                 None => return Err(err(at, "service has no port; add port = 80 (1..=65535)")),
             };
@@ -389,14 +440,19 @@ fn service_key(
     }
 }
 
+/// `persistence` set to a positive number of seconds (port 0 is then allowed: all ports).
+fn persistent(raw: &RawService) -> bool {
+    raw.persistence.as_ref().is_some_and(|p| *p.get_ref() > 0)
+}
+
 fn real(
     file: &ConfigFile,
     raw: &RawReal,
     af: AddressFamily,
-    port: u16,
+    service_port: u16,
 ) -> Result<Destination, ConfigError> {
     let src = spanned(file, &raw.address);
-    let (addr, port) = parse_real_addr(&src, port)?;
+    let (addr, port) = parse_real_addr(&src, service_port)?;
     if family_of(&addr) != af {
         return Err(err(
             &src.at,
@@ -418,18 +474,35 @@ fn real(
         Some(f) => parse_forward(&spanned(file, f))?,
         None => Forward::Route,
     };
+    same_port(&src, forward, port, service_port)?;
     let threshold = |t: &Option<Spanned<i64>>, what| -> Result<u32, ConfigError> {
         t.as_ref().map_or(Ok(0), |t| {
             int_in(file, t, 0, u32::MAX as i64, what).map(|n| n as u32)
         })
     };
+    let upper_threshold = threshold(&raw.upper_threshold, "upper_threshold")?;
+    let lower_threshold = threshold(&raw.lower_threshold, "lower_threshold")?;
+    if let Some(l) = raw
+        .lower_threshold
+        .as_ref()
+        .filter(|_| lower_threshold > upper_threshold)
+    {
+        // The kernel refuses it (ERANGE), an upper threshold of 0 (no limit) included.
+        return Err(file.err_at(
+            l,
+            format!(
+                "lower_threshold {lower_threshold} is above upper_threshold {upper_threshold}; \
+                 make it at most the upper one (or set upper_threshold)"
+            ),
+        ));
+    }
     Ok(Destination {
         addr,
         port,
         forward,
         weight,
-        upper_threshold: threshold(&raw.upper_threshold, "upper_threshold")?,
-        lower_threshold: threshold(&raw.lower_threshold, "lower_threshold")?,
+        upper_threshold,
+        lower_threshold,
     })
 }
 
@@ -454,7 +527,7 @@ fn service(
     };
     let mut flags = sched_flags(file, raw, &scheduler)?;
     let timeout = match &raw.persistence {
-        Some(p) => int_in(file, p, 0, 31_536_000, "persistence (seconds)")? as u32,
+        Some(p) => int_in(file, p, 0, MAX_PERSISTENCE.into(), "persistence (seconds)")? as u32,
         None => 0,
     };
     if timeout > 0 {
@@ -506,6 +579,39 @@ fn service(
         }
         reals.push(d);
     }
+    let check = raw
+        .check
+        .as_ref()
+        .map(|c| check(file, c, &at))
+        .transpose()?;
+    let sorry = match (&raw.sorry_server, &check) {
+        (Some(v), None) => {
+            return Err(file.err_at(
+                v,
+                "a sorry_server is used only when health checks find every real server down; \
+                 add [director.service.check] or remove it",
+            ))
+        }
+        (Some(v), Some(_)) => Some(sorry(file, v, af, port, &reals)?),
+        (None, _) => None,
+    };
+    if let (Some(c), Some(raw_check)) = (&check, &raw.check) {
+        // A port-0 destination (fwmark, port-0 persistent service) gives a connecting check
+        // nothing to connect to.
+        let portless = reals.iter().chain(&sorry).find(|d| d.port == 0);
+        if let (Some(d), None, false) = (portless, c.port, matches!(c.probe, Probe::Command { .. }))
+        {
+            return Err(file.err_at(
+                &raw_check.kind,
+                format!(
+                    "real server {} has no port for the {} check to connect to; \
+                     set port = 80 (say) under [director.service.check]",
+                    d.addr,
+                    raw_check.kind.get_ref()
+                ),
+            ));
+        }
+    }
     Ok(ServiceDesired {
         service: Service {
             key,
@@ -515,16 +621,8 @@ fn service(
             netmask,
             pe_name: None,
         },
-        check: raw
-            .check
-            .as_ref()
-            .map(|c| check(file, c, &at))
-            .transpose()?,
-        sorry: raw
-            .sorry_server
-            .as_ref()
-            .map(|v| sorry(file, v, af, port))
-            .transpose()?,
+        check,
+        sorry,
         reals,
     })
 }
@@ -543,62 +641,102 @@ fn ms(
 
 /// `[director.service.check]` → a validated check.
 fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, ConfigError> {
+    let kind = raw.kind.get_ref().as_str();
     let http = || -> Result<HttpProbe, ConfigError> {
         let path = raw
             .path
             .as_ref()
             .map_or("/".to_string(), |p| p.get_ref().clone());
-        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+        if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
             let p = raw
                 .path
                 .as_ref()
                 .map_or(at.to_string(), |p| file.at(p.span()));
             return Err(err(
                 &p,
-                format!("check path \"{path}\" must start with / and contain no spaces"),
+                format!("check path {path:?} must start with / and contain no spaces"),
             ));
         }
+        let host = raw
+            .host
+            .as_ref()
+            .map(|h| check_host(file, h, kind == "https"))
+            .transpose()?;
         Ok(HttpProbe {
             path,
             status: match &raw.status {
                 Some(s) => int_in(file, s, 100, 599, "check status")? as u16,
                 None => 200,
             },
-            body: raw.body.clone(),
-            host: raw.host.clone(),
+            body: raw.body.as_ref().map(|b| b.get_ref().clone()),
+            host,
         })
     };
-    let probe = match raw.kind.get_ref().as_str() {
-        "tcp" => Probe::Tcp,
-        "http" => Probe::Http(http()?),
-        "https" => Probe::Https(http()?),
-        "command" if raw.command.is_empty() => {
-            return Err(file.err_at(
-                &raw.kind,
-                "a command check needs command = [\"/path/to/check\", \"arg\"]",
-            ))
-        }
-        "command" => Probe::Command {
-            argv: raw.command.clone(),
-        },
-        other => {
-            return Err(file.err_at(
-                &raw.kind,
-                format!("unknown check type \"{other}\"; expected tcp, http, https or command"),
-            ))
-        }
+    // A key the type does not use would be silently ignored: say so instead.
+    let http_keys = [
+        raw.path.as_ref().map(|v| ("path", v.span())),
+        raw.status.as_ref().map(|v| ("status", v.span())),
+        raw.body.as_ref().map(|v| ("body", v.span())),
+        raw.host.as_ref().map(|v| ("host", v.span())),
+    ];
+    let command_key = [raw.command.as_ref().map(|v| ("command", v.span()))];
+    let unused: &[Option<(&str, std::ops::Range<usize>)>] = match kind {
+        "tcp" => &[http_keys.as_slice(), command_key.as_slice()].concat(),
+        "http" | "https" => &command_key,
+        "command" => &http_keys,
+        _ => &[],
     };
+    if let Some((key, span)) = unused.iter().flatten().next() {
+        return Err(err(
+            file.at(span.clone()),
+            format!("{key} does not apply to a {kind} check; remove it"),
+        ));
+    }
+    let probe =
+        match kind {
+            "tcp" => Probe::Tcp,
+            "http" => Probe::Http(http()?),
+            "https" => Probe::Https(http()?),
+            "command" => match &raw.command {
+                Some(c) if c.get_ref().first().is_some_and(|p| !p.is_empty()) => Probe::Command {
+                    argv: c.get_ref().clone(),
+                },
+                Some(c) => return Err(file.err_at(
+                    c,
+                    "command must start with the program, e.g. [\"/usr/local/bin/check\", \"arg\"]",
+                )),
+                None => {
+                    return Err(file.err_at(
+                        &raw.kind,
+                        "a command check needs command = [\"/path/to/check\", \"arg\"]",
+                    ))
+                }
+            },
+            other => {
+                return Err(file.err_at(
+                    &raw.kind,
+                    format!("unknown check type {other:?}; expected tcp, http, https or command"),
+                ))
+            }
+        };
     let interval = ms(file, &raw.interval_ms, 2000, "interval_ms")?;
     let timeout = ms(file, &raw.timeout_ms, 1000, "timeout_ms")?;
     if timeout > interval {
-        let t = raw
-            .timeout_ms
-            .as_ref()
-            .map_or(at.to_string(), |t| file.at(t.span()));
-        return Err(err(
-            &t,
-            "timeout_ms is longer than interval_ms; make it at most the interval",
-        ));
+        let (t, i) = (timeout.as_millis(), interval.as_millis());
+        return Err(match (&raw.timeout_ms, &raw.interval_ms) {
+            (Some(v), _) => file.err_at(
+                v,
+                format!("timeout_ms {t} is longer than interval_ms {i}; make it at most {i}"),
+            ),
+            (None, Some(v)) => file.err_at(
+                v,
+                format!(
+                    "interval_ms {i} is shorter than the default timeout_ms {t}; \
+                     also set timeout_ms = {i} or less"
+                ),
+            ),
+            (None, None) => err(at, "timeout_ms is longer than interval_ms"),
+        });
     }
     let count = |v: &Option<Spanned<i64>>, what| -> Result<u32, ConfigError> {
         v.as_ref()
@@ -610,7 +748,7 @@ fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, Con
         Some((o, other)) => {
             return Err(file.err_at(
                 o,
-                format!("unknown on_failure \"{other}\"; expected quiesce (weight 0) or remove"),
+                format!("unknown on_failure {other:?}; expected quiesce (weight 0) or remove"),
             ))
         }
     };
@@ -629,24 +767,55 @@ fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, Con
     })
 }
 
+/// The check's `Host` header: one header value (no control characters or spaces), and for
+/// https also a valid TLS server name once any `:port` is left off.
+fn check_host(file: &ConfigFile, v: &Spanned<String>, tls: bool) -> Result<String, ConfigError> {
+    let host = v.get_ref();
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(file.err_at(
+            v,
+            format!("check host {host:?} must be a host name, e.g. \"www.example.com\" (no spaces or line breaks)"),
+        ));
+    }
+    if tls {
+        super::health::probe::tls_server_name(host).map_err(|m| file.err_at(v, m))?;
+    }
+    Ok(host.clone())
+}
+
+/// The sorry server: forwarded like the service's real servers (the first one's method; dr
+/// when there is none), never one of them (it would be down exactly when it is needed).
 fn sorry(
     file: &ConfigFile,
     v: &Spanned<String>,
     af: AddressFamily,
-    port: u16,
+    service_port: u16,
+    reals: &[Destination],
 ) -> Result<Destination, ConfigError> {
     let src = spanned(file, v);
-    let (addr, port) = parse_real_addr(&src, port)?;
+    let (addr, port) = parse_real_addr(&src, service_port)?;
     if family_of(&addr) != af {
         return Err(err(
             &src.at,
             "sorry_server is not of the service's address family",
         ));
     }
+    if reals.iter().any(|d| d.addr == addr && d.port == port) {
+        return Err(err(
+            &src.at,
+            format!(
+                "sorry_server {} is also a real server of this service; name a host that \
+                 is not in the rotation",
+                SocketAddr::new(addr, port)
+            ),
+        ));
+    }
+    let forward = reals.first().map_or(Forward::Route, |d| d.forward);
+    same_port(&src, forward, port, service_port)?;
     Ok(Destination {
         addr,
         port,
-        forward: Forward::Route,
+        forward,
         weight: 1,
         upper_threshold: 0,
         lower_threshold: 0,
@@ -667,19 +836,27 @@ fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired
         Some(p) => parse_protocol(&flag("--protocol", p))?,
         None => Protocol::Tcp,
     };
+    let timeout = match &flags.persistence {
+        Some(p) => match p.parse::<u32>() {
+            Ok(t) if t <= MAX_PERSISTENCE => t,
+            _ => {
+                return Err(err(
+                    format!("--persistence {p}"),
+                    format!("expected seconds 0..={MAX_PERSISTENCE}, e.g. 300"),
+                ))
+            }
+        },
+        None => 0,
+    };
     let port = match &flags.port {
+        // Port 0: every port, for a persistent service only (as in the file).
+        Some(p) if p == "0" && timeout > 0 => 0,
         Some(p) => parse_port_str(&flag("--port", p))?,
         None => return Err(ConfigError("--vip needs --port (1..=65535)".to_string())),
     };
     let scheduler = match &flags.scheduler {
         Some(s) => parse_scheduler(&flag("--scheduler", s))?,
         None => "wlc".to_string(),
-    };
-    let timeout = match &flags.persistence {
-        Some(p) => p
-            .parse::<u32>()
-            .map_err(|_| err(format!("--persistence {p}"), "expected seconds, e.g. 300"))?,
-        None => 0,
     };
     let forward = match &flags.forward {
         Some(f) => parse_forward(&flag("--forward", f))?,
@@ -690,6 +867,7 @@ fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired
     for r in &flags.reals {
         let src = flag("--real", r);
         let (raddr, rport) = parse_real_addr(&src, port)?;
+        same_port(&src, forward, rport, port)?;
         if family_of(&raddr) != af {
             return Err(err(
                 &src.at,
@@ -764,25 +942,38 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
         Some(ms) => Duration::from_millis(int_in(file, ms, 0, 10_000, "garp_interval_ms")? as u64),
         None => Duration::from_millis(200),
     };
-    let services = match &flags.vip {
-        Some(vip) => vec![service_from_flags(flags, vip)?],
-        None => {
-            let mut out: Vec<ServiceDesired> = Vec::with_capacity(raw.services.len());
-            let mut keys = std::collections::HashSet::with_capacity(raw.services.len());
-            for (i, rs) in raw.services.iter().enumerate() {
-                let s = service(file, rs, i)?;
-                if !keys.insert(s.service.key.clone()) {
-                    return Err(ConfigError(format!(
-                        "{}: service {} is defined twice; define each service once",
-                        file.name(),
-                        s.service.key
-                    )));
+    let services =
+        match &flags.vip {
+            Some(vip) => vec![service_from_flags(flags, vip)?],
+            None if flags.describes_service() => return Err(ConfigError(
+                "--port, --protocol, --scheduler, --persistence, --forward and --real describe \
+                 the service of --vip; add --vip ADDR (or drop them to use the config's services)"
+                    .into(),
+            )),
+            None => {
+                let mut out: Vec<ServiceDesired> = Vec::with_capacity(raw.services.len());
+                let mut keys = std::collections::HashSet::with_capacity(raw.services.len());
+                for (i, rs) in raw.services.iter().enumerate() {
+                    let s = service(file, rs, i)?;
+                    if !keys.insert(s.service.key.clone()) {
+                        let at = match (&rs.vip, &rs.fwmark) {
+                            (Some(v), _) => file.at(v.span()),
+                            (None, Some(m)) => file.at(m.span()),
+                            (None, None) => file.name().to_string(),
+                        };
+                        return Err(err(
+                            at,
+                            format!(
+                                "service {} is defined twice; define each service once",
+                                s.service.key
+                            ),
+                        ));
+                    }
+                    out.push(s);
                 }
-                out.push(s);
+                out
             }
-            out
-        }
-    };
+        };
     if services.is_empty() {
         return Err(ConfigError(
             "no director service; pass --vip/--port/--real or add [[director.service]] to the config".into(),

@@ -118,7 +118,7 @@ fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String>
             "--tun-type" => {
                 let t = value(i, w)?;
                 if t != "ipip" {
-                    return Err(err(n, col, format!("tunnel type \"{t}\" is not supported; expected ipip")));
+                    return Err(err(n, col, format!("tunnel type {t:?} is not supported; expected ipip")));
                 }
                 takes = 1;
             }
@@ -138,7 +138,7 @@ fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String>
                 return Err(err(
                     n,
                     col,
-                    format!("unsupported ipvsadm option \"{other}\"; import handles the output of `ipvsadm-save -n`"),
+                    format!("unsupported ipvsadm option {other:?}; import handles the output of `ipvsadm-save -n`"),
                 ))
             }
         }
@@ -280,7 +280,7 @@ mod tests {
     const SAVE: &str = "\
 -A -t 192.0.2.100:80 -s rr
 -a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1
--a -t 192.0.2.100:80 -r 198.51.100.3:8080 -g -w 3
+-a -t 192.0.2.100:80 -r 198.51.100.3:80 -g -w 3
 -A -u [2001:db8::100]:53 -s sh -b sh-fallback,sh-port -p 60 -M 64
 -a -u [2001:db8::100]:53 -r [2001:db8::2]:53 -i --tun-type ipip -w 2 -x 100 -y 10
 -A -f 7 -s wlc -p 300 -M 255.255.255.0
@@ -293,7 +293,7 @@ mod tests {
         for want in [
             "interface = \"eth0\"",
             "vip = \"192.0.2.100\"\nport = 80\nprotocol = \"tcp\"\nscheduler = \"rr\"",
-            "address = \"198.51.100.3:8080\"\nforward = \"dr\"\nweight = 3",
+            "address = \"198.51.100.3:80\"\nforward = \"dr\"\nweight = 3",
             "vip = \"2001:db8::100\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"sh\"\nscheduler_flags = [\"sh-fallback\", \"sh-port\"]\npersistence = 60\npersistence_netmask = \"/64\"",
             "address = \"[2001:db8::2]:53\"\nforward = \"tunnel\"\nweight = 2\nupper_threshold = 100\nlower_threshold = 10",
             "fwmark = 7\nscheduler = \"wlc\"\npersistence = 300\npersistence_netmask = \"255.255.255.0\"",

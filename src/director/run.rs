@@ -30,6 +30,9 @@ pub struct RunOptions {
 
 /// One finished check.
 struct CheckResult {
+    /// The configuration the check ran under (bumped by each reload): a result still queued
+    /// from before a reload is dropped, not counted toward the new settings' rise/fall.
+    generation: u64,
     target: Target,
     result: Result<(), String>,
     rise: u32,
@@ -46,6 +49,7 @@ fn jitter_fraction(target: &Target) -> f64 {
 }
 
 async fn check_loop(
+    generation: u64,
     target: Target,
     check: HealthCheck,
     tx: mpsc::Sender<CheckResult>,
@@ -62,6 +66,7 @@ async fn check_loop(
             Err(_) => return,
         };
         let message = CheckResult {
+            generation,
             target: target.clone(),
             result,
             rise: check.rise,
@@ -78,13 +83,20 @@ async fn check_loop(
 }
 
 fn spawn_checks(
+    generation: u64,
     desired: &DirectorDesired,
     tx: &mpsc::Sender<CheckResult>,
     slots: &Arc<Semaphore>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for (target, check) in health::targets(desired) {
-        set.spawn(check_loop(target, check, tx.clone(), slots.clone()));
+        set.spawn(check_loop(
+            generation,
+            target,
+            check,
+            tx.clone(),
+            slots.clone(),
+        ));
     }
     set
 }
@@ -128,7 +140,7 @@ pub async fn check_only<T>(
     coalesce_timers();
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
-    let mut checks = spawn_checks(desired, &tx, &slots);
+    let mut checks = spawn_checks(0, desired, &tx, &slots);
     let mut health: HashMap<Target, Health> = HashMap::new();
     tokio::pin!(until);
     let out = loop {
@@ -291,7 +303,8 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
-    let mut checks = spawn_checks(&desired, &tx, &slots);
+    let mut generation = 0;
+    let mut checks = spawn_checks(generation, &desired, &tx, &slots);
     let mut drift = tokio::time::interval(options.reconcile_interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await;
@@ -300,6 +313,9 @@ pub async fn run(
         let mut pass = None;
         tokio::select! {
             Some(done) = rx.recv() => {
+                if done.generation != generation {
+                    continue;
+                }
                 let h = health.entry(done.target.clone()).or_default();
                 let ok = done.result.is_ok();
                 if let Err(why) = &done.result {
@@ -321,7 +337,8 @@ pub async fn run(
                         let keep: HashSet<Target> = health::targets(&new).into_iter().map(|(t, _)| t).collect();
                         health.retain(|t, _| keep.contains(t));
                         desired = new;
-                        checks = spawn_checks(&desired, &tx, &slots);
+                        generation += 1;
+                        checks = spawn_checks(generation, &desired, &tx, &slots);
                         pass = Some(Pass::Scoped);
                     }
                     Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),

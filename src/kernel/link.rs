@@ -16,7 +16,7 @@ pub enum LinkError {
     Connect(std::io::Error),
     #[error("{action}: {msg}")]
     Kernel { action: String, msg: String },
-    #[error("no interface named \"{0}\"")]
+    #[error("no interface named {0:?}")]
     NoSuchLink(String),
 }
 

@@ -105,14 +105,28 @@ fn quick_flags_describe_one_service() {
         vip: Some("192.0.2.100".into()),
         port: Some("80".into()),
         scheduler: Some("rr".into()),
-        reals: vec!["198.51.100.2".into(), "198.51.100.3:8080".into()],
+        reals: vec!["198.51.100.2".into(), "198.51.100.3:80".into()],
         ..Default::default()
     };
     let d = director(&file, &flags).expect("valid");
     assert_eq!(d.services.len(), 1);
-    assert_eq!(d.services[0].reals[1].port, 8080);
+    assert_eq!(d.services[0].reals[1].port, 80);
+    let nat = DirectorFlags {
+        forward: Some("nat".into()),
+        reals: vec!["198.51.100.3:8080".into()],
+        ..flags.clone()
+    };
+    assert_eq!(
+        director(&file, &nat).expect("nat").services[0].reals[0].port,
+        8080
+    );
     for (field, value, want) in [
         ("port", "0", "--port 0: port \"0\" is out of range"),
+        (
+            "real",
+            "198.51.100.4:8080",
+            "--real 198.51.100.4:8080: port 8080 differs from the service's port 80",
+        ),
         ("port", "65536", "out of range"),
         ("scheduler", "rrr", "--scheduler rrr: unknown scheduler"),
         (
@@ -155,14 +169,161 @@ fn fwmark_and_ipv6_persistence() {
 
 #[test]
 fn reals_shorthand_mixes_with_tables() {
-    let text = svc("reals = [\"198.51.100.3\", \"198.51.100.4:8080\"]", REAL);
+    let text = svc("reals = [\"198.51.100.3\", \"198.51.100.4:80\"]", REAL);
     let d = parse(&text).expect("valid");
     let r = &d.services[0].reals;
     assert_eq!(r.len(), 3);
     assert_eq!(
         (r[2].port, r[2].weight, r[2].forward),
-        (8080, 1, Forward::Route)
+        (80, 1, Forward::Route)
     );
     let dup = svc("reals = [\"198.51.100.2\"]", REAL);
     assert!(parse(&dup).expect_err("duplicate").contains("listed twice"));
+}
+
+/// What the kernel would refuse at apply time, or what would make every check fail or be
+/// ignored, is refused before anything is touched, with the position of the value.
+#[test]
+fn refuses_what_cannot_work() {
+    let check = |body: &str| format!("[director.service.check]\n{body}\n");
+    let real =
+        |extra: &str| format!("[[director.service.real]]\naddress = \"198.51.100.2\"\n{extra}\n");
+    let fwmark = "[director]\ninterface = \"eth0\"\n[[director.service]]\nfwmark = 7\nreals = [\"198.51.100.2\"]\n";
+    let cases = [
+        (
+            svc("", &format!("{REAL}{}", check("type = \"http\"\nhost = \"a.example\\r\\nX-Injected: yes\""))),
+            "d.toml:11:8: check host \"a.example\\r\\nX-Injected: yes\" must be a host name",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"https\"\nhost = \"bad_name!\""))),
+            "d.toml:11:8: check host \"bad_name!\" is not a TLS server name",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"http\"\nhost = \"\""))),
+            "must be a host name",
+        ),
+        (
+            format!("{fwmark}{}", check("type = \"tcp\"")),
+            "d.toml:7:8: real server 198.51.100.2 has no port for the tcp check to connect to; set port",
+        ),
+        (
+            svc("sorry_server = \"198.51.100.2\"", &format!("{REAL}{}", check("type = \"tcp\""))),
+            "d.toml:6:16: sorry_server 198.51.100.2:80 is also a real server of this service",
+        ),
+        (
+            svc("sorry_server = \"198.51.100.9\"", REAL),
+            "d.toml:6:16: a sorry_server is used only when health checks find every real server down",
+        ),
+        (
+            svc("", &real("upper_threshold = 0\nlower_threshold = 5")),
+            "d.toml:10:19: lower_threshold 5 is above upper_threshold 0",
+        ),
+        (
+            svc("", &REAL.replace("198.51.100.2", "224.0.0.1")),
+            "d.toml:8:11: 224.0.0.1 is not a unicast address",
+        ),
+        (
+            svc("reals = [\"0.0.0.0\"]", ""),
+            "d.toml:6:10: 0.0.0.0 is not a unicast address",
+        ),
+        (
+            svc("", &REAL.replace("198.51.100.2", "198.51.100.2:8080")),
+            "d.toml:8:11: port 8080 differs from the service's port 80, which dr and tunnel forwarding cannot change",
+        ),
+        (
+            svc("persistence = 0", REAL).replace("port = 80", "port = 0"),
+            "d.toml:5:8: port 0 is out of range",
+        ),
+        (
+            svc("family = \"ipv6\"", REAL),
+            "d.toml:6:10: family applies only to fwmark services",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"tcp\"\ninterval_ms = 500"))),
+            "d.toml:11:15: interval_ms 500 is shorter than the default timeout_ms 1000; also set timeout_ms = 500 or less",
+        ),
+        (
+            format!("{}\n{}", svc("", REAL), svc("", REAL).replace("[director]\ninterface = \"eth0\"\n", "")),
+            "d.toml:11:7: service TCP 192.0.2.100:80 is defined twice",
+        ),
+        (
+            svc("scheduler = \"rr\\nINJECTED: fake line\"", REAL),
+            "unknown scheduler \"rr\\nINJECTED: fake line\"",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"command\"\ncommand = [\"\"]"))),
+            "d.toml:11:11: command must start with the program",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"tcp\"\npath = \"/health\""))),
+            "d.toml:11:8: path does not apply to a tcp check; remove it",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"http\"\ncommand = [\"/bin/true\"]"))),
+            "d.toml:11:11: command does not apply to a http check",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"command\"\ncommand = [\"/bin/true\"]\nbody = \"ok\""))),
+            "d.toml:12:8: body does not apply to a command check",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = parse(&text).expect_err(&text);
+        assert!(
+            got.contains(want),
+            "config:\n{text}\nwant {want:?}\ngot  {got:?}"
+        );
+        assert!(!got.contains('\n'), "one line: {got}");
+    }
+    // The forms that stay valid: a check port on a fwmark service, an https host with a port
+    // (the TLS name leaves it off), a nat real server on another port, thresholds in order.
+    let ok = [
+        format!("{fwmark}{}", check("type = \"tcp\"\nport = 80")),
+        svc(
+            "",
+            &format!(
+                "{REAL}{}",
+                check("type = \"https\"\nhost = \"www.example.com:8443\"")
+            ),
+        ),
+        svc(
+            "",
+            &REAL.replace("198.51.100.2\"", "198.51.100.2:8080\"\nforward = \"nat\""),
+        ),
+        svc("", &real("upper_threshold = 10\nlower_threshold = 5")),
+        svc("persistence = 300", "reals = [\"198.51.100.2\"]").replace("port = 80", "port = 0"),
+    ];
+    for text in ok {
+        parse(&text).unwrap_or_else(|e| panic!("config:\n{text}\nrefused: {e}"));
+    }
+}
+
+#[test]
+fn quick_flags_need_vip_and_bound_persistence() {
+    let file = ConfigFile::parse(None, String::new()).expect("empty");
+    let base = DirectorFlags {
+        interface: Some("eth0".into()),
+        vip: Some("192.0.2.100".into()),
+        port: Some("0".into()),
+        persistence: Some("300".into()),
+        reals: vec!["198.51.100.2".into()],
+        ..Default::default()
+    };
+    let d = director(&file, &base).expect("port 0 with persistence");
+    assert_eq!(d.services[0].service.timeout, 300);
+    let too_long = DirectorFlags {
+        persistence: Some("4294967295".into()),
+        ..base.clone()
+    };
+    let got = director(&file, &too_long).expect_err("persistence").0;
+    assert!(
+        got.starts_with("--persistence 4294967295: expected seconds 0..=31536000"),
+        "{got}"
+    );
+    let no_vip = DirectorFlags { vip: None, ..base };
+    let got = director(&file, &no_vip).expect_err("no vip").0;
+    assert!(
+        got.contains("describe the service of --vip; add --vip ADDR"),
+        "{got}"
+    );
 }

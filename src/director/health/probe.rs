@@ -18,12 +18,12 @@ pub async fn run(target: &Target, check: &HealthCheck) -> Result<(), String> {
             Probe::Tcp => connect(addr).await.map(drop),
             Probe::Http(http) => {
                 let stream = connect(addr).await?;
-                http_get(stream, addr, http).await
+                http_get(stream, addr, http, 80).await
             }
             Probe::Https(http) => {
                 let stream = connect(addr).await?;
                 let tls = tls_connect(stream, addr, http).await?;
-                http_get(tls, addr, http).await
+                http_get(tls, addr, http, 443).await
             }
             Probe::Command { argv } => command(argv, target, addr).await,
         }
@@ -49,10 +49,19 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     socket.connect(addr).await.map_err(fail)
 }
 
-fn request(addr: SocketAddr, http: &HttpProbe) -> String {
-    let host = http.host.clone().unwrap_or_else(|| match addr {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+/// The request line and headers. Without a configured `host`, the Host header is the address
+/// checked, with its port unless it is the scheme's default (RFC 9110, 7.2).
+fn request(addr: SocketAddr, http: &HttpProbe, default_port: u16) -> String {
+    let host = http.host.clone().unwrap_or_else(|| {
+        let ip = match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        if addr.port() == default_port {
+            ip
+        } else {
+            format!("{ip}:{}", addr.port())
+        }
     });
     format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
@@ -94,9 +103,10 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     addr: SocketAddr,
     http: &HttpProbe,
+    default_port: u16,
 ) -> Result<(), String> {
     stream
-        .write_all(request(addr, http).as_bytes())
+        .write_all(request(addr, http, default_port).as_bytes())
         .await
         .map_err(|e| format!("sending request to {addr}: {e}"))?;
     let mut response = Vec::with_capacity(4096);
@@ -178,14 +188,26 @@ async fn tls_connect(
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
     let name = match &http.host {
-        Some(h) => rustls::pki_types::ServerName::try_from(h.clone())
-            .map_err(|e| format!("TLS server name {h}: {e}"))?,
+        Some(h) => tls_server_name(h)?,
         None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
     };
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
+/// The TLS server name (SNI) of a check's `Host` value: the host without any `:port`, and
+/// without the brackets of an IPv6 literal.
+pub fn tls_server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(host),
+        None => host,
+    };
+    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+        format!("check host {host:?} is not a TLS server name ({e}); use a DNS name or an address")
+    })
 }
 
 async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(), String> {
@@ -257,11 +279,25 @@ mod tests {
     #[test]
     fn request_names_host_and_closes() {
         let addr: SocketAddr = "[2001:db8::2]:80".parse().expect("addr");
-        let r = request(addr, &probe(200, None));
+        let r = request(addr, &probe(200, None), 80);
         assert!(
             r.starts_with("GET / HTTP/1.1\r\nHost: [2001:db8::2]\r\n"),
             "{r}"
         );
         assert!(r.ends_with("Connection: close\r\n\r\n"));
+        let other: SocketAddr = "198.51.100.2:8081".parse().expect("addr");
+        assert!(request(other, &probe(200, None), 80).contains("\r\nHost: 198.51.100.2:8081\r\n"));
+        let tls: SocketAddr = "198.51.100.2:443".parse().expect("addr");
+        assert!(request(tls, &probe(200, None), 443).contains("\r\nHost: 198.51.100.2\r\n"));
+    }
+
+    #[test]
+    fn tls_name_leaves_off_port_and_brackets() {
+        let name = |h: &str| tls_server_name(h).map(|n| n.to_str().into_owned());
+        assert_eq!(name("www.example.com:8443"), Ok("www.example.com".into()));
+        assert_eq!(name("www.example.com"), Ok("www.example.com".into()));
+        assert_eq!(name("[2001:db8::2]:8443"), Ok("2001:db8::2".into()));
+        assert_eq!(name("2001:db8::2"), Ok("2001:db8::2".into()));
+        assert!(name("bad_name!").is_err());
     }
 }
