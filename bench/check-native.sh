@@ -4,6 +4,7 @@
 # A benchmark, not a test: it prints figures and never fails on them.
 #
 #   sudo bench/check-native.sh      # knobs: WARMUP=10 SECS=30 TYPES="http tcp" INTERVALS="1000 10000"
+#                                   #        MODES="rs-agent blocking" (also: blocking-rst blocking-reuse)
 #                                   #        PERF=/tmp/cn.perf (perf record -g each run to PERF.MODE.TYPE.MS)
 #                                   #        SPLIT=1 (real servers' side on the other CPU; see below)
 #                                   #        NAPI=1 (receive processing in kernel threads; see below)
@@ -128,7 +129,7 @@ echo "# 2,000 real servers (4 services x 500), timeout 1 s, rise/fall 2; ${WARMU
 for type in $TYPES; do
     for interval in $INTERVALS; do
         config "$type" "$interval" >"$WORK/cost.toml"
-        for mode in rs-agent blocking; do
+        for mode in ${MODES:-rs-agent blocking}; do
             before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
             # Over the measured window: the NAPI threads' CPU (NAPI=1), and half way through
             # it the TIME_WAIT sockets on each side.
@@ -146,7 +147,7 @@ for type in $TYPES; do
             line=$(timeout $((WARMUP + SECS + 30)) ip netns exec "$DIR" $PIN_DIR \
                 ${PERF:+perf record -q -g -o "$PERF.$mode.$type.$interval" --} \
                 "$TARGET/release/examples/check_cost" "$WORK/cost.toml" "$WARMUP" "$SECS" \
-                $([ "$mode" = blocking ] && echo blocking))
+                $([ "$mode" != rs-agent ] && echo "$mode"))
             wait "$sampler" || true
             after=$(cat "$WORK/conns" 2>/dev/null || echo 0)
             echo "type=$type interval_ms=$interval $line server_accepts_total=$((after - before)) $(cat "$WORK/tw")"

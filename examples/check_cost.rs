@@ -5,18 +5,23 @@
 //! same single-threaded tokio runtime as `rs-agent`, and prints one line: CPU (user + system,
 //! from getrusage) and checks over the measured window, and RSS.
 //!
-//! `check_cost CONFIG.toml WARMUP_SECS MEASURE_SECS [blocking]`
+//! `check_cost CONFIG.toml WARMUP_SECS MEASURE_SECS [blocking|blocking-rst|blocking-reuse]`
 //!
 //! With `blocking`, the same exchanges (TCP connect, or the same HTTP request read to the end)
 //! at the same rate are done the simplest possible way instead — blocking sockets, one at a
 //! time, no runtime — the simplest implementation, as a yardstick on this machine (over veth
 //! the real servers' half of every TCP exchange runs in the checker's context too).
+//! `blocking-rst` closes each exchange with a reset once the status line is read, as
+//! rs-agent's checks do; `blocking-reuse` does the same on one socket kept for all exchanges
+//! (`connect(AF_UNSPEC)` resets and disconnects it, the next `connect` is a new connection):
+//! what not creating and closing a socket per check would save.
 
 use rs_agent::config::ConfigFile;
 use rs_agent::director::health::{self, Probe};
 use rs_agent::director::{self, run::CheckTally};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -43,22 +48,110 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// How the yardstick opens and closes its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Yardstick {
+    /// A new socket per exchange, the response read to its end, a normal close (FIN).
+    Fin,
+    /// A new socket per exchange, closed with a reset after the status line.
+    Rst,
+    /// One socket for every exchange, reset and disconnected by `connect(AF_UNSPEC)`.
+    Reuse,
+}
+
+/// `connect(2)` on a socket that already exists (blocking, bounded by its send timeout).
+fn connect_raw(fd: i32, to: Option<SocketAddr>) -> bool {
+    // SAFETY: the sockaddr structs are zeroed and filled within their own size; the kernel only
+    // reads the length given.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match to {
+            None => {
+                storage.ss_family = libc::AF_UNSPEC as libc::sa_family_t;
+                std::mem::size_of::<libc::sockaddr>()
+            }
+            Some(SocketAddr::V4(a)) => {
+                let sin = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            Some(SocketAddr::V6(a)) => {
+                let sin6 = &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        libc::connect(
+            fd,
+            &storage as *const _ as *const libc::sockaddr,
+            len as libc::socklen_t,
+        ) == 0
+    }
+}
+
 /// One exchange of the yardstick: what a tcp or http check does on the wire, blocking.
-fn exchange(to: SocketAddr, request: Option<&[u8]>, timeout: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&to, timeout) else {
-        return false;
+/// `spare` is the kept socket of `Yardstick::Reuse` (disconnected between exchanges).
+fn exchange(
+    to: SocketAddr,
+    request: Option<&[u8]>,
+    timeout: Duration,
+    how: Yardstick,
+    spare: &mut Option<TcpStream>,
+) -> bool {
+    let stream = match spare.take() {
+        Some(s) if connect_raw(s.as_raw_fd(), Some(to)) => s,
+        _ => match TcpStream::connect_timeout(&to, timeout) {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
     };
-    let Some(request) = request else { return true };
+    let mut stream = stream;
     let _ = stream.set_read_timeout(Some(timeout));
-    let mut reply = Vec::with_capacity(512);
-    stream.write_all(request).is_ok()
-        && stream.read_to_end(&mut reply).is_ok()
-        && reply.starts_with(b"HTTP/1.")
+    let _ = stream.set_write_timeout(Some(timeout)); // also bounds a reused socket's connect
+    if how != Yardstick::Fin {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the option value is a linger struct of the size passed.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
+    let ok = match request {
+        None => true,
+        Some(request) if how == Yardstick::Fin => {
+            let mut reply = Vec::with_capacity(512);
+            stream.write_all(request).is_ok()
+                && stream.read_to_end(&mut reply).is_ok()
+                && reply.starts_with(b"HTTP/1.")
+        }
+        Some(request) => {
+            let mut reply = [0u8; 4096];
+            stream.write_all(request).is_ok()
+                && matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"HTTP/1."))
+        }
+    };
+    if how == Yardstick::Reuse && connect_raw(stream.as_raw_fd(), None) {
+        *spare = Some(stream);
+    }
+    ok
 }
 
 /// The yardstick: every target once per its check interval, one exchange at a time, paced evenly.
 fn blocking(
     desired: &director::config::DirectorDesired,
+    how: Yardstick,
     warmup: u64,
     measure: u64,
 ) -> (f64, f64, f64, u64, u64) {
@@ -85,12 +178,13 @@ fn blocking(
     let total = Duration::from_secs(warmup + measure);
     let (mut mark, mut failed, mut checks) = (None, 0u64, 0u64);
     let mut i: u64 = 0;
+    let mut spare = None;
     while start.elapsed() < total {
         if mark.is_none() && start.elapsed() >= Duration::from_secs(warmup) {
             mark = Some((Instant::now(), cpu_seconds(), checks));
         }
         let (to, request, _, timeout) = &plan[(i % plan.len() as u64) as usize];
-        if !exchange(*to, request.as_deref(), *timeout) {
+        if !exchange(*to, request.as_deref(), *timeout, how, &mut spare) {
             failed += 1;
         }
         checks += 1;
@@ -115,11 +209,15 @@ fn blocking(
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (config, warmup, measure, blocking_mode) = match args.as_slice() {
-        [c, w, m] => (c, w, m, false),
-        [c, w, m, f] if f == "blocking" => (c, w, m, true),
+    let (config, warmup, measure, yardstick) = match args.as_slice() {
+        [c, w, m] => (c, w, m, None),
+        [c, w, m, f] if f == "blocking" => (c, w, m, Some(Yardstick::Fin)),
+        [c, w, m, f] if f == "blocking-rst" => (c, w, m, Some(Yardstick::Rst)),
+        [c, w, m, f] if f == "blocking-reuse" => (c, w, m, Some(Yardstick::Reuse)),
         _ => {
-            eprintln!("usage: check_cost CONFIG.toml WARMUP_SECS MEASURE_SECS [blocking]");
+            eprintln!(
+                "usage: check_cost CONFIG.toml WARMUP_SECS MEASURE_SECS [blocking|blocking-rst|blocking-reuse]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -138,11 +236,12 @@ fn main() -> ExitCode {
         }
     };
     let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
-    if blocking_mode {
-        let (wall, user, sys, checks, failed) = blocking(&desired, warmup, measure);
+    if let Some(how) = yardstick {
+        let (wall, user, sys, checks, failed) = blocking(&desired, how, warmup, measure);
+        let mode = args.get(3).map_or("blocking", String::as_str);
         let cpu = user + sys;
         println!(
-            "mode=blocking real_servers={reals} wall_s={wall:.1} cpu_s={cpu:.3} user_s={user:.3} \
+            "mode={mode} real_servers={reals} wall_s={wall:.1} cpu_s={cpu:.3} user_s={user:.3} \
              sys_s={sys:.3} cpu_pct_of_one_core={:.2} checks={checks} checks_per_s={:.0} \
              cpu_us_per_check={:.1} failed_total={failed} rss_mib={:.1}",
             100.0 * cpu / wall.max(f64::EPSILON),
