@@ -593,3 +593,53 @@ fn fetch6_via(site: &Site, rs: &Host) -> Result<String, String> {
         .exec(&["ip", "-6", "neigh", "del", VIP6, "dev", &site.client.iface]);
     answer
 }
+
+/// An admin's own `table arp rs_agent` and `table ip6 rs_agent`, with a chain rs-agent
+/// would never write.
+fn plant_foreign_rs_agent_tables(rs: &Host) {
+    for family in ["arp", "ip6"] {
+        rs.exec(&["nft", &format!("add table {family} rs_agent")]);
+        rs.exec(&[
+            "nft",
+            &format!(
+                "add chain {family} rs_agent admin {{ type filter hook input priority 0; policy accept; }}"
+            ),
+        ]);
+    }
+    rs.exec(&[
+        "nft",
+        "add rule arp rs_agent admin arp daddr ip 203.0.113.9 drop",
+    ]);
+}
+
+/// A single real server on a LAN of its own.
+fn lone_real_server(test: &str) -> (Lan, Host) {
+    let mut lan = Lan::new(test);
+    let rs = lan.host(HostSpec::new("rs1", "192.0.2.2/24"));
+    (lan, rs)
+}
+
+#[test]
+fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
+    if !privileged("rs_agent_tables_not_recorded_as_ours_are_left_alone") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("foreignnft");
+    plant_foreign_rs_agent_tables(&rs);
+    let before = rs.snapshot();
+    // sysctl method: the state records no table, so `down` must delete none.
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let down = rs.rs_agent_ok(&["down"]);
+    assert!(!down.contains("nft table"), "`down` touched nft: {down}");
+    assert_same_snapshot(&before, &rs.snapshot(), "up (sysctl) then down");
+    // nft method: refuses to replace a table it did not create.
+    let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("nft table arp rs_agent") && err.contains("not rs-agent's"),
+        "{err}"
+    );
+    assert_same_snapshot(&before, &rs.snapshot(), "refused up --arp nft");
+}
