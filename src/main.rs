@@ -22,6 +22,13 @@ fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Agent
     config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
 }
 
+/// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
+fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    config::run_keys(&file, None, None).map_err(|e| AgentError::Input(e.0))?;
+    config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+}
+
 /// For `status`: settings from flags/config when any are given, else the state file's.
 fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, AgentError> {
     let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
@@ -40,10 +47,12 @@ fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
         ConfigFile::load(args.settings.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
     let desired =
         config::real_server(&file, &args.settings.flags()).map_err(|e| AgentError::Input(e.0))?;
-    let interval = config::check_interval(&file, args.interval.as_deref())
-        .map_err(|e| AgentError::Input(e.0))?;
-    let health_listen = config::health_listen(&file, args.health_listen.as_deref())
-        .map_err(|e| AgentError::Input(e.0))?;
+    let (interval, health_listen) = config::run_keys(
+        &file,
+        args.interval.as_deref(),
+        args.health_listen.as_deref(),
+    )
+    .map_err(|e| AgentError::Input(e.0))?;
     Ok(agent::RunSettings {
         desired,
         interval,
@@ -189,7 +198,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
-            let desired = real_server_desired(&args)?;
+            let desired = checked_desired(&args)?;
             let plan = agent::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
                 writeln!(out, "warning: {w}").map_err(print_err)?;

@@ -643,3 +643,35 @@ fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
     );
     assert_same_snapshot(&before, &rs.snapshot(), "refused up --arp nft");
 }
+
+#[test]
+fn check_rejects_every_setting_run_rejects() {
+    if !privileged("check_rejects_every_setting_run_rejects") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("checkrun");
+    let cases = [
+        ("check_interval_ms = 50", "check interval"),
+        ("health_listen = \"nonsense\"", "nonsense"),
+    ];
+    for (line, mention) in cases {
+        let config = rs.state_dir.join("rs-agent.toml");
+        std::fs::write(
+            &config,
+            format!("[real_server]\nvips = [\"{VIP}\"]\n{line}\n"),
+        )
+        .expect("writing the config file");
+        let config = config.to_string_lossy().into_owned();
+        for command in ["check", "run"] {
+            let out = rs.rs_agent(&[command, "--config", &config]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} with {line}: {err}");
+            assert_eq!(
+                err.trim().lines().count(),
+                1,
+                "{command}: not one line: {err}"
+            );
+            assert!(err.contains(mention), "{command} with {line}: {err}");
+        }
+    }
+}
