@@ -71,8 +71,11 @@ impl Report {
 }
 
 /// Checks everything that can be checked without changing anything (see `rs-agent check`).
+/// CAP_NET_ADMIN is checked first, on its own ([`require_net_admin`]), by every command that
+/// needs it before it observes: listing nft tables needs it too, and the preflight line
+/// (exit 2) is the useful error, not nft's "Operation not permitted".
 pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), AgentError> {
-    preflight::require_net_admin().map_err(AgentError::Input)?;
+    require_net_admin()?;
     if desired.arp == ArpMethod::Nft {
         preflight::require_nft().map_err(AgentError::Input)?;
     }
@@ -84,6 +87,11 @@ pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(),
     Ok(())
 }
 
+/// The preflight's first line: no CAP_NET_ADMIN is bad input (exit 2), nothing was changed.
+pub fn require_net_admin() -> Result<(), AgentError> {
+    preflight::require_net_admin().map_err(AgentError::Input)
+}
+
 /// `with_nft: false` skips listing the nft tables (two `nft` processes, half the cost of a
 /// pass): for passes where neither the config nor the state file involves nft.
 async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError> {
@@ -92,6 +100,7 @@ async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError
 
 /// Validates and plans `up` against the node without changing it.
 pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, AgentError> {
+    require_net_admin()?;
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
     preflight(desired, &observed)?;
@@ -198,6 +207,7 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
 
 /// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
 pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
+    require_net_admin()?;
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
     let mut state = RealServerState::load(state_dir)?;
@@ -215,7 +225,6 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
         report.applied = plan.changes;
         return Ok(report);
     }
-    preflight::require_net_admin().map_err(AgentError::Input)?;
     for change in &plan.changes {
         if let Err(e) = kernel::apply(&handle, change).await {
             state.save(state_dir)?;
@@ -246,8 +255,16 @@ pub async fn status(
             ))
         }
     };
+    // Addresses and sysctls can be read by anyone; nft tables only with CAP_NET_ADMIN. They
+    // are needed when the configuration or the state involves nft; otherwise they are read
+    // when allowed (a hand-made `rs_agent` table can suppress ARP too).
+    let needs_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
+    if needs_nft {
+        require_net_admin()?;
+    }
+    let with_nft = needs_nft || preflight::require_net_admin().is_ok();
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle, true).await?;
+    let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
     Ok(status::evaluate(&desired, &observed, pending))
 }

@@ -675,3 +675,56 @@ fn check_rejects_every_setting_run_rejects() {
         }
     }
 }
+
+/// rs-agent in `rs`'s namespace as nobody, without any capability.
+fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
+    let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+    let mut full = vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "env",
+        "RS_AGENT_LOG=warn",
+        &state,
+        common::RS_AGENT,
+    ];
+    full.extend_from_slice(args);
+    rs.ns.try_exec(&full)
+}
+
+#[test]
+fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
+    let test = "without_cap_net_admin_check_status_and_down_give_the_preflight_line";
+    if !privileged(test) {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("nocap");
+    let preflight = |args: &[&str]| {
+        let out = rs_agent_unprivileged(&rs, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(err.contains("CAP_NET_ADMIN"), "{args:?}: {err}");
+    };
+    preflight(&["check", "--vip", VIP]);
+    preflight(&["check", "--vip", VIP, "--arp", "nft"]);
+    preflight(&["down"]);
+    // status reads addresses and sysctls unprivileged; nft tables need the capability.
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let out = rs_agent_unprivileged(&rs, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    preflight(&["status", "--vip", VIP, "--arp", "nft"]);
+    rs.rs_agent_ok(&["down"]);
+}
