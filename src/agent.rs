@@ -2,6 +2,7 @@
 //! observe → plan → apply.
 
 use crate::kernel::{self, preflight, KernelError};
+use crate::lock::{self as state_lock, LockError, StateLock};
 use crate::model::{ArpMethod, Change, Device, Observed, RealServerDesired};
 use crate::plan::{self, Plan};
 use crate::state::{RealServerState, StateError};
@@ -27,12 +28,15 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The state directory is busy (another rs-agent's pass): nothing was changed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            AgentError::Input(_) => 2,
+            AgentError::Input(_) | AgentError::Lock(_) => 2,
             _ => 1,
         }
     }
@@ -126,6 +130,11 @@ async fn reconcile(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<Report, AgentError> {
+    // One pass at a time per state directory, from load to save (a dry run changes nothing).
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
     let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
@@ -205,9 +214,48 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
     }
 }
 
+/// The real-server pass lock (waits for another `up`, `down` or `run` pass to finish).
+async fn lock_passes(state_dir: &Path) -> Result<StateLock, AgentError> {
+    Ok(StateLock::acquire(state_dir, state_lock::REAL_SERVER, state_lock::WAIT).await?)
+}
+
+/// `down` while `rs-agent run` manages the node would be undone by its next pass.
+fn refuse_while_agent_runs(state_dir: &Path) -> Result<(), AgentError> {
+    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
+        Ok(_free) => Ok(()),
+        Err(holder) => Err(AgentError::Input(format!(
+            "rs-agent run ({}) manages this node (state directory {}); stop rs-agent.service \
+             first, or it re-applies what `down` removes",
+            state_lock::describe_holder(holder),
+            state_dir.display()
+        ))),
+    }
+}
+
+/// Held by `run` for its lifetime, so that `down` can tell; a second `run` on the same state
+/// directory is refused.
+pub(crate) fn lock_agent(state_dir: &Path) -> Result<StateLock, AgentError> {
+    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => Err(AgentError::Input(format!(
+            "another rs-agent run ({}) already manages this node (state directory {}); stop it \
+             first, or give this one another --state-dir",
+            state_lock::describe_holder(holder),
+            state_dir.display()
+        ))),
+    }
+}
+
 /// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
 pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
     require_net_admin()?;
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
+    if !dry_run {
+        refuse_while_agent_runs(state_dir)?;
+    }
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
     let mut state = RealServerState::load(state_dir)?;

@@ -728,3 +728,169 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     preflight(&["status", "--vip", VIP, "--arp", "nft"]);
     rs.rs_agent_ok(&["down"]);
 }
+
+/// `rs-agent run` in a host's namespace (stdout and stdin closed, stderr as given); SIGTERM
+/// and a bounded wait on drop.
+struct RunningAgent {
+    child: std::process::Child,
+}
+
+impl RunningAgent {
+    fn start(rs: &Host, args: &[&str], stderr: std::process::Stdio) -> RunningAgent {
+        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+        // `ip netns exec` and `env` exec: the child's pid is rs-agent's.
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &rs.ns.name,
+                "env",
+                "RS_AGENT_LOG=info",
+                &state,
+            ])
+            .arg(common::RS_AGENT)
+            .arg("run")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
+        RunningAgent { child }
+    }
+
+    /// Waits (bounded) until `status` says the node is configured; panics if run exited.
+    fn wait_configured(&mut self, rs: &Host) {
+        let ready = common::poll(std::time::Duration::from_secs(10), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rs-agent run exited early: {status}");
+            }
+            rs.rs_agent(&["status"]).status.success()
+        });
+        assert!(
+            ready,
+            "rs-agent run did not configure {} in 10 s",
+            rs.ns.name
+        );
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        common::run(&["kill", "-TERM", &pid]);
+        let mut status = None;
+        common::poll(std::time::Duration::from_secs(5), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("rs-agent run ignored SIGTERM for 5 s")
+        })
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
+
+#[test]
+fn down_refuses_while_run_manages_the_node() {
+    if !privileged("down_refuses_while_run_manages_the_node") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("downrun");
+    let before = rs.snapshot();
+    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
+    agent.wait_configured(&rs);
+    let during = rs.snapshot();
+    let out = rs.rs_agent(&["down"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    let pid = agent.child.id();
+    assert!(
+        err.contains(&format!("rs-agent run (pid {pid}) manages this node"))
+            && err.contains("stop rs-agent.service first"),
+        "{err}"
+    );
+    assert_same_snapshot(&during, &rs.snapshot(), "refused down");
+    // A second agent on the same state directory is refused too.
+    let out = rs.rs_agent(&["run", "--vip", VIP]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(agent.stop().success());
+    rs.rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before, &rs.snapshot(), "run, stop, down");
+}
+
+#[test]
+fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
+    if !privileged("up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("lock");
+    let before = rs.snapshot();
+    // Someone holds the pass lock for 1.5 s: `up` waits for it, then applies.
+    let lock = rs.state_dir.join("real-server.lock");
+    let holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "1.5"])
+        .spawn()
+        .expect("starting flock");
+    let mut holder = ChildGuard(holder);
+    assert!(
+        common::poll(std::time::Duration::from_secs(3), || lock.exists()),
+        "flock did not create {}",
+        lock.display()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "up did not wait: {waited:?}"
+    );
+    let _ = holder.0.wait();
+    rs.rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before, &rs.snapshot(), "up after waiting, down");
+    // Concurrent ups, each round undone by one down: nothing may be left behind.
+    for round in 0..8 {
+        let spawn = || {
+            let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &rs.ns.name, "env", &state])
+                .args([common::RS_AGENT, "up", "--vip", VIP])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("starting up")
+        };
+        let children = [spawn(), spawn(), spawn()];
+        for child in children {
+            let out = child.wait_with_output().expect("up");
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        rs.rs_agent_ok(&["down"]);
+        assert_same_snapshot(
+            &before,
+            &rs.snapshot(),
+            &format!("round {round}: concurrent ups, down"),
+        );
+    }
+}
+
+/// Kills and reaps a helper process on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

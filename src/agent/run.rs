@@ -71,6 +71,7 @@ pub async fn run(
     state_dir: &Path,
 ) -> Result<(), AgentError> {
     let settings = load()?;
+    let _agent_lock = super::lock_agent(state_dir)?;
     // Bind before configuring anything: a taken port is bad input, reported up front.
     let endpoint = match settings.health_listen {
         Some(addr) => Some(crate::drain::bind(addr).await.map_err(AgentError::Input)?),
