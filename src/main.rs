@@ -214,6 +214,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line on stderr; a broken stderr is ignored (`eprintln!` would panic, exit 101).
+fn say_error(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A daemon's repairs are its output: `run` logs at info by default.
@@ -226,7 +231,9 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             let prefix = rs_agent::logging::error_prefix();
-            eprintln!("{prefix}rs-agent: cannot start the async runtime: {e}");
+            say_error(format_args!(
+                "{prefix}rs-agent: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
@@ -234,7 +241,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let prefix = rs_agent::logging::error_prefix();
-            eprintln!("{prefix}rs-agent: {e}");
+            say_error(format_args!("{prefix}rs-agent: {e}"));
             ExitCode::from(e.exit_code() as u8)
         }
     }

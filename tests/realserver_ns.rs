@@ -894,3 +894,24 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn run_survives_a_broken_stderr() {
+    if !privileged("run_survives_a_broken_stderr") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("brokenerr");
+    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
+    // Close the read end: every log line now fails with EPIPE.
+    drop(agent.child.stderr.take());
+    agent.wait_configured(&rs);
+    // Drift makes it log a repair into the broken pipe.
+    rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    let repaired = common::poll(std::time::Duration::from_secs(5), || {
+        rs.rs_agent(&["status"]).status.success()
+    });
+    assert!(repaired, "the VIP was not repaired");
+    let status = agent.stop();
+    assert_eq!(status.code(), Some(0), "run with a broken stderr: {status}");
+    rs.rs_agent_ok(&["down"]);
+}
