@@ -59,6 +59,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// True when this report describes changes made to the node (not a dry run's plan).
+    pub fn changed(&self) -> bool {
+        !self.dry_run && !self.applied.is_empty()
+    }
+
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;

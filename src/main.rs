@@ -82,6 +82,23 @@ fn emit<W: Write>(
     })
 }
 
+/// The outcome of a command that changed the node, once its report is written: a failed
+/// write (stdout a closed pipe) must not turn an applied change into exit 2 ("nothing was
+/// changed"), so it is said on stderr and the exit status stays that of the change.
+fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(), AgentError> {
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if changed => {
+            let prefix = rs_agent::logging::error_prefix();
+            say_error(format_args!(
+                "{prefix}rs-agent: writing output: {e}; the change was applied (see `rs-agent status`)"
+            ));
+            Ok(())
+        }
+        Err(e) => Err(AgentError::Input(format!("writing output: {e}"))),
+    }
+}
+
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
     let t = std::time::Instant::now();
     let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
@@ -122,7 +139,7 @@ async fn run_director(
         DirectorCommand::Up(args) => {
             let desired = director_desired(&args.settings)?;
             let report = director::up(&desired, cli_state, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Run(args) => {
             let options = director::run::RunOptions {
@@ -134,7 +151,7 @@ async fn run_director(
         }
         DirectorCommand::Down(args) => {
             let report = director::down(cli_state, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Status(args) => {
             let desired = optional_director(&args.settings)?;
@@ -177,19 +194,19 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
                 "in rotation: /health answers 200"
             };
             let prefix = if changed { "did" } else { "nothing to do" };
-            writeln!(out, "{prefix}: {what}").map_err(print_err)?;
+            printed_after_change(writeln!(out, "{prefix}: {what}"), changed)?;
         }
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;
             let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Run(args) => {
             agent::run(|| run_settings(&args), &cli.state_dir).await?;
         }
         Command::Down(args) => {
             let report = agent::down(&cli.state_dir, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Status(args) => {
             let desired = optional_desired(&args.settings)?;

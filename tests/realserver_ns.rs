@@ -915,3 +915,48 @@ fn run_survives_a_broken_stderr() {
     assert_eq!(status.code(), Some(0), "run with a broken stderr: {status}");
     rs.rs_agent_ok(&["down"]);
 }
+
+/// rs-agent with stdout a pipe whose reader has gone: the report cannot be written.
+fn rs_agent_closed_stdout(rs: &Host, args: &[&str]) -> std::process::Output {
+    let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &rs.ns.name,
+            "env",
+            "RS_AGENT_LOG=warn",
+            &state,
+        ])
+        .arg(common::RS_AGENT)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting rs-agent");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("rs-agent")
+}
+
+#[test]
+fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
+    let test = "a_report_that_cannot_be_written_does_not_hide_an_applied_change";
+    if !privileged(test) {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("epipe");
+    let before = rs.snapshot();
+    for args in [&["up", "--vip", VIP][..], &["down"][..]] {
+        let out = rs_agent_closed_stdout(&rs, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("writing output") && err.contains("the change was applied"),
+            "{args:?}: {err}"
+        );
+        let bound = stdout(&rs.exec(&["ip", "addr", "show", "dev", "lo"])).contains(VIP);
+        assert_eq!(bound, args[0] == "up", "{args:?} was not applied");
+    }
+    assert_same_snapshot(&before, &rs.snapshot(), "up and down with a closed stdout");
+}

@@ -43,6 +43,12 @@ pub struct DirectorReport {
 }
 
 impl DirectorReport {
+    /// True when this report describes changes made to the node (not a dry run's plan).
+    pub fn changed(&self) -> bool {
+        let nothing = self.ipvs.is_empty() && self.addrs.is_empty();
+        !self.dry_run && !nothing
+    }
+
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if self.ipvs.is_empty() && self.addrs.is_empty() {
             return writeln!(out, "nothing to do: {}", self.nothing);
