@@ -54,6 +54,8 @@ pub struct Report {
     pub applied: Vec<Change>,
     pub warnings: Vec<String>,
     pub dry_run: bool,
+    /// Done besides the kernel changes (e.g. the drain flag cleared by `down`).
+    pub notes: Vec<String>,
     /// What to say when there is nothing to do.
     pub nothing: &'static str,
 }
@@ -61,14 +63,21 @@ pub struct Report {
 impl Report {
     /// True when this report describes changes made to the node (not a dry run's plan).
     pub fn changed(&self) -> bool {
-        !self.dry_run && !self.applied.is_empty()
+        let nothing = self.applied.is_empty() && self.notes.is_empty();
+        !self.dry_run && !nothing
     }
 
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;
         }
+        for n in &self.notes {
+            writeln!(out, "did: {n}")?;
+        }
         if self.applied.is_empty() {
+            if !self.notes.is_empty() {
+                return Ok(());
+            }
             return writeln!(out, "nothing to do: {}", self.nothing);
         }
         let verb = if self.dry_run { "would" } else { "did" };
@@ -219,6 +228,18 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
     }
 }
 
+/// The drain flag is ours too: a node taken down is not left "drained" for its next `up`.
+fn clear_drain_flag(state_dir: &Path, report: &mut Report) {
+    match crate::drain::set_drained(state_dir, false) {
+        Ok(true) => report.notes.push("cleared the drain flag".to_string()),
+        Ok(false) => {}
+        Err(e) => report.warnings.push(format!(
+            "{}: cannot remove the drain flag: {e}; remove it by hand",
+            crate::drain::flag_path(state_dir).display()
+        )),
+    }
+}
+
 /// The real-server pass lock (waits for another `up`, `down` or `run` pass to finish).
 async fn lock_passes(state_dir: &Path) -> Result<StateLock, AgentError> {
     Ok(StateLock::acquire(state_dir, state_lock::REAL_SERVER, state_lock::WAIT).await?)
@@ -274,6 +295,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
     if dry_run || plan.changes.is_empty() {
         if !dry_run {
             RealServerState::default().save(state_dir)?;
+            clear_drain_flag(state_dir, &mut report);
         }
         report.applied = plan.changes;
         return Ok(report);
@@ -289,6 +311,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
     }
     // Everything we owned is released or reported: nothing is left to undo.
     RealServerState::default().save(state_dir)?;
+    clear_drain_flag(state_dir, &mut report);
     Ok(report)
 }
 
@@ -319,5 +342,7 @@ pub async fn status(
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
-    Ok(status::evaluate(&desired, &observed, pending))
+    let mut report = status::evaluate(&desired, &observed, pending);
+    report.drained = crate::drain::is_drained(state_dir);
+    Ok(report)
 }

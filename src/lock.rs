@@ -54,7 +54,7 @@ pub enum LockError {
 /// An exclusive `flock` on a file in the state directory; released on drop.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    file: File,
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
@@ -103,9 +103,30 @@ pub fn describe_holder(holder: Option<u32>) -> String {
 }
 
 fn read_holder(path: &Path) -> Option<u32> {
+    read_holder_line(path)?.0
+}
+
+/// A lock holder's pid and the word it noted after it, as far as its file says.
+pub type Holder = (Option<u32>, Option<String>);
+
+/// The holder's line: its pid and what it added after it (see [`StateLock::note`]).
+fn read_holder_line(path: &Path) -> Option<Holder> {
     let mut text = String::new();
     File::open(path).ok()?.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    let mut words = text.split_whitespace();
+    let pid = words.next().and_then(|w| w.parse().ok());
+    Some((pid, words.next().map(str::to_string)))
+}
+
+/// Whether `dir/name` is held by another process right now, and its holder's line. Tests the
+/// lock by taking it for an instant.
+pub fn holder(dir: &Path, name: &str) -> Result<Option<Holder>, LockError> {
+    match StateLock::try_acquire(dir, name)? {
+        Ok(_free) => Ok(None),
+        Err(_) => Ok(Some(
+            read_holder_line(&dir.join(name)).unwrap_or((None, None)),
+        )),
+    }
 }
 
 fn record_pid(file: &mut File) {
@@ -117,6 +138,16 @@ fn record_pid(file: &mut File) {
 }
 
 impl StateLock {
+    /// Rewrites the holder's line as `PID WORD` (e.g. `run`'s /health address), for others.
+    pub fn note(&mut self, word: &str) {
+        let pid = std::process::id();
+        let file = &mut self.file;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{pid} {word}"));
+    }
+
     /// Takes `dir/name`, waiting up to `wait` for the current holder (without blocking the
     /// async runtime: the health endpoint keeps answering meanwhile).
     pub async fn acquire(dir: &Path, name: &str, wait: Duration) -> Result<StateLock, LockError> {
@@ -127,7 +158,7 @@ impl StateLock {
             match try_lock(&file) {
                 Ok(true) => {
                     record_pid(&mut file);
-                    return Ok(StateLock { _file: file });
+                    return Ok(StateLock { file });
                 }
                 Ok(false) if start.elapsed() < wait => tokio::time::sleep(POLL).await,
                 Ok(false) => {
@@ -157,7 +188,7 @@ impl StateLock {
         match try_lock(&file) {
             Ok(true) => {
                 record_pid(&mut file);
-                Ok(Ok(StateLock { _file: file }))
+                Ok(Ok(StateLock { file }))
             }
             Ok(false) => Ok(Err(read_holder(&path))),
             Err(source) => Err(LockError::Lock {

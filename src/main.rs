@@ -188,13 +188,13 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
             let changed = rs_agent::drain::set_drained(&cli.state_dir, drain).map_err(|e| {
                 AgentError::Input(format!("drain flag in {}: {e}", cli.state_dir.display()))
             })?;
-            let what = if drain {
-                "drained: /health answers 503"
-            } else {
-                "in rotation: /health answers 200"
-            };
-            let prefix = if changed { "did" } else { "nothing to do" };
-            printed_after_change(writeln!(out, "{prefix}: {what}"), changed)?;
+            let server =
+                match rs_agent::lock::holder(&cli.state_dir, rs_agent::lock::REAL_SERVER_RUN) {
+                    Ok(Some((pid, listen))) => rs_agent::drain::Server::Agent { pid, listen },
+                    _ => rs_agent::drain::Server::NoAgent,
+                };
+            let line = rs_agent::drain::describe(drain, changed, &server);
+            printed_after_change(writeln!(out, "{line}"), changed)?;
         }
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;

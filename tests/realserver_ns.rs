@@ -960,3 +960,51 @@ fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
     }
     assert_same_snapshot(&before, &rs.snapshot(), "up and down with a closed stdout");
 }
+
+#[test]
+fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
+    if !privileged("drain_says_who_serves_it_status_shows_it_and_down_clears_it") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("drain");
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    // No agent: the flag is set, and nothing claims /health answers 503.
+    let said = rs.rs_agent_ok(&["drain"]);
+    assert!(
+        said.starts_with("did: drain flag set, but no rs-agent run")
+            && !said.contains("answers 503"),
+        "{said}"
+    );
+    let status = rs.rs_agent_ok(&["status"]);
+    assert!(
+        status.contains("drained: the drain flag is set"),
+        "{status}"
+    );
+    let (_, json) = status_json(&rs);
+    assert_eq!(json["drained"], true, "{json}");
+    // With an agent serving /health, drain names it.
+    rs.rs_agent_ok(&["undrain"]);
+    let listen = format!("{}:8081", rs.ip);
+    let mut agent = RunningAgent::start(
+        &rs,
+        &["--vip", VIP, "--health-listen", &listen],
+        std::process::Stdio::null(),
+    );
+    agent.wait_configured(&rs);
+    let said = rs.rs_agent_ok(&["drain"]);
+    let pid = agent.child.id();
+    assert_eq!(
+        said.trim(),
+        format!(
+            "did: drain flag set: rs-agent run (pid {pid}) answers 503 on http://{listen}/health"
+        )
+    );
+    assert!(agent.stop().success());
+    // `down` removes the flag with everything else of ours.
+    let down = rs.rs_agent_ok(&["down"]);
+    assert!(down.contains("did: cleared the drain flag"), "{down}");
+    assert!(
+        !rs.state_dir.join("drained").exists(),
+        "drained survived down"
+    );
+}
