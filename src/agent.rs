@@ -2,6 +2,7 @@
 //! observe → plan → apply.
 
 use crate::kernel::{self, preflight, KernelError};
+use crate::lock::{self as state_lock, LockError, StateLock};
 use crate::model::{ArpMethod, Change, Device, Observed, RealServerDesired};
 use crate::plan::{self, Plan};
 use crate::state::{RealServerState, StateError};
@@ -27,12 +28,15 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The state directory is busy (another rs-agent's pass): nothing was changed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            AgentError::Input(_) => 2,
+            AgentError::Input(_) | AgentError::Lock(_) => 2,
             _ => 1,
         }
     }
@@ -50,16 +54,30 @@ pub struct Report {
     pub applied: Vec<Change>,
     pub warnings: Vec<String>,
     pub dry_run: bool,
+    /// Done besides the kernel changes (e.g. the drain flag cleared by `down`).
+    pub notes: Vec<String>,
     /// What to say when there is nothing to do.
     pub nothing: &'static str,
 }
 
 impl Report {
+    /// True when this report describes changes made to the node (not a dry run's plan).
+    pub fn changed(&self) -> bool {
+        let nothing = self.applied.is_empty() && self.notes.is_empty();
+        !self.dry_run && !nothing
+    }
+
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;
         }
+        for n in &self.notes {
+            writeln!(out, "did: {n}")?;
+        }
         if self.applied.is_empty() {
+            if !self.notes.is_empty() {
+                return Ok(());
+            }
             return writeln!(out, "nothing to do: {}", self.nothing);
         }
         let verb = if self.dry_run { "would" } else { "did" };
@@ -71,8 +89,11 @@ impl Report {
 }
 
 /// Checks everything that can be checked without changing anything (see `rs-agent check`).
+/// CAP_NET_ADMIN is checked first, on its own ([`require_net_admin`]), by every command that
+/// needs it before it observes: listing nft tables needs it too, and the preflight line
+/// (exit 2) is the useful error, not nft's "Operation not permitted".
 pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), AgentError> {
-    preflight::require_net_admin().map_err(AgentError::Input)?;
+    require_net_admin()?;
     if desired.arp == ArpMethod::Nft {
         preflight::require_nft().map_err(AgentError::Input)?;
     }
@@ -84,6 +105,11 @@ pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(),
     Ok(())
 }
 
+/// The preflight's first line: no CAP_NET_ADMIN is bad input (exit 2), nothing was changed.
+pub fn require_net_admin() -> Result<(), AgentError> {
+    preflight::require_net_admin().map_err(AgentError::Input)
+}
+
 /// `with_nft: false` skips listing the nft tables (two `nft` processes, half the cost of a
 /// pass): for passes where neither the config nor the state file involves nft.
 async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError> {
@@ -92,6 +118,7 @@ async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError
 
 /// Validates and plans `up` against the node without changing it.
 pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, AgentError> {
+    require_net_admin()?;
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
     preflight(desired, &observed)?;
@@ -117,6 +144,11 @@ async fn reconcile(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<Report, AgentError> {
+    // One pass at a time per state directory, from load to save (a dry run changes nothing).
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
     let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
@@ -196,8 +228,60 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
     }
 }
 
+/// The drain flag is ours too: a node taken down is not left "drained" for its next `up`.
+fn clear_drain_flag(state_dir: &Path, report: &mut Report) {
+    match crate::drain::set_drained(state_dir, false) {
+        Ok(true) => report.notes.push("cleared the drain flag".to_string()),
+        Ok(false) => {}
+        Err(e) => report.warnings.push(format!(
+            "{}: cannot remove the drain flag: {e}; remove it by hand",
+            crate::drain::flag_path(state_dir).display()
+        )),
+    }
+}
+
+/// The real-server pass lock (waits for another `up`, `down` or `run` pass to finish).
+async fn lock_passes(state_dir: &Path) -> Result<StateLock, AgentError> {
+    Ok(StateLock::acquire(state_dir, state_lock::REAL_SERVER, state_lock::WAIT).await?)
+}
+
+/// `down` while `rs-agent run` manages the node would be undone by its next pass.
+fn refuse_while_agent_runs(state_dir: &Path) -> Result<(), AgentError> {
+    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
+        Ok(_free) => Ok(()),
+        Err(holder) => Err(AgentError::Input(format!(
+            "rs-agent run ({}) manages this node (state directory {}); stop rs-agent.service \
+             first, or it re-applies what `down` removes",
+            state_lock::describe_holder(holder),
+            state_dir.display()
+        ))),
+    }
+}
+
+/// Held by `run` for its lifetime, so that `down` can tell; a second `run` on the same state
+/// directory is refused.
+pub(crate) fn lock_agent(state_dir: &Path) -> Result<StateLock, AgentError> {
+    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => Err(AgentError::Input(format!(
+            "another rs-agent run ({}) already manages this node (state directory {}); stop it \
+             first, or give this one another --state-dir",
+            state_lock::describe_holder(holder),
+            state_dir.display()
+        ))),
+    }
+}
+
 /// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
 pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
+    require_net_admin()?;
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
+    if !dry_run {
+        refuse_while_agent_runs(state_dir)?;
+    }
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
     let mut state = RealServerState::load(state_dir)?;
@@ -211,11 +295,11 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
     if dry_run || plan.changes.is_empty() {
         if !dry_run {
             RealServerState::default().save(state_dir)?;
+            clear_drain_flag(state_dir, &mut report);
         }
         report.applied = plan.changes;
         return Ok(report);
     }
-    preflight::require_net_admin().map_err(AgentError::Input)?;
     for change in &plan.changes {
         if let Err(e) = kernel::apply(&handle, change).await {
             state.save(state_dir)?;
@@ -227,6 +311,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
     }
     // Everything we owned is released or reported: nothing is left to undo.
     RealServerState::default().save(state_dir)?;
+    clear_drain_flag(state_dir, &mut report);
     Ok(report)
 }
 
@@ -246,8 +331,18 @@ pub async fn status(
             ))
         }
     };
+    // Addresses and sysctls can be read by anyone; nft tables only with CAP_NET_ADMIN. They
+    // are needed when the configuration or the state involves nft; otherwise they are read
+    // when allowed (a hand-made `rs_agent` table can suppress ARP too).
+    let needs_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
+    if needs_nft {
+        require_net_admin()?;
+    }
+    let with_nft = needs_nft || preflight::require_net_admin().is_ok();
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle, true).await?;
+    let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
-    Ok(status::evaluate(&desired, &observed, pending))
+    let mut report = status::evaluate(&desired, &observed, pending);
+    report.drained = crate::drain::is_drained(state_dir);
+    Ok(report)
 }

@@ -292,6 +292,20 @@ pub fn check_interval(file: &ConfigFile, flag: Option<&str>) -> Result<Duration,
     }
 }
 
+/// The settings only `run` uses (check interval, drain endpoint), validated together: `run`
+/// reads them through here, and so does `check` (ExecReload), so a config `check` accepts is
+/// one `run` accepts.
+pub fn run_keys(
+    file: &ConfigFile,
+    interval_flag: Option<&str>,
+    health_listen_flag: Option<&str>,
+) -> Result<(Duration, Option<std::net::SocketAddr>), ConfigError> {
+    Ok((
+        check_interval(file, interval_flag)?,
+        health_listen(file, health_listen_flag)?,
+    ))
+}
+
 fn parse_vips(inputs: &[Input]) -> Result<Vec<IpAddr>, ConfigError> {
     if inputs.is_empty() {
         return Err(ConfigError(
@@ -460,6 +474,27 @@ mod tests {
             "{}",
             err.0
         );
+    }
+
+    #[test]
+    fn run_keys_reject_what_run_rejects() {
+        let cases = [
+            ("check_interval_ms = 50", "rs.toml:3:21: the check interval"),
+            (
+                "health_listen = \"nonsense\"",
+                "rs.toml:3:17: \"nonsense\" is not a listen",
+            ),
+        ];
+        for (line, want) in cases {
+            let text = format!("[real_server]\nvips = [\"192.0.2.1\"]\n{line}\n");
+            let f = file(&text).expect("parses");
+            let err = run_keys(&f, None, None).expect_err(line);
+            assert!(err.0.starts_with(want), "{line}: {}", err.0);
+        }
+        let good =
+            file("[real_server]\nvips = [\"192.0.2.1\"]\nhealth_listen = \"192.0.2.2:8081\"\n")
+                .expect("parses");
+        assert!(run_keys(&good, None, None).is_ok_and(|(_, h)| h.is_some()));
     }
 
     #[test]

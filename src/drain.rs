@@ -41,6 +41,48 @@ pub fn set_drained(state_dir: &Path, drained: bool) -> std::io::Result<bool> {
     }
 }
 
+/// Whether `rs-agent run` manages this state directory, and where it serves /health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// No `rs-agent run` holds the state directory.
+    NoAgent,
+    /// `run` (pid, if known) serves /health at the address, if one is configured.
+    Agent {
+        pid: Option<u32>,
+        listen: Option<String>,
+    },
+}
+
+/// What `drain`/`undrain` did, as one true line: the flag, and who (if anyone) reports it.
+pub fn describe(drain: bool, changed: bool, server: &Server) -> String {
+    let prefix = if changed { "did" } else { "nothing to do" };
+    let (state, code) = if drain {
+        ("drain flag set", 503)
+    } else {
+        ("drain flag cleared", 200)
+    };
+    let served = match server {
+        Server::Agent {
+            pid,
+            listen: Some(listen),
+        } => {
+            let who = crate::lock::describe_holder(*pid);
+            return format!(
+                "{prefix}: {state}: rs-agent run ({who}) answers {code} on http://{listen}/health"
+            );
+        }
+        Server::Agent { pid, listen: None } => format!(
+            "rs-agent run ({}) serves no /health (set health_listen / --health-listen), so the \
+             director cannot see it",
+            crate::lock::describe_holder(*pid)
+        ),
+        Server::NoAgent => "no rs-agent run manages this state directory, so no /health \
+                            endpoint reports it yet"
+            .to_string(),
+    };
+    format!("{prefix}: {state}, but {served}")
+}
+
 /// The response to one request line, given the drain state.
 pub fn respond(request_line: &str, drained: bool) -> (u16, &'static str) {
     let mut parts = request_line.split_whitespace();
@@ -127,6 +169,33 @@ mod tests {
         assert_eq!(respond("GET / HTTP/1.1", false).0, 404);
         assert_eq!(respond("POST /health HTTP/1.1", false).0, 405);
         assert_eq!(respond("", false).0, 405);
+    }
+
+    #[test]
+    fn drain_says_who_reports_the_flag() {
+        let serving = Server::Agent {
+            pid: Some(42),
+            listen: Some("198.51.100.2:8081".into()),
+        };
+        assert_eq!(
+            describe(true, true, &serving),
+            "did: drain flag set: rs-agent run (pid 42) answers 503 on http://198.51.100.2:8081/health"
+        );
+        let silent = describe(true, true, &Server::NoAgent);
+        assert!(
+            silent.starts_with("did: drain flag set, but no rs-agent run")
+                && !silent.contains("answers 503"),
+            "{silent}"
+        );
+        let no_endpoint = Server::Agent {
+            pid: None,
+            listen: None,
+        };
+        let line = describe(false, false, &no_endpoint);
+        assert!(
+            line.starts_with("nothing to do: drain flag cleared, but rs-agent run (holder unknown) serves no /health"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod director;
 pub mod drain;
 pub mod kernel;
+pub mod lock;
 pub mod logging;
 pub mod model;
 pub mod notify;

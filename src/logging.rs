@@ -20,6 +20,9 @@ pub fn init(level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A failed write to stderr (a closed pipe) is not worth a message: the default would
+        // `eprintln!` it, which panics on the same broken stderr. A daemon keeps running.
+        .log_internal_errors(false)
         .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let format = tracing_subscriber::fmt::format().without_time();
     if journal {

@@ -22,6 +22,13 @@ fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Agent
     config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
 }
 
+/// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
+fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    config::run_keys(&file, None, None).map_err(|e| AgentError::Input(e.0))?;
+    config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+}
+
 /// For `status`: settings from flags/config when any are given, else the state file's.
 fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, AgentError> {
     let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
@@ -40,10 +47,12 @@ fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
         ConfigFile::load(args.settings.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
     let desired =
         config::real_server(&file, &args.settings.flags()).map_err(|e| AgentError::Input(e.0))?;
-    let interval = config::check_interval(&file, args.interval.as_deref())
-        .map_err(|e| AgentError::Input(e.0))?;
-    let health_listen = config::health_listen(&file, args.health_listen.as_deref())
-        .map_err(|e| AgentError::Input(e.0))?;
+    let (interval, health_listen) = config::run_keys(
+        &file,
+        args.interval.as_deref(),
+        args.health_listen.as_deref(),
+    )
+    .map_err(|e| AgentError::Input(e.0))?;
     Ok(agent::RunSettings {
         desired,
         interval,
@@ -71,6 +80,23 @@ fn emit<W: Write>(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The outcome of a command that changed the node, once its report is written: a failed
+/// write (stdout a closed pipe) must not turn an applied change into exit 2 ("nothing was
+/// changed"), so it is said on stderr and the exit status stays that of the change.
+fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(), AgentError> {
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if changed => {
+            let prefix = rs_agent::logging::error_prefix();
+            say_error(format_args!(
+                "{prefix}rs-agent: writing output: {e}; the change was applied (see `rs-agent status`)"
+            ));
+            Ok(())
+        }
+        Err(e) => Err(AgentError::Input(format!("writing output: {e}"))),
+    }
 }
 
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
@@ -113,7 +139,7 @@ async fn run_director(
         DirectorCommand::Up(args) => {
             let desired = director_desired(&args.settings)?;
             let report = director::up(&desired, cli_state, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Run(args) => {
             let options = director::run::RunOptions {
@@ -125,7 +151,7 @@ async fn run_director(
         }
         DirectorCommand::Down(args) => {
             let report = director::down(cli_state, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Status(args) => {
             let desired = optional_director(&args.settings)?;
@@ -170,25 +196,25 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
             let changed = rs_agent::drain::set_drained(&cli.state_dir, drain).map_err(|e| {
                 AgentError::Input(format!("drain flag in {}: {e}", cli.state_dir.display()))
             })?;
-            let what = if drain {
-                "drained: /health answers 503"
-            } else {
-                "in rotation: /health answers 200"
-            };
-            let prefix = if changed { "did" } else { "nothing to do" };
-            writeln!(out, "{prefix}: {what}").map_err(print_err)?;
+            let server =
+                match rs_agent::lock::holder(&cli.state_dir, rs_agent::lock::REAL_SERVER_RUN) {
+                    Ok(Some((pid, listen))) => rs_agent::drain::Server::Agent { pid, listen },
+                    _ => rs_agent::drain::Server::NoAgent,
+                };
+            let line = rs_agent::drain::describe(drain, changed, &server);
+            printed_after_change(writeln!(out, "{line}"), changed)?;
         }
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;
             let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Run(args) => {
             agent::run(|| run_settings(&args), &cli.state_dir).await?;
         }
         Command::Down(args) => {
             let report = agent::down(&cli.state_dir, args.dry_run).await?;
-            report.print(&mut out).map_err(print_err)?;
+            printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Status(args) => {
             let desired = optional_desired(&args.settings)?;
@@ -197,7 +223,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
-            let desired = real_server_desired(&args)?;
+            let desired = checked_desired(&args)?;
             let plan = agent::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
                 writeln!(out, "warning: {w}").map_err(print_err)?;
@@ -213,6 +239,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line on stderr; a broken stderr is ignored (`eprintln!` would panic, exit 101).
+fn say_error(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A daemon's repairs are its output: `run` logs at info by default.
@@ -225,7 +256,9 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             let prefix = rs_agent::logging::error_prefix();
-            eprintln!("{prefix}rs-agent: cannot start the async runtime: {e}");
+            say_error(format_args!(
+                "{prefix}rs-agent: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
@@ -233,7 +266,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let prefix = rs_agent::logging::error_prefix();
-            eprintln!("{prefix}rs-agent: {e}");
+            say_error(format_args!("{prefix}rs-agent: {e}"));
             ExitCode::from(e.exit_code() as u8)
         }
     }

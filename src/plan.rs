@@ -7,7 +7,7 @@
 
 use crate::model::{
     effective, host_prefix, owned_label, ArpMethod, Change, Device, NftFamily, NftRule, Observed,
-    RealServerDesired, SysctlKey,
+    RealServerDesired, SysctlKey, NFT_TABLE,
 };
 use crate::state::RealServerState;
 use std::net::IpAddr;
@@ -188,7 +188,14 @@ pub fn desired_nft_rules(
     Ok(rules)
 }
 
-fn nft_changes(observed: &Observed, rules: &[NftRule]) -> Vec<Change> {
+/// Writes our tables where they differ from `rules` and deletes the ones we no longer need.
+/// A table named `rs_agent` that the state file does not record is someone else's: it is
+/// never deleted, and `up --arp nft` refuses to replace it.
+fn nft_changes(
+    observed: &Observed,
+    state: &RealServerState,
+    rules: &[NftRule],
+) -> Result<Vec<Change>, PlanError> {
     let mut changes = Vec::new();
     for family in [NftFamily::Arp, NftFamily::Ip6] {
         let want: Vec<NftRule> = rules
@@ -197,13 +204,21 @@ fn nft_changes(observed: &Observed, rules: &[NftRule]) -> Vec<Change> {
             .cloned()
             .collect();
         let have = observed.nft.table(family);
+        let ours = state.nft_tables.contains(&family);
+        if !want.is_empty() && have.is_some() && !ours {
+            return Err(PlanError(format!(
+                "nft table {family} {NFT_TABLE} already exists and is not rs-agent's (its state \
+                 file does not record it); delete it (`nft delete table {family} {NFT_TABLE}`) \
+                 if it is a leftover, or use --arp sysctl"
+            )));
+        }
         if !want.is_empty() && have != Some(&want) {
             changes.push(Change::NftReplace {
                 family,
                 rules: want,
                 previous: have.cloned(),
             });
-        } else if want.is_empty() {
+        } else if want.is_empty() && ours {
             if let Some(previous) = have {
                 changes.push(Change::NftDelete {
                     family,
@@ -212,7 +227,7 @@ fn nft_changes(observed: &Observed, rules: &[NftRule]) -> Vec<Change> {
             }
         }
     }
-    changes
+    Ok(changes)
 }
 
 fn address_changes(
@@ -317,7 +332,7 @@ pub fn plan_up(
     plan.changes.extend(device_changes(desired, observed)?);
     plan.changes
         .extend(sysctl_changes(desired, observed, state, &lan));
-    plan.changes.extend(nft_changes(observed, &rules));
+    plan.changes.extend(nft_changes(observed, state, &rules)?);
     plan.changes
         .extend(address_changes(desired, observed, state));
     if let Some(dummy) = &state.dummy {
@@ -349,10 +364,11 @@ pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
             });
         }
     }
-    for family in [NftFamily::Arp, NftFamily::Ip6] {
-        if let Some(previous) = observed.nft.table(family) {
+    // Only the tables we recorded: an `rs_agent` table someone else made is theirs.
+    for family in &state.nft_tables {
+        if let Some(previous) = observed.nft.table(*family) {
             plan.changes.push(Change::NftDelete {
-                family,
+                family: *family,
                 previous: previous.clone(),
             });
         }

@@ -37,6 +37,9 @@ pub struct StatusReport {
     pub warnings: Vec<String>,
     /// What `rs-agent up` would change now (drift), or why it could not.
     pub pending: Vec<String>,
+    /// The drain flag (`rs-agent drain`) is set: /health answers 503 where it is served.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 fn interface_status(observed: &Observed, name: &str) -> InterfaceStatus {
@@ -216,6 +219,7 @@ pub fn evaluate(
         vips,
         warnings,
         pending,
+        drained: false,
     }
 }
 
@@ -271,6 +275,12 @@ impl StatusReport {
         }
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;
+        }
+        if self.drained {
+            writeln!(
+                out,
+                "drained: the drain flag is set (/health answers 503); `rs-agent undrain` clears it"
+            )?;
         }
         if !self.pending.is_empty() {
             writeln!(out, "`rs-agent up` would:")?;

@@ -593,3 +593,418 @@ fn fetch6_via(site: &Site, rs: &Host) -> Result<String, String> {
         .exec(&["ip", "-6", "neigh", "del", VIP6, "dev", &site.client.iface]);
     answer
 }
+
+/// An admin's own `table arp rs_agent` and `table ip6 rs_agent`, with a chain rs-agent
+/// would never write.
+fn plant_foreign_rs_agent_tables(rs: &Host) {
+    for family in ["arp", "ip6"] {
+        rs.exec(&["nft", &format!("add table {family} rs_agent")]);
+        rs.exec(&[
+            "nft",
+            &format!(
+                "add chain {family} rs_agent admin {{ type filter hook input priority 0; policy accept; }}"
+            ),
+        ]);
+    }
+    rs.exec(&[
+        "nft",
+        "add rule arp rs_agent admin arp daddr ip 203.0.113.9 drop",
+    ]);
+}
+
+/// A single real server on a LAN of its own.
+fn lone_real_server(test: &str) -> (Lan, Host) {
+    let mut lan = Lan::new(test);
+    let rs = lan.host(HostSpec::new("rs1", "192.0.2.2/24"));
+    (lan, rs)
+}
+
+#[test]
+fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
+    if !privileged("rs_agent_tables_not_recorded_as_ours_are_left_alone") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("foreignnft");
+    plant_foreign_rs_agent_tables(&rs);
+    let before = rs.snapshot();
+    // sysctl method: the state records no table, so `down` must delete none.
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let down = rs.rs_agent_ok(&["down"]);
+    assert!(!down.contains("nft table"), "`down` touched nft: {down}");
+    assert_same_snapshot(&before, &rs.snapshot(), "up (sysctl) then down");
+    // nft method: refuses to replace a table it did not create.
+    let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("nft table arp rs_agent") && err.contains("not rs-agent's"),
+        "{err}"
+    );
+    assert_same_snapshot(&before, &rs.snapshot(), "refused up --arp nft");
+}
+
+#[test]
+fn check_rejects_every_setting_run_rejects() {
+    if !privileged("check_rejects_every_setting_run_rejects") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("checkrun");
+    let cases = [
+        ("check_interval_ms = 50", "check interval"),
+        ("health_listen = \"nonsense\"", "nonsense"),
+    ];
+    for (line, mention) in cases {
+        let config = rs.state_dir.join("rs-agent.toml");
+        std::fs::write(
+            &config,
+            format!("[real_server]\nvips = [\"{VIP}\"]\n{line}\n"),
+        )
+        .expect("writing the config file");
+        let config = config.to_string_lossy().into_owned();
+        for command in ["check", "run"] {
+            let out = rs.rs_agent(&[command, "--config", &config]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} with {line}: {err}");
+            assert_eq!(
+                err.trim().lines().count(),
+                1,
+                "{command}: not one line: {err}"
+            );
+            assert!(err.contains(mention), "{command} with {line}: {err}");
+        }
+    }
+}
+
+/// rs-agent in `rs`'s namespace as nobody, without any capability.
+fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
+    let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+    let mut full = vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "env",
+        "RS_AGENT_LOG=warn",
+        &state,
+        common::RS_AGENT,
+    ];
+    full.extend_from_slice(args);
+    rs.ns.try_exec(&full)
+}
+
+#[test]
+fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
+    let test = "without_cap_net_admin_check_status_and_down_give_the_preflight_line";
+    if !privileged(test) {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("nocap");
+    let preflight = |args: &[&str]| {
+        let out = rs_agent_unprivileged(&rs, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        assert!(err.contains("CAP_NET_ADMIN"), "{args:?}: {err}");
+    };
+    preflight(&["check", "--vip", VIP]);
+    preflight(&["check", "--vip", VIP, "--arp", "nft"]);
+    preflight(&["down"]);
+    // status reads addresses and sysctls unprivileged; nft tables need the capability.
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let out = rs_agent_unprivileged(&rs, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    preflight(&["status", "--vip", VIP, "--arp", "nft"]);
+    rs.rs_agent_ok(&["down"]);
+}
+
+/// `rs-agent run` in a host's namespace (stdout and stdin closed, stderr as given); SIGTERM
+/// and a bounded wait on drop.
+struct RunningAgent {
+    child: std::process::Child,
+}
+
+impl RunningAgent {
+    fn start(rs: &Host, args: &[&str], stderr: std::process::Stdio) -> RunningAgent {
+        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+        // `ip netns exec` and `env` exec: the child's pid is rs-agent's.
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &rs.ns.name,
+                "env",
+                "RS_AGENT_LOG=info",
+                &state,
+            ])
+            .arg(common::RS_AGENT)
+            .arg("run")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
+        RunningAgent { child }
+    }
+
+    /// Waits (bounded) until `status` says the node is configured; panics if run exited.
+    fn wait_configured(&mut self, rs: &Host) {
+        let ready = common::poll(std::time::Duration::from_secs(10), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rs-agent run exited early: {status}");
+            }
+            rs.rs_agent(&["status"]).status.success()
+        });
+        assert!(
+            ready,
+            "rs-agent run did not configure {} in 10 s",
+            rs.ns.name
+        );
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        common::run(&["kill", "-TERM", &pid]);
+        let mut status = None;
+        common::poll(std::time::Duration::from_secs(5), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("rs-agent run ignored SIGTERM for 5 s")
+        })
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
+
+#[test]
+fn down_refuses_while_run_manages_the_node() {
+    if !privileged("down_refuses_while_run_manages_the_node") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("downrun");
+    let before = rs.snapshot();
+    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
+    agent.wait_configured(&rs);
+    let during = rs.snapshot();
+    let out = rs.rs_agent(&["down"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    let pid = agent.child.id();
+    assert!(
+        err.contains(&format!("rs-agent run (pid {pid}) manages this node"))
+            && err.contains("stop rs-agent.service first"),
+        "{err}"
+    );
+    assert_same_snapshot(&during, &rs.snapshot(), "refused down");
+    // A second agent on the same state directory is refused too.
+    let out = rs.rs_agent(&["run", "--vip", VIP]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(agent.stop().success());
+    rs.rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before, &rs.snapshot(), "run, stop, down");
+}
+
+#[test]
+fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
+    if !privileged("up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("lock");
+    let before = rs.snapshot();
+    // Someone holds the pass lock for 1.5 s: `up` waits for it, then applies.
+    let lock = rs.state_dir.join("real-server.lock");
+    let holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "1.5"])
+        .spawn()
+        .expect("starting flock");
+    let mut holder = ChildGuard(holder);
+    assert!(
+        common::poll(std::time::Duration::from_secs(3), || lock.exists()),
+        "flock did not create {}",
+        lock.display()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "up did not wait: {waited:?}"
+    );
+    let _ = holder.0.wait();
+    rs.rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before, &rs.snapshot(), "up after waiting, down");
+    // Concurrent ups, each round undone by one down: nothing may be left behind.
+    for round in 0..8 {
+        let spawn = || {
+            let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &rs.ns.name, "env", &state])
+                .args([common::RS_AGENT, "up", "--vip", VIP])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("starting up")
+        };
+        let children = [spawn(), spawn(), spawn()];
+        for child in children {
+            let out = child.wait_with_output().expect("up");
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        rs.rs_agent_ok(&["down"]);
+        assert_same_snapshot(
+            &before,
+            &rs.snapshot(),
+            &format!("round {round}: concurrent ups, down"),
+        );
+    }
+}
+
+/// Kills and reaps a helper process on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_survives_a_broken_stderr() {
+    if !privileged("run_survives_a_broken_stderr") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("brokenerr");
+    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
+    // Close the read end: every log line now fails with EPIPE.
+    drop(agent.child.stderr.take());
+    agent.wait_configured(&rs);
+    // Drift makes it log a repair into the broken pipe.
+    rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    let repaired = common::poll(std::time::Duration::from_secs(5), || {
+        rs.rs_agent(&["status"]).status.success()
+    });
+    assert!(repaired, "the VIP was not repaired");
+    let status = agent.stop();
+    assert_eq!(status.code(), Some(0), "run with a broken stderr: {status}");
+    rs.rs_agent_ok(&["down"]);
+}
+
+/// rs-agent with stdout a pipe whose reader has gone: the report cannot be written.
+fn rs_agent_closed_stdout(rs: &Host, args: &[&str]) -> std::process::Output {
+    let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &rs.ns.name,
+            "env",
+            "RS_AGENT_LOG=warn",
+            &state,
+        ])
+        .arg(common::RS_AGENT)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting rs-agent");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("rs-agent")
+}
+
+#[test]
+fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
+    let test = "a_report_that_cannot_be_written_does_not_hide_an_applied_change";
+    if !privileged(test) {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("epipe");
+    let before = rs.snapshot();
+    for args in [&["up", "--vip", VIP][..], &["down"][..]] {
+        let out = rs_agent_closed_stdout(&rs, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("writing output") && err.contains("the change was applied"),
+            "{args:?}: {err}"
+        );
+        let bound = stdout(&rs.exec(&["ip", "addr", "show", "dev", "lo"])).contains(VIP);
+        assert_eq!(bound, args[0] == "up", "{args:?} was not applied");
+    }
+    assert_same_snapshot(&before, &rs.snapshot(), "up and down with a closed stdout");
+}
+
+#[test]
+fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
+    if !privileged("drain_says_who_serves_it_status_shows_it_and_down_clears_it") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("drain");
+    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    // No agent: the flag is set, and nothing claims /health answers 503.
+    let said = rs.rs_agent_ok(&["drain"]);
+    assert!(
+        said.starts_with("did: drain flag set, but no rs-agent run")
+            && !said.contains("answers 503"),
+        "{said}"
+    );
+    let status = rs.rs_agent_ok(&["status"]);
+    assert!(
+        status.contains("drained: the drain flag is set"),
+        "{status}"
+    );
+    let (_, json) = status_json(&rs);
+    assert_eq!(json["drained"], true, "{json}");
+    // With an agent serving /health, drain names it.
+    rs.rs_agent_ok(&["undrain"]);
+    let listen = format!("{}:8081", rs.ip);
+    let mut agent = RunningAgent::start(
+        &rs,
+        &["--vip", VIP, "--health-listen", &listen],
+        std::process::Stdio::null(),
+    );
+    agent.wait_configured(&rs);
+    let said = rs.rs_agent_ok(&["drain"]);
+    let pid = agent.child.id();
+    assert_eq!(
+        said.trim(),
+        format!(
+            "did: drain flag set: rs-agent run (pid {pid}) answers 503 on http://{listen}/health"
+        )
+    );
+    assert!(agent.stop().success());
+    // `down` removes the flag with everything else of ours.
+    let down = rs.rs_agent_ok(&["down"]);
+    assert!(down.contains("did: cleared the drain flag"), "{down}");
+    assert!(
+        !rs.state_dir.join("drained").exists(),
+        "drained survived down"
+    );
+}

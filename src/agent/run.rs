@@ -71,6 +71,11 @@ pub async fn run(
     state_dir: &Path,
 ) -> Result<(), AgentError> {
     let settings = load()?;
+    let mut agent_lock = super::lock_agent(state_dir)?;
+    if let Some(addr) = settings.health_listen {
+        // For `rs-agent drain` to say where the flag is served.
+        agent_lock.note(&addr.to_string());
+    }
     // Bind before configuring anything: a taken port is bad input, reported up front.
     let endpoint = match settings.health_listen {
         Some(addr) => Some(crate::drain::bind(addr).await.map_err(AgentError::Input)?),
@@ -103,6 +108,12 @@ pub async fn run(
         tracing::info!(listen = ?daemon.settings.health_listen, "serving the drain state on /health");
         crate::AbortOnDrop(tokio::spawn(crate::drain::serve(listener, state_dir.to_path_buf())))
     });
+    if crate::drain::is_drained(state_dir) {
+        tracing::warn!(
+            flag = %crate::drain::flag_path(state_dir).display(),
+            "drained: the drain flag is set, /health answers 503 (`rs-agent undrain` clears it)"
+        );
+    }
     daemon.notifier.send("READY=1");
     daemon.publish_status();
     daemon.serve(&load, &mut events).await

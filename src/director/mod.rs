@@ -43,6 +43,12 @@ pub struct DirectorReport {
 }
 
 impl DirectorReport {
+    /// True when this report describes changes made to the node (not a dry run's plan).
+    pub fn changed(&self) -> bool {
+        let nothing = self.ipvs.is_empty() && self.addrs.is_empty();
+        !self.dry_run && !nothing
+    }
+
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if self.ipvs.is_empty() && self.addrs.is_empty() {
             return writeln!(out, "nothing to do: {}", self.nothing);
@@ -176,7 +182,18 @@ pub async fn up(
     dry_run: bool,
 ) -> Result<DirectorReport, AgentError> {
     let mut kernel = Kernel::connect(desired, dry_run).await?;
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
     reconcile(&mut kernel, desired, state_dir, dry_run, &Scope::All).await
+}
+
+/// The director pass lock: one `up`, `down` or `run` pass at a time per state directory,
+/// from loading the state file to saving it (waits for the holder, bounded).
+pub(crate) async fn lock_passes(state_dir: &Path) -> Result<crate::lock::StateLock, AgentError> {
+    let lock = crate::lock::StateLock::acquire(state_dir, crate::lock::DIRECTOR, crate::lock::WAIT);
+    Ok(lock.await?)
 }
 
 /// The open kernel handles: `up` opens them once, `run` keeps them across passes so that a
@@ -306,6 +323,10 @@ pub async fn reconcile(
 
 /// Removes exactly rs-agent's VIPs (first, so no new traffic arrives) and then its services.
 pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, AgentError> {
+    let _lock = match dry_run {
+        true => None,
+        false => Some(lock_passes(state_dir).await?),
+    };
     let mut state = DirectorState::load(state_dir)?;
     let mut report = DirectorReport {
         dry_run,

@@ -193,6 +193,7 @@ impl Passes {
         state_dir: &Path,
         pass: Pass,
     ) -> Result<super::DirectorReport, AgentError> {
+        let _lock = super::lock_passes(state_dir).await?;
         let effective = health::effective(desired, health);
         if pass == Pass::Health {
             if let Some(report) = self.direct(&effective, state_dir)? {

@@ -324,11 +324,66 @@ fn tampered_nft_table_is_rewritten() {
     let d = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
     let mut obs = node();
     obs.nft.arp = Some(vec![]);
-    let plan = plan_up(&d, &obs, &RealServerState::default()).expect("plan");
+    let mut state = RealServerState::default();
+    state.nft_tables.insert(NftFamily::Arp);
+    let plan = plan_up(&d, &obs, &state).expect("plan");
     assert!(matches!(
         &plan.changes[0],
         Change::NftReplace { previous: Some(p), .. } if p.is_empty()
     ));
+}
+
+/// An admin's own `table arp rs_agent` / `table ip6 rs_agent` (not in the state file).
+fn foreign_rs_agent_tables(obs: &mut Observed) {
+    let foreign = vec![NftRule::Unknown {
+        text: "input: the admin's own rule".into(),
+    }];
+    obs.nft.arp = Some(foreign.clone());
+    obs.nft.ip6 = Some(foreign);
+}
+
+#[test]
+fn unrecorded_rs_agent_tables_are_never_deleted() {
+    let mut obs = node();
+    foreign_rs_agent_tables(&mut obs);
+    let mut state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    let is_nft = |c: &Change| matches!(c, Change::NftDelete { .. } | Change::NftReplace { .. });
+    assert!(!up.changes.iter().any(is_nft), "{up:?}");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    assert!(state.nft_tables.is_empty(), "{state:?}");
+    let down = plan_down(&state, &obs);
+    assert!(!down.changes.iter().any(is_nft), "{down:?}");
+}
+
+#[test]
+fn nft_up_refuses_to_replace_an_unrecorded_table() {
+    let mut obs = node();
+    foreign_rs_agent_tables(&mut obs);
+    let nft = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
+    let err = plan_up(&nft, &obs, &RealServerState::default()).expect_err("must refuse");
+    assert!(
+        err.0
+            .starts_with("nft table arp rs_agent already exists and is not rs-agent's")
+            && err.0.contains("nft delete table arp rs_agent")
+            && err.0.contains("--arp sysctl"),
+        "{err}"
+    );
+    // Recorded as ours (a previous `up`, or `run` repairing it): rewritten.
+    let mut state = RealServerState::default();
+    state.nft_tables.insert(NftFamily::Arp);
+    let plan = plan_up(&nft, &obs, &state).expect("plan");
+    assert!(
+        matches!(
+            &plan.changes[0],
+            Change::NftReplace {
+                family: NftFamily::Arp,
+                ..
+            }
+        ),
+        "{plan:?}"
+    );
 }
 
 #[test]
