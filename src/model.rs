@@ -335,14 +335,16 @@ pub enum Change {
 impl Change {
     /// Where this change sorts in a plan: ARP is suppressed before a VIP is bound, and the VIP
     /// is unbound before suppression is lifted, so there is never a moment of ARP flux.
+    /// An `NftReplace` can do both at once (a VIP added, another removed: `up --vip B` after
+    /// `up --vip A --vip B`), so addresses are removed before it and added after it.
     pub fn phase(&self) -> u8 {
         match self {
             Change::CreateDummy { .. } => 0,
             Change::SetSysctl { .. } => 1,
-            Change::NftReplace { .. } => 2,
-            Change::SetLinkUp { .. } => 3,
-            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 4,
-            Change::DelAddr { .. } => 5,
+            Change::DelAddr { .. } => 2,
+            Change::NftReplace { .. } => 3,
+            Change::SetLinkUp { .. } => 4,
+            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 5,
             Change::DeleteDummy { .. } => 6,
             Change::NftDelete { .. } => 7,
             Change::RestoreSysctl { .. } => 8,

@@ -342,7 +342,7 @@ fn switching_method_releases_the_old_one() {
     let plan = plan_up(&nft, &obs, &state).expect("plan");
     let kinds: Vec<u8> = plan.changes.iter().map(Change::phase).collect();
     // nft table first, then the sysctls go back: suppression never lapses.
-    assert_eq!(kinds, vec![2, 8, 8], "{plan:?}");
+    assert_eq!(kinds, vec![3, 8, 8], "{plan:?}");
 }
 
 #[test]
@@ -520,4 +520,97 @@ fn hand_bound_vip_with_its_own_label_is_left_alone() {
         "{:?}",
         plan.changes
     );
+}
+
+const VIP2: &str = "192.0.2.101";
+
+/// IPv4 VIPs bound on the VIP device whose ARP is suppressed neither by the effective
+/// sysctls on every LAN interface nor by a drop rule in our nft table: a flux window.
+fn unsuppressed_vips(observed: &Observed, device: &str, lan: &[&str]) -> Vec<IpAddr> {
+    let by_sysctl = lan.iter().all(|iface| {
+        let eff = |key| effective(&observed.sysctls, iface, key).unwrap_or(0);
+        (1..=2).contains(&eff(SysctlKey::ArpIgnore)) && eff(SysctlKey::ArpAnnounce) == 2
+    });
+    observed
+        .addrs_on(device)
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(vip) if a.ip != ip("127.0.0.1") => Some(vip),
+            _ => None,
+        })
+        .filter(|vip| {
+            let dropped = observed
+                .nft
+                .arp
+                .as_ref()
+                .is_some_and(|r| r.contains(&NftRule::DropArpFor { vip: *vip }));
+            !by_sysctl && !dropped
+        })
+        .map(IpAddr::V4)
+        .collect()
+}
+
+/// `up` with one configuration, then `up` with the next (and finally `down`), applying each
+/// plan one change at a time: after every single change each bound VIP is still suppressed.
+#[test]
+fn no_flux_window_after_any_single_change() {
+    let nft = |vips: &[&str]| desired(vips, ArpMethod::Nft, Device::Loopback);
+    let sysctl = |vips: &[&str]| desired(vips, ArpMethod::Sysctl, Device::Loopback);
+    let sequences: Vec<Vec<RealServerDesired>> = vec![
+        vec![nft(&[VIP, VIP2]), nft(&[VIP2])],
+        vec![nft(&[VIP]), nft(&[VIP2])],
+        vec![nft(&[VIP2]), nft(&[VIP, VIP2])],
+        vec![sysctl(&[VIP, VIP2]), nft(&[VIP2])],
+        vec![nft(&[VIP, VIP2]), sysctl(&[VIP])],
+        vec![sysctl(&[VIP]), sysctl(&[VIP2])],
+    ];
+    for steps in sequences {
+        let mut obs = node();
+        let mut state = RealServerState::default();
+        let mut plans: Vec<Plan> = Vec::new();
+        for d in &steps {
+            let plan = plan_up(d, &obs, &state).expect("plan");
+            simulate(&mut obs, &plan);
+            record(&mut state, &plan);
+            plans.push(plan);
+        }
+        plans.push(plan_down(&state, &obs));
+        let mut obs = node();
+        for (i, plan) in plans.iter().enumerate() {
+            for change in &plan.changes {
+                simulate(
+                    &mut obs,
+                    &Plan {
+                        changes: vec![change.clone()],
+                        warnings: vec![],
+                    },
+                );
+                let flux = unsuppressed_vips(&obs, "lo", &["eth0"]);
+                assert!(
+                    flux.is_empty(),
+                    "{steps:?}, plan {i}: after `{change}` {flux:?} bound without suppression:\n{:#?}",
+                    plan.changes
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn removed_vip_is_unbound_before_its_nft_rules_go() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let both = desired(&[VIP, VIP2], ArpMethod::Nft, Device::Loopback);
+    let up = plan_up(&both, &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    let one = desired(&[VIP2], ArpMethod::Nft, Device::Loopback);
+    let plan = plan_up(&one, &obs, &state).expect("plan");
+    let shown: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert_eq!(shown[0], "remove address 192.0.2.100/32 from lo");
+    assert!(
+        shown[1].starts_with("write nft table arp rs_agent:"),
+        "{shown:?}"
+    );
+    assert!(!shown[1].contains("192.0.2.100 "), "{shown:?}");
 }
