@@ -6,8 +6,8 @@
 //! touched when they are returned.
 
 use crate::model::{
-    effective, host_prefix, owned_label, ArpMethod, Change, Device, NftFamily, NftRule, Observed,
-    RealServerDesired, SysctlKey,
+    effective, host_prefix, owned_label, suppresses_arp, ArpMethod, Change, Device, NftFamily,
+    NftRule, Observed, RealServerDesired, SysctlKey,
 };
 use crate::state::RealServerState;
 use std::net::IpAddr;
@@ -24,7 +24,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// ARP sysctl values that suppress ARP for addresses on `lo`/dummy devices.
+/// The ARP sysctl values rs-agent writes to suppress ARP for addresses on `lo`/dummy devices
+/// (`model::suppresses_arp` says which effective values already do).
 pub const SUPPRESSING: [(SysctlKey, i64); 2] =
     [(SysctlKey::ArpIgnore, 1), (SysctlKey::ArpAnnounce, 2)];
 
@@ -101,33 +102,37 @@ fn device_changes(
     }
 }
 
-/// Raise arp_ignore/arp_announce where the effective value is too low, and hand back the
-/// sysctls we own but no longer need.
+/// Set arp_ignore/arp_announce on each LAN interface whose effective value does not
+/// suppress ARP, and hand back the sysctls we own but no longer need. Refuses (nothing
+/// touched) when `all` holds a value that no interface value can correct: the kernel uses
+/// max(all, interface), and rs-agent never writes `all`.
 fn sysctl_changes(
     desired: &RealServerDesired,
     observed: &Observed,
     state: &RealServerState,
     lan: &[String],
-) -> Vec<Change> {
+) -> Result<Vec<Change>, PlanError> {
     let mut changes = Vec::new();
     let wanted = desired.arp == ArpMethod::Sysctl && desired.vips.iter().any(IpAddr::is_ipv4);
     if wanted {
         for iface in lan {
             for (key, target) in SUPPRESSING {
                 let eff = effective(&observed.sysctls, iface, key).unwrap_or(0);
-                if eff < target {
-                    let from = observed
-                        .sysctls
-                        .get(&(iface.clone(), key))
-                        .copied()
-                        .unwrap_or(0);
-                    changes.push(Change::SetSysctl {
-                        iface: iface.clone(),
-                        key,
-                        from,
-                        to: target,
-                    });
+                if suppresses_arp(key, eff) {
+                    continue;
                 }
+                check_all_allows(observed, iface, key, target)?;
+                let from = observed
+                    .sysctls
+                    .get(&(iface.clone(), key))
+                    .copied()
+                    .unwrap_or(0);
+                changes.push(Change::SetSysctl {
+                    iface: iface.clone(),
+                    key,
+                    from,
+                    to: target,
+                });
             }
         }
     }
@@ -137,7 +142,31 @@ fn sysctl_changes(
             changes.extend(restore_sysctl(owned, observed));
         }
     }
-    changes
+    Ok(changes)
+}
+
+/// Writing `target` on `iface` fixes the effective value only if `all` is not above it in a
+/// way that still does not suppress (e.g. all.arp_ignore=4: max(4, 1) = 4).
+fn check_all_allows(
+    observed: &Observed,
+    iface: &str,
+    key: SysctlKey,
+    target: i64,
+) -> Result<(), PlanError> {
+    let all = observed
+        .sysctls
+        .get(&("all".to_string(), key))
+        .copied()
+        .unwrap_or(0);
+    if suppresses_arp(key, all.max(target)) {
+        return Ok(());
+    }
+    Err(PlanError(format!(
+        "net.ipv4.conf.all.{key} is {all}, so {key} on {iface} is {all} whatever rs-agent \
+         writes there (the kernel uses the larger of all and the interface) and ARP for the \
+         VIPs is not suppressed; set it to 0 (sysctl -w net.ipv4.conf.all.{key}=0) or use \
+         --arp nft"
+    )))
 }
 
 fn restore_sysctl(owned: &crate::state::OwnedSysctl, observed: &Observed) -> Option<Change> {
@@ -316,7 +345,7 @@ pub fn plan_up(
     }
     plan.changes.extend(device_changes(desired, observed)?);
     plan.changes
-        .extend(sysctl_changes(desired, observed, state, &lan));
+        .extend(sysctl_changes(desired, observed, state, &lan)?);
     plan.changes.extend(nft_changes(observed, &rules));
     plan.changes
         .extend(address_changes(desired, observed, state));

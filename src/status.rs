@@ -1,7 +1,9 @@
 //! `status`: does the node *effectively* keep its VIPs off ARP? Judged from the kernel's
 //! effective values and rules, not from whether some sysctl was written.
 
-use crate::model::{effective, Change, Device, NftRule, Observed, RealServerDesired, SysctlKey};
+use crate::model::{
+    effective, suppresses_arp, Change, Device, NftRule, Observed, RealServerDesired, SysctlKey,
+};
 use crate::plan::{lan_interfaces, PlanError};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -35,6 +37,8 @@ pub struct StatusReport {
     pub lan_interfaces: Vec<InterfaceStatus>,
     pub vips: Vec<VipStatus>,
     pub warnings: Vec<String>,
+    /// Problems of the node rather than of one VIP (each makes the verdict NOT OK).
+    pub problems: Vec<String>,
     /// What `rs-agent up` would change now (drift), or why it could not.
     pub pending: Vec<String>,
 }
@@ -65,7 +69,9 @@ fn v4_suppression(
 ) -> Result<String, String> {
     let ignore = iface.arp_ignore.unwrap_or(0);
     let announce = iface.arp_announce.unwrap_or(0);
-    if !vip_on_iface && ignore >= 1 && announce >= 2 {
+    let by_sysctl = suppresses_arp(SysctlKey::ArpIgnore, ignore)
+        && suppresses_arp(SysctlKey::ArpAnnounce, announce);
+    if !vip_on_iface && by_sysctl {
         return Ok(format!(
             "{}: sysctl (arp_ignore={ignore}, arp_announce={announce} effective)",
             iface.name
@@ -82,7 +88,8 @@ fn v4_suppression(
     }
     Err(format!(
         "ARP for {vip} is not suppressed on {} (arp_ignore={ignore}, arp_announce={announce} \
-         effective{}, no rs_agent nft rules): neighbours may learn this node's MAC for the VIP",
+         effective{}, no rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
+         and arp_announce 2): neighbours may learn this node's MAC for the VIP",
         iface.name,
         if vip_on_iface {
             ", and the VIP is on this interface"
@@ -193,6 +200,14 @@ pub fn evaluate(
             ));
         }
     }
+    let mut problems = Vec::new();
+    for iface in lan.iter().filter(|i| i.arp_ignore == Some(8)) {
+        problems.push(format!(
+            "arp_ignore=8 (effective) on {}: the node answers no ARP there, not even for its \
+             own address; use 1 (what `rs-agent up --arp sysctl` sets)",
+            iface.name
+        ));
+    }
     if let Device::Dummy(name) = &desired.device {
         if observed.link(name).is_some_and(|l| !l.up) {
             warnings.push(format!(
@@ -210,11 +225,12 @@ pub fn evaluate(
         Err(e) => vec![format!("cannot plan: {e}")],
     };
     StatusReport {
-        ok: vips.iter().all(|v| v.problems.is_empty()),
+        ok: problems.is_empty() && vips.iter().all(|v| v.problems.is_empty()),
         desired: desired.clone(),
         lan_interfaces: lan,
         vips,
         warnings,
+        problems,
         pending,
     }
 }
@@ -269,6 +285,9 @@ impl StatusReport {
                 writeln!(out, "  problem: {p}")?;
             }
         }
+        for p in &self.problems {
+            writeln!(out, "problem: {p}")?;
+        }
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;
         }
@@ -284,5 +303,110 @@ impl StatusReport {
             "NOT OK: the node is not correctly configured"
         };
         writeln!(out, "{verdict}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Addr, ArpMethod, Link, NftObserved, Sysctls, ADDR_PROTO};
+
+    const VIP: &str = "192.0.2.100";
+
+    fn link(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            up: true,
+            loopback: name == "lo",
+            noarp: name == "lo",
+            kind: (name != "lo").then(|| "veth".to_string()),
+            mac: vec![2, 0, 0, 0, 0, index as u8],
+        }
+    }
+
+    fn addr(ifname: &str, ip: &str, prefix: u8, proto: u8) -> Addr {
+        Addr {
+            ifname: ifname.into(),
+            ip: ip.parse().expect("test literal"),
+            prefix,
+            label: None,
+            proto,
+            secondary: false,
+        }
+    }
+
+    /// A real server after `up --arp sysctl`: VIP on lo, eth0 at arp_ignore 1, arp_announce 2.
+    fn configured() -> (RealServerDesired, Observed) {
+        let mut sysctls = Sysctls::new();
+        for iface in ["all", "lo", "eth0"] {
+            for key in SysctlKey::ALL {
+                sysctls.insert((iface.to_string(), key), 0);
+            }
+        }
+        sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 1);
+        sysctls.insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
+        let observed = Observed {
+            links: vec![link(1, "lo"), link(2, "eth0")],
+            addrs: vec![
+                addr("lo", "127.0.0.1", 8, 0),
+                addr("lo", VIP, 32, ADDR_PROTO),
+                addr("eth0", "198.51.100.2", 24, 0),
+            ],
+            sysctls,
+            nft: NftObserved::default(),
+        };
+        let desired = RealServerDesired {
+            vips: vec![VIP.parse().expect("test literal")],
+            device: Device::Loopback,
+            arp: ArpMethod::Sysctl,
+            interfaces: None,
+        };
+        (desired, observed)
+    }
+
+    fn report(desired: &RealServerDesired, observed: &Observed) -> StatusReport {
+        evaluate(desired, observed, Ok(vec![]))
+    }
+
+    #[test]
+    fn configured_node_is_ok() {
+        let (d, o) = configured();
+        let r = report(&d, &o);
+        assert!(r.ok, "{r:?}");
+    }
+
+    /// Effective values that look "higher" but do not suppress ARP are NOT OK.
+    #[test]
+    fn only_ignore_1_or_2_and_announce_2_are_ok() {
+        let rows: &[(&str, SysctlKey, i64, bool)] = &[
+            ("eth0", SysctlKey::ArpIgnore, 2, true),
+            ("eth0", SysctlKey::ArpIgnore, 3, false),
+            ("all", SysctlKey::ArpIgnore, 4, false),
+            ("eth0", SysctlKey::ArpIgnore, 8, false),
+            ("eth0", SysctlKey::ArpAnnounce, 3, false),
+            ("all", SysctlKey::ArpAnnounce, 5, false),
+        ];
+        for (iface, key, value, ok) in rows {
+            let (d, mut o) = configured();
+            o.sysctls.insert((iface.to_string(), *key), *value);
+            let r = report(&d, &o);
+            assert_eq!(r.ok, *ok, "{iface}.{key}={value}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn arp_ignore_8_is_a_problem_even_with_nft() {
+        let (mut d, mut o) = configured();
+        d.arp = ArpMethod::Nft;
+        o.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 8);
+        let r = report(&d, &o);
+        assert!(!r.ok);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.starts_with("arp_ignore=8 (effective) on eth0")),
+            "{r:?}"
+        );
     }
 }

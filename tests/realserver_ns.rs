@@ -593,3 +593,49 @@ fn fetch6_via(site: &Site, rs: &Host) -> Result<String, String> {
         .exec(&["ip", "-6", "neigh", "del", VIP6, "dev", &site.client.iface]);
     answer
 }
+
+/// arp_ignore 3 and arp_announce 3 look "higher" than 1 and 2 but do not suppress: `up`
+/// corrects them and then only the director answers. `all.arp_ignore=4` cannot be corrected
+/// per interface (the kernel uses the maximum): `status` is NOT OK and `up` refuses, exit 2,
+/// one line, nothing touched.
+#[test]
+fn arp_sysctl_values_that_do_not_suppress() {
+    if !privileged("arp_sysctl_values_that_do_not_suppress") {
+        return;
+    }
+    let site = site("arpvalues", PLAIN);
+    let (rs1, rs2) = (&site.rs1, &site.rs2);
+    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "3");
+    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "3");
+    let up = rs1.rs_agent_ok(&["up", "--vip", VIP]);
+    assert!(up.contains("arp_ignore 3 -> 1"), "{up}");
+    assert!(up.contains("arp_announce 3 -> 2"), "{up}");
+    assert_eq!(
+        (effective(rs1, "arp_ignore"), effective(rs1, "arp_announce")),
+        (1, 2)
+    );
+    assert_only_director_answers(&site);
+    rs1.rs_agent_ok(&["status"]);
+
+    rs2.rs_agent_ok(&["up", "--vip", VIP]);
+    rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "4");
+    let (code, json) = status_json(rs2);
+    assert_eq!(code, 1, "all.arp_ignore=4 must be NOT OK: {json}");
+    assert_eq!(json["vips"][0]["suppressed"], false, "{json}");
+    let before = rs2.snapshot();
+    let out = rs2.rs_agent(&["up", "--vip", VIP]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("net.ipv4.conf.all.arp_ignore is 4") && err.contains("=0"),
+        "{err}"
+    );
+    assert_same_snapshot(&before, &rs2.snapshot(), "refused up");
+
+    rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0");
+    for rs in [rs1, rs2] {
+        rs.rs_agent_ok(&["down"]);
+    }
+    assert_eq!(rs1.ns.sysctl_get("net.ipv4.conf.eth0.arp_ignore"), "3");
+}

@@ -168,11 +168,74 @@ fn effective_value_from_all_is_respected() {
         .insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
     let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
     assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
-    // arp_ignore 2 / 8 also suppress: nothing to raise.
+    // arp_ignore 2 also suppresses: nothing to raise.
     obs.sysctls.insert(("all".into(), SysctlKey::ArpIgnore), 0);
-    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 8);
+    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 2);
     let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
     assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
+}
+
+/// Effective values that do not suppress are corrected on the interface, whatever their
+/// size: arp_ignore 3..8 and arp_announce above 2 are not "more suppressing" than 1 and 2.
+#[test]
+fn only_ignore_1_or_2_and_announce_2_count_as_suppressed() {
+    type Row = (&'static str, [i64; 4], &'static [(SysctlKey, i64, i64)]);
+    use SysctlKey::{ArpAnnounce as Ann, ArpIgnore as Ign};
+    // [all.arp_ignore, eth0.arp_ignore, all.arp_announce, eth0.arp_announce] → eth0 writes.
+    let rows: &[Row] = &[
+        ("defaults", [0, 0, 0, 0], &[(Ign, 0, 1), (Ann, 0, 2)]),
+        ("already set", [0, 1, 0, 2], &[]),
+        ("ignore 2, announce via all", [0, 2, 2, 0], &[]),
+        ("ignore 3 answers for lo", [0, 3, 0, 2], &[(Ign, 3, 1)]),
+        ("ignore 4..7 reserved", [0, 5, 0, 2], &[(Ign, 5, 1)]),
+        ("ignore 8 answers nothing", [0, 8, 0, 2], &[(Ign, 8, 1)]),
+        ("announce 3 is like 0", [0, 1, 0, 3], &[(Ann, 3, 2)]),
+        ("all 1 and own 8", [1, 8, 0, 2], &[(Ign, 8, 1)]),
+        ("announce 1 on all", [0, 1, 1, 0], &[(Ann, 0, 2)]),
+    ];
+    for (what, [all_i, own_i, all_a, own_a], want) in rows {
+        let mut obs = node();
+        obs.sysctls.insert(("all".into(), Ign), *all_i);
+        obs.sysctls.insert(("eth0".into(), Ign), *own_i);
+        obs.sysctls.insert(("all".into(), Ann), *all_a);
+        obs.sysctls.insert(("eth0".into(), Ann), *own_a);
+        let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect(what);
+        let mut expected: Vec<Change> = want
+            .iter()
+            .map(|(key, from, to)| set("eth0", *key, *from, *to))
+            .collect();
+        expected.push(add_vip("lo", VIP));
+        assert_eq!(plan.changes, expected, "{what}");
+    }
+}
+
+/// `all` above what an interface value can correct: refused before anything is touched,
+/// one line naming the sysctl and the fix.
+#[test]
+fn all_that_no_interface_value_can_correct_is_refused() {
+    let cases = [
+        (SysctlKey::ArpIgnore, 4),
+        (SysctlKey::ArpIgnore, 3),
+        (SysctlKey::ArpIgnore, 8),
+        (SysctlKey::ArpAnnounce, 3),
+    ];
+    for (key, value) in cases {
+        let mut obs = node();
+        obs.sysctls.insert(("all".into(), key), value);
+        let err = plan_up(&sysctl_desired(), &obs, &RealServerState::default())
+            .expect_err("all cannot be corrected");
+        let want = format!("net.ipv4.conf.all.{key} is {value}, so {key} on eth0 is {value}");
+        assert!(err.0.starts_with(&want), "{err}");
+        assert!(
+            err.0
+                .contains(&format!("sysctl -w net.ipv4.conf.all.{key}=0")),
+            "{err}"
+        );
+        assert!(!err.0.contains('\n'), "{err}");
+        // The nft method does not depend on the sysctls.
+        let nft = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
+        plan_up(&nft, &obs, &RealServerState::default()).expect("nft plans");
+    }
 }
 
 #[test]
