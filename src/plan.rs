@@ -29,30 +29,65 @@ pub struct Plan {
 pub const SUPPRESSING: [(SysctlKey, i64); 2] =
     [(SysctlKey::ArpIgnore, 1), (SysctlKey::ArpAnnounce, 2)];
 
-/// The interfaces facing the LAN: the ones named, which must exist, or else every up,
-/// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
-pub fn lan_interfaces(
-    desired: &RealServerDesired,
-    observed: &Observed,
-) -> Result<Vec<String>, PlanError> {
+/// The interfaces facing the LAN, as found on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanInterfaces {
+    /// Where ARP must be suppressed: the ones named that exist, or else every up,
+    /// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
+    pub present: Vec<String>,
+    /// Named in the configuration but not on the node.
+    pub missing: Vec<String>,
+}
+
+/// The LAN interfaces of `desired` on this node.
+pub fn lan_interfaces(desired: &RealServerDesired, observed: &Observed) -> LanInterfaces {
     if let Some(names) = &desired.interfaces {
-        for name in names {
-            if observed.link(name).is_none() {
-                return Err(PlanError(format!(
-                    "interface \"{name}\" does not exist on this node; name an existing LAN \
-                     interface (see `ip link`)"
-                )));
-            }
-        }
-        return Ok(names.clone());
+        let (present, missing) = names
+            .iter()
+            .cloned()
+            .partition(|name| observed.link(name).is_some());
+        return LanInterfaces { present, missing };
     }
-    Ok(observed
-        .links
-        .iter()
-        .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
-        .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
-        .map(|l| l.name.clone())
-        .collect())
+    LanInterfaces {
+        present: observed
+            .links
+            .iter()
+            .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
+            .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
+            .map(|l| l.name.clone())
+            .collect(),
+        missing: vec![],
+    }
+}
+
+/// A listed interface that is missing: one rs-agent configured before has gone away (a
+/// VLAN or hot-plugged NIC removed) and is skipped with a warning, so that `run` keeps
+/// repairing everything else; one it never configured is most likely a typo and refused.
+fn check_missing_interfaces(
+    lan: &LanInterfaces,
+    state: &RealServerState,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    for name in &lan.missing {
+        let applied_before = state
+            .desired
+            .as_ref()
+            .and_then(|d| d.interfaces.as_ref())
+            .is_some_and(|names| names.contains(name))
+            || state.sysctls.iter().any(|s| &s.iface == name);
+        if !applied_before {
+            return Err(PlanError(format!(
+                "interface \"{name}\" does not exist on this node; name an existing LAN \
+                 interface (see `ip link`)"
+            )));
+        }
+        warnings.push(format!(
+            "interface \"{name}\" is listed in the configuration but no longer exists; \
+             skipped (the other interfaces and the VIPs are still kept) — restore it, or \
+             remove it from the configuration"
+        ));
+    }
+    Ok(())
 }
 
 /// A VIP must not already be an address of any interface other than the VIP device: that
@@ -333,9 +368,11 @@ pub fn plan_up(
     state: &RealServerState,
 ) -> Result<Plan, PlanError> {
     check_vips_not_elsewhere(desired, observed)?;
-    let lan = lan_interfaces(desired, observed)?;
-    let rules = desired_nft_rules(desired, observed, &lan)?;
     let mut plan = Plan::default();
+    let interfaces = lan_interfaces(desired, observed);
+    check_missing_interfaces(&interfaces, state, &mut plan.warnings)?;
+    let lan = interfaces.present;
+    let rules = desired_nft_rules(desired, observed, &lan)?;
     if lan.is_empty() && desired.vips.iter().any(IpAddr::is_ipv4) {
         plan.warnings.push(
             "no LAN-facing interface found (none is up with an IPv4 address); name them with \

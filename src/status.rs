@@ -182,11 +182,16 @@ pub fn evaluate(
     pending: Result<Vec<Change>, PlanError>,
 ) -> StatusReport {
     let mut warnings = Vec::new();
-    let names = lan_interfaces(desired, observed).unwrap_or_else(|e| {
-        warnings.push(e.0);
-        vec![]
-    });
+    let mut problems = Vec::new();
+    let names = lan_interfaces(desired, observed);
+    for name in &names.missing {
+        problems.push(format!(
+            "interface \"{name}\" is listed in the configuration but does not exist on this \
+             node; restore it, or remove it from the configuration"
+        ));
+    }
     let lan: Vec<InterfaceStatus> = names
+        .present
         .iter()
         .map(|n| interface_status(observed, n))
         .collect();
@@ -200,7 +205,6 @@ pub fn evaluate(
             ));
         }
     }
-    let mut problems = Vec::new();
     for iface in lan.iter().filter(|i| i.arp_ignore == Some(8)) {
         problems.push(format!(
             "arp_ignore=8 (effective) on {}: the node answers no ARP there, not even for its \
@@ -393,6 +397,22 @@ mod tests {
             let r = report(&d, &o);
             assert_eq!(r.ok, *ok, "{iface}.{key}={value}: {r:?}");
         }
+    }
+
+    /// A listed interface that is gone: the others are still judged, and the verdict is
+    /// NOT OK naming the missing one.
+    #[test]
+    fn missing_listed_interface_is_not_ok() {
+        let (mut d, mut o) = configured();
+        d.interfaces = Some(vec!["eth0".into(), "eth1".into()]);
+        let r = report(&d, &o);
+        assert!(!r.ok, "{r:?}");
+        assert!(r.problems.iter().any(|p| p.contains("\"eth1\"")), "{r:?}");
+        assert_eq!(r.lan_interfaces.len(), 1);
+        // eth0 is still judged: resetting its sysctl shows up on the VIP.
+        o.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 0);
+        let r = report(&d, &o);
+        assert!(!r.vips[0].suppressed, "{r:?}");
     }
 
     #[test]

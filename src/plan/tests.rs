@@ -492,8 +492,8 @@ fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
     obs.links.push(link(4, "eth2", Some("veth")));
     obs.links.push(link(5, "dum0", Some("dummy")));
     obs.addrs.push(addr("dum0", "203.0.113.1", 24, 0));
-    let lan = lan_interfaces(&sysctl_desired(), &obs).expect("lan");
-    assert_eq!(lan, vec!["eth0".to_string()]);
+    let lan = lan_interfaces(&sysctl_desired(), &obs);
+    assert_eq!(lan.present, vec!["eth0".to_string()]);
 }
 
 /// Drift after `up`, one case per row: each must plan exactly the repair, and the repaired
@@ -676,4 +676,47 @@ fn removed_vip_is_unbound_before_its_nft_rules_go() {
         "{shown:?}"
     );
     assert!(!shown[1].contains("192.0.2.100 "), "{shown:?}");
+}
+
+/// A listed interface that rs-agent configured and that then disappeared: the pass skips it
+/// with a warning and still repairs the rest (a deleted VIP); one never configured is an
+/// input error (a typo), nothing touched.
+#[test]
+fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
+    for arp in [ArpMethod::Sysctl, ArpMethod::Nft] {
+        let mut obs = node();
+        obs.links.push(link(3, "eth1", Some("veth")));
+        obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
+        for key in SysctlKey::ALL {
+            obs.sysctls.insert(("eth1".into(), key), 0);
+        }
+        let want = RealServerDesired {
+            interfaces: Some(vec!["eth0".into(), "eth1".into()]),
+            ..desired(&[VIP], arp, Device::Loopback)
+        };
+        let mut state = RealServerState {
+            desired: Some(want.clone()),
+            ..RealServerState::default()
+        };
+        let up = plan_up(&want, &obs, &state).expect("plan");
+        simulate(&mut obs, &up);
+        record(&mut state, &up);
+        obs.links.retain(|l| l.name != "eth1");
+        obs.addrs.retain(|a| a.ifname != "eth1");
+        obs.sysctls.retain(|(iface, _), _| iface != "eth1");
+        obs.addrs.retain(|a| a.ip != ip(VIP));
+        let repair = plan_up(&want, &obs, &state).expect("a missing interface must not fail");
+        assert!(
+            repair.changes.contains(&add_vip("lo", VIP)),
+            "{arp}: {repair:?}"
+        );
+        assert!(
+            repair.warnings.iter().any(|w| w.contains("\"eth1\"")),
+            "{arp}: {:?}",
+            repair.warnings
+        );
+        simulate(&mut obs, &repair);
+        let again = plan_up(&want, &obs, &state).expect("plan");
+        assert_eq!(again.changes, vec![], "{arp}");
+    }
 }
