@@ -2,7 +2,8 @@
 //! effective values and rules, not from whether some sysctl was written.
 
 use crate::model::{
-    effective, suppresses_arp, Change, Device, NftRule, Observed, RealServerDesired, SysctlKey,
+    effective, suppresses_arp, Change, Device, NftFamily, NftRule, Observed, RealServerDesired,
+    SysctlKey, NFT_TABLE,
 };
 use crate::plan::{lan_interfaces, PlanError};
 use serde::Serialize;
@@ -60,9 +61,11 @@ fn nft_has(observed: &Observed, rule: &NftRule) -> bool {
         .is_some_and(|rules| rules.contains(rule))
 }
 
-/// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface.
+/// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface. The nft rules
+/// count only as `up` writes them: a rewrite rule naming an old RIP is not suppression.
 fn v4_suppression(
     observed: &Observed,
+    vips: &[IpAddr],
     vip: std::net::Ipv4Addr,
     iface: &InterfaceStatus,
     vip_on_iface: bool,
@@ -78,17 +81,20 @@ fn v4_suppression(
         ));
     }
     let drop = NftRule::DropArpFor { vip };
-    let mangles = observed.nft.arp.as_ref().is_some_and(|rules| {
-        rules.iter().any(|r| {
-            matches!(r, NftRule::MangleArpFrom { iface: i, vip: v, .. } if i == &iface.name && *v == vip)
-        })
+    let mangles = observed.primary_v4(&iface.name, vips).is_some_and(|rip| {
+        let mangle = NftRule::MangleArpFrom {
+            iface: iface.name.clone(),
+            vip,
+            rip,
+        };
+        nft_has(observed, &mangle)
     });
     if nft_has(observed, &drop) && mangles {
         return Ok(format!("{}: nft table arp rs_agent", iface.name));
     }
     Err(format!(
         "ARP for {vip} is not suppressed on {} (arp_ignore={ignore}, arp_announce={announce} \
-         effective{}, no rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
+         effective{}, no matching rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
          and arp_announce 2): neighbours may learn this node's MAC for the VIP",
         iface.name,
         if vip_on_iface {
@@ -150,7 +156,13 @@ fn vip_status(
         IpAddr::V4(v4) => {
             for iface in lan {
                 let vip_on_iface = on.iter().any(|a| a.ifname == iface.name);
-                record(v4_suppression(observed, v4, iface, vip_on_iface));
+                record(v4_suppression(
+                    observed,
+                    &desired.vips,
+                    v4,
+                    iface,
+                    vip_on_iface,
+                ));
             }
         }
         IpAddr::V6(v6) => {
@@ -212,6 +224,25 @@ pub fn evaluate(
             iface.name
         ));
     }
+    for family in [NftFamily::Arp, NftFamily::Ip6] {
+        let foreign: Vec<String> = observed
+            .nft
+            .table(family)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                NftRule::Unknown { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        if !foreign.is_empty() {
+            problems.push(format!(
+                "nft table {family} {NFT_TABLE} holds what rs-agent did not write ({}); \
+                 `rs-agent up` rewrites it",
+                foreign.join("; ")
+            ));
+        }
+    }
     if let Device::Dummy(name) = &desired.device {
         if observed.link(name).is_some_and(|l| !l.up) {
             warnings.push(format!(
@@ -229,7 +260,8 @@ pub fn evaluate(
         Err(e) => vec![format!("cannot plan: {e}")],
     };
     StatusReport {
-        ok: problems.is_empty() && vips.iter().all(|v| v.problems.is_empty()),
+        // Anything `up` would still change is drift, even when ARP happens to be suppressed.
+        ok: problems.is_empty() && pending.is_empty() && vips.iter().all(|v| v.problems.is_empty()),
         desired: desired.clone(),
         lan_interfaces: lan,
         vips,
@@ -413,6 +445,78 @@ mod tests {
         o.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 0);
         let r = report(&d, &o);
         assert!(!r.vips[0].suppressed, "{r:?}");
+    }
+
+    /// The nft method as `up` writes it for the configured node (RIP 198.51.100.2).
+    fn nft_configured() -> (RealServerDesired, Observed, Vec<NftRule>) {
+        let (mut d, mut o) = configured();
+        d.arp = ArpMethod::Nft;
+        for key in [SysctlKey::ArpIgnore, SysctlKey::ArpAnnounce] {
+            o.sysctls.insert(("eth0".into(), key), 0);
+        }
+        let vip = VIP.parse().expect("test literal");
+        let rules = vec![
+            NftRule::DropArpFor { vip },
+            NftRule::MangleArpFrom {
+                iface: "eth0".into(),
+                vip,
+                rip: "198.51.100.2".parse().expect("test literal"),
+            },
+        ];
+        o.nft.arp = Some(rules.clone());
+        (d, o, rules)
+    }
+
+    /// Tampering with the nft table, each case NOT OK (exit 1) — and the plan `up` would
+    /// apply (the real `plan_up`) is shown as pending.
+    #[test]
+    fn tampered_nft_table_is_not_ok() {
+        let (d, o, _) = nft_configured();
+        let state = crate::state::RealServerState::default();
+        let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+        assert!(evaluate(&d, &o, pending).ok, "as written by up");
+        type Tamper = fn(&mut Observed, &mut Vec<NftRule>);
+        let cases: &[(&str, Tamper)] = &[
+            ("rewrite names an old RIP", |o, _| {
+                for a in o.addrs.iter_mut().filter(|a| a.ifname == "eth0") {
+                    a.ip = "198.51.100.3".parse().expect("test literal");
+                }
+            }),
+            ("chain with policy drop", |_, rules| {
+                rules.push(NftRule::Unknown {
+                    text: "chain input is not as rs-agent writes it".into(),
+                })
+            }),
+            ("extra rule in our chain", |_, rules| {
+                rules.push(NftRule::Unknown {
+                    text: "input: arp daddr ip 203.0.113.9 drop".into(),
+                })
+            }),
+        ];
+        for (what, tamper) in cases {
+            let (d, mut o, mut rules) = nft_configured();
+            tamper(&mut o, &mut rules);
+            rules.sort();
+            o.nft.arp = Some(rules);
+            let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+            let r = evaluate(&d, &o, pending);
+            assert!(!r.ok, "{what}: {r:?}");
+            assert!(
+                r.pending
+                    .iter()
+                    .any(|p| p.starts_with("write nft table arp")),
+                "{what}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_changes_are_not_ok() {
+        let (d, o) = configured();
+        let r = evaluate(&d, &o, Ok(vec![Change::SetLinkUp { name: "lo".into() }]));
+        assert!(!r.ok);
+        let r = evaluate(&d, &o, Err(PlanError("no".into())));
+        assert!(!r.ok);
     }
 
     #[test]

@@ -639,3 +639,66 @@ fn arp_sysctl_values_that_do_not_suppress() {
     }
     assert_eq!(rs1.ns.sysctl_get("net.ipv4.conf.eth0.arp_ignore"), "3");
 }
+
+/// Edits to `table arp rs_agent` that leave a drop rule for the VIP in place still differ
+/// from what `up` writes: `status` is NOT OK (exit 1) and `up` rewrites the table.
+#[test]
+fn status_is_not_ok_while_the_nft_table_differs() {
+    if !privileged("status_is_not_ok_while_the_nft_table_differs") {
+        return;
+    }
+    let site = site("nftdrift", PLAIN);
+    let rs = &site.rs2;
+    rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+    rs.rs_agent_ok(&["status"]);
+    let readdress = |from: &str, to: &str| {
+        rs.exec(&["ip", "addr", "del", from, "dev", "eth0"]);
+        rs.exec(&["ip", "addr", "add", to, "dev", "eth0"]);
+    };
+    type Tamper<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let cases: Vec<Tamper> = vec![
+        (
+            "the rewrite rule names an old RIP",
+            Box::new(|| readdress("192.0.2.3/24", "192.0.2.33/24")),
+        ),
+        (
+            "policy drop on our chain",
+            Box::new(|| {
+                rs.exec(&["nft", "chain arp rs_agent input { policy drop; }"]);
+            }),
+        ),
+        (
+            "an extra rule in our chain",
+            Box::new(|| {
+                rs.exec(&[
+                    "nft",
+                    "insert rule arp rs_agent input arp daddr ip 203.0.113.9 drop",
+                ]);
+            }),
+        ),
+    ];
+    for (what, tamper) in cases {
+        tamper();
+        let out = rs.rs_agent(&["status"]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+        assert!(text.contains("NOT OK"), "{what}: {text}");
+        let up = rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+        assert!(up.contains("write nft table arp rs_agent"), "{what}: {up}");
+        rs.rs_agent_ok(&["status"]);
+    }
+    let table = stdout(&rs.exec(&["nft", "list", "table", "arp", "rs_agent"]));
+    assert!(
+        table.contains("arp saddr ip set 192.0.2.33") && !table.contains("203.0.113.9"),
+        "{table}"
+    );
+    assert_only_director_answers_for_vip(&site);
+    rs.rs_agent_ok(&["down"]);
+    readdress("192.0.2.33/24", "192.0.2.3/24");
+}
+
+/// Only the director answers ARP for the VIP (without probing the real servers' RIPs).
+fn assert_only_director_answers_for_vip(site: &Site) {
+    let macs = arping_macs(&site.client, VIP, 3);
+    assert_eq!(macs, set(&[&site.director.mac]), "ARP for {VIP}");
+}
