@@ -33,7 +33,8 @@ pub struct RawRealServer {
     pub vips: Vec<Spanned<String>>,
     pub device: Option<Spanned<String>>,
     pub arp: Option<Spanned<String>>,
-    pub interfaces: Option<Vec<Spanned<String>>>,
+    /// Spanned as a whole too, so that an empty list can be pointed at.
+    pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     /// `rs-agent run`: milliseconds between drift checks without a kernel event.
     pub check_interval_ms: Option<Spanned<i64>>,
     /// `run`'s drain endpoint (`ADDR:PORT`); off when absent.
@@ -208,9 +209,17 @@ pub fn real_server(
                 .collect(),
         )
     } else {
-        raw.interfaces
-            .as_ref()
-            .map(|v| v.iter().map(from_file).collect())
+        match &raw.interfaces {
+            // An empty list would bind the VIPs with ARP suppressed nowhere.
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(file.err_at(
+                    list,
+                    "interfaces must not be empty; omit it to detect the LAN interfaces",
+                ))
+            }
+            Some(list) => Some(list.get_ref().iter().map(from_file).collect()),
+            None => None,
+        }
     };
     let interfaces = iface_inputs
         .map(|inputs| parse_interfaces(&inputs, device.name()))
@@ -578,6 +587,11 @@ mod tests {
                 "[real_server]\nvips = \"192.0.2.1\"\n",
                 none.clone(),
                 "rs.toml:2:8: invalid type",
+            ),
+            (
+                "[real_server]\nvips = [\"192.0.2.1\"]\ninterfaces = []\n",
+                none.clone(),
+                "rs.toml:3:14: interfaces must not be empty; omit it to detect the LAN interfaces",
             ),
         ];
         for (text, flags, want) in cases {

@@ -157,6 +157,19 @@ pub fn effective(sysctls: &Sysctls, iface: &str, key: SysctlKey) -> Option<i64> 
     }
 }
 
+/// True when `value`, as the effective value of `key`, keeps a VIP on `lo`/dummy off ARP:
+/// arp_ignore 1 or 2 (answer only for addresses of the receiving interface) and
+/// arp_announce 2 (never announce an address of another interface). arp_ignore 3..7 still
+/// answer for a VIP with global scope on `lo`, 8 answers nothing (not even the RIP), and
+/// arp_announce above 2 behaves like 0 (`arp_ignore()` / `arp_solicit()` in net/ipv4/arp.c).
+pub fn suppresses_arp(key: SysctlKey, value: i64) -> bool {
+    match key {
+        SysctlKey::ArpIgnore => matches!(value, 1 | 2),
+        SysctlKey::ArpAnnounce => value == 2,
+        SysctlKey::RpFilter => false,
+    }
+}
+
 /// The nftables address families rs-agent may own a table in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -335,14 +348,16 @@ pub enum Change {
 impl Change {
     /// Where this change sorts in a plan: ARP is suppressed before a VIP is bound, and the VIP
     /// is unbound before suppression is lifted, so there is never a moment of ARP flux.
+    /// An `NftReplace` can do both at once (a VIP added, another removed: `up --vip B` after
+    /// `up --vip A --vip B`), so addresses are removed before it and added after it.
     pub fn phase(&self) -> u8 {
         match self {
             Change::CreateDummy { .. } => 0,
             Change::SetSysctl { .. } => 1,
-            Change::NftReplace { .. } => 2,
-            Change::SetLinkUp { .. } => 3,
-            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 4,
-            Change::DelAddr { .. } => 5,
+            Change::DelAddr { .. } => 2,
+            Change::NftReplace { .. } => 3,
+            Change::SetLinkUp { .. } => 4,
+            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 5,
             Change::DeleteDummy { .. } => 6,
             Change::NftDelete { .. } => 7,
             Change::RestoreSysctl { .. } => 8,
@@ -508,6 +523,18 @@ mod tests {
         assert_eq!(effective(&s, "eth0", SysctlKey::ArpAnnounce), Some(2));
         assert_eq!(effective(&s, "eth1", SysctlKey::ArpAnnounce), Some(2));
         assert_eq!(effective(&s, "eth0", SysctlKey::RpFilter), None);
+    }
+
+    #[test]
+    fn only_ignore_1_or_2_and_announce_2_suppress() {
+        let ignore: Vec<i64> = (0..=9)
+            .filter(|v| suppresses_arp(SysctlKey::ArpIgnore, *v))
+            .collect();
+        assert_eq!(ignore, vec![1, 2]);
+        let announce: Vec<i64> = (0..=9)
+            .filter(|v| suppresses_arp(SysctlKey::ArpAnnounce, *v))
+            .collect();
+        assert_eq!(announce, vec![2]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! touched when they are returned.
 
 use crate::model::{
-    effective, host_prefix, owned_label, ArpMethod, Change, Device, NftFamily, NftRule, Observed,
-    RealServerDesired, SysctlKey, NFT_TABLE,
+    effective, host_prefix, owned_label, suppresses_arp, ArpMethod, Change, Device, NftFamily,
+    NftRule, Observed, RealServerDesired, SysctlKey, NFT_TABLE,
 };
 use crate::state::RealServerState;
 use std::net::IpAddr;
@@ -24,34 +24,70 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// ARP sysctl values that suppress ARP for addresses on `lo`/dummy devices.
+/// The ARP sysctl values rs-agent writes to suppress ARP for addresses on `lo`/dummy devices
+/// (`model::suppresses_arp` says which effective values already do).
 pub const SUPPRESSING: [(SysctlKey, i64); 2] =
     [(SysctlKey::ArpIgnore, 1), (SysctlKey::ArpAnnounce, 2)];
 
-/// The interfaces facing the LAN: the ones named, which must exist, or else every up,
-/// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
-pub fn lan_interfaces(
-    desired: &RealServerDesired,
-    observed: &Observed,
-) -> Result<Vec<String>, PlanError> {
+/// The interfaces facing the LAN, as found on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanInterfaces {
+    /// Where ARP must be suppressed: the ones named that exist, or else every up,
+    /// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
+    pub present: Vec<String>,
+    /// Named in the configuration but not on the node.
+    pub missing: Vec<String>,
+}
+
+/// The LAN interfaces of `desired` on this node.
+pub fn lan_interfaces(desired: &RealServerDesired, observed: &Observed) -> LanInterfaces {
     if let Some(names) = &desired.interfaces {
-        for name in names {
-            if observed.link(name).is_none() {
-                return Err(PlanError(format!(
-                    "interface {name:?} does not exist on this node; name an existing LAN \
-                     interface (see `ip link`)"
-                )));
-            }
-        }
-        return Ok(names.clone());
+        let (present, missing) = names
+            .iter()
+            .cloned()
+            .partition(|name| observed.link(name).is_some());
+        return LanInterfaces { present, missing };
     }
-    Ok(observed
-        .links
-        .iter()
-        .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
-        .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
-        .map(|l| l.name.clone())
-        .collect())
+    LanInterfaces {
+        present: observed
+            .links
+            .iter()
+            .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
+            .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
+            .map(|l| l.name.clone())
+            .collect(),
+        missing: vec![],
+    }
+}
+
+/// A listed interface that is missing: one rs-agent configured before has gone away (a
+/// VLAN or hot-plugged NIC removed) and is skipped with a warning, so that `run` keeps
+/// repairing everything else; one it never configured is most likely a typo and refused.
+fn check_missing_interfaces(
+    lan: &LanInterfaces,
+    state: &RealServerState,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    for name in &lan.missing {
+        let applied_before = state
+            .desired
+            .as_ref()
+            .and_then(|d| d.interfaces.as_ref())
+            .is_some_and(|names| names.contains(name))
+            || state.sysctls.iter().any(|s| &s.iface == name);
+        if !applied_before {
+            return Err(PlanError(format!(
+                "interface \"{name}\" does not exist on this node; name an existing LAN \
+                 interface (see `ip link`)"
+            )));
+        }
+        warnings.push(format!(
+            "interface \"{name}\" is listed in the configuration but no longer exists; \
+             skipped (the other interfaces and the VIPs are still kept) — restore it, or \
+             remove it from the configuration"
+        ));
+    }
+    Ok(())
 }
 
 /// A VIP must not already be an address of any interface other than the VIP device: that
@@ -101,33 +137,37 @@ fn device_changes(
     }
 }
 
-/// Raise arp_ignore/arp_announce where the effective value is too low, and hand back the
-/// sysctls we own but no longer need.
+/// Set arp_ignore/arp_announce on each LAN interface whose effective value does not
+/// suppress ARP, and hand back the sysctls we own but no longer need. Refuses (nothing
+/// touched) when `all` holds a value that no interface value can correct: the kernel uses
+/// max(all, interface), and rs-agent never writes `all`.
 fn sysctl_changes(
     desired: &RealServerDesired,
     observed: &Observed,
     state: &RealServerState,
     lan: &[String],
-) -> Vec<Change> {
+) -> Result<Vec<Change>, PlanError> {
     let mut changes = Vec::new();
     let wanted = desired.arp == ArpMethod::Sysctl && desired.vips.iter().any(IpAddr::is_ipv4);
     if wanted {
         for iface in lan {
             for (key, target) in SUPPRESSING {
                 let eff = effective(&observed.sysctls, iface, key).unwrap_or(0);
-                if eff < target {
-                    let from = observed
-                        .sysctls
-                        .get(&(iface.clone(), key))
-                        .copied()
-                        .unwrap_or(0);
-                    changes.push(Change::SetSysctl {
-                        iface: iface.clone(),
-                        key,
-                        from,
-                        to: target,
-                    });
+                if suppresses_arp(key, eff) {
+                    continue;
                 }
+                check_all_allows(observed, iface, key, target)?;
+                let from = observed
+                    .sysctls
+                    .get(&(iface.clone(), key))
+                    .copied()
+                    .unwrap_or(0);
+                changes.push(Change::SetSysctl {
+                    iface: iface.clone(),
+                    key,
+                    from,
+                    to: target,
+                });
             }
         }
     }
@@ -137,7 +177,31 @@ fn sysctl_changes(
             changes.extend(restore_sysctl(owned, observed));
         }
     }
-    changes
+    Ok(changes)
+}
+
+/// Writing `target` on `iface` fixes the effective value only if `all` is not above it in a
+/// way that still does not suppress (e.g. all.arp_ignore=4: max(4, 1) = 4).
+fn check_all_allows(
+    observed: &Observed,
+    iface: &str,
+    key: SysctlKey,
+    target: i64,
+) -> Result<(), PlanError> {
+    let all = observed
+        .sysctls
+        .get(&("all".to_string(), key))
+        .copied()
+        .unwrap_or(0);
+    if suppresses_arp(key, all.max(target)) {
+        return Ok(());
+    }
+    Err(PlanError(format!(
+        "net.ipv4.conf.all.{key} is {all}, so {key} on {iface} is {all} whatever rs-agent \
+         writes there (the kernel uses the larger of all and the interface) and ARP for the \
+         VIPs is not suppressed; set it to 0 (sysctl -w net.ipv4.conf.all.{key}=0) or use \
+         --arp nft"
+    )))
 }
 
 fn restore_sysctl(owned: &crate::state::OwnedSysctl, observed: &Observed) -> Option<Change> {
@@ -319,9 +383,11 @@ pub fn plan_up(
     state: &RealServerState,
 ) -> Result<Plan, PlanError> {
     check_vips_not_elsewhere(desired, observed)?;
-    let lan = lan_interfaces(desired, observed)?;
-    let rules = desired_nft_rules(desired, observed, &lan)?;
     let mut plan = Plan::default();
+    let interfaces = lan_interfaces(desired, observed);
+    check_missing_interfaces(&interfaces, state, &mut plan.warnings)?;
+    let lan = interfaces.present;
+    let rules = desired_nft_rules(desired, observed, &lan)?;
     if lan.is_empty() && desired.vips.iter().any(IpAddr::is_ipv4) {
         plan.warnings.push(
             "no LAN-facing interface found (none is up with an IPv4 address); name them with \
@@ -331,7 +397,7 @@ pub fn plan_up(
     }
     plan.changes.extend(device_changes(desired, observed)?);
     plan.changes
-        .extend(sysctl_changes(desired, observed, state, &lan));
+        .extend(sysctl_changes(desired, observed, state, &lan)?);
     plan.changes.extend(nft_changes(observed, state, &rules)?);
     plan.changes
         .extend(address_changes(desired, observed, state));

@@ -1,7 +1,10 @@
 //! `status`: does the node *effectively* keep its VIPs off ARP? Judged from the kernel's
 //! effective values and rules, not from whether some sysctl was written.
 
-use crate::model::{effective, Change, Device, NftRule, Observed, RealServerDesired, SysctlKey};
+use crate::model::{
+    effective, suppresses_arp, Change, Device, NftFamily, NftRule, Observed, RealServerDesired,
+    SysctlKey, NFT_TABLE,
+};
 use crate::plan::{lan_interfaces, PlanError};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -35,6 +38,8 @@ pub struct StatusReport {
     pub lan_interfaces: Vec<InterfaceStatus>,
     pub vips: Vec<VipStatus>,
     pub warnings: Vec<String>,
+    /// Problems of the node rather than of one VIP (each makes the verdict NOT OK).
+    pub problems: Vec<String>,
     /// What `rs-agent up` would change now (drift), or why it could not.
     pub pending: Vec<String>,
     /// The drain flag (`rs-agent drain`) is set: /health answers 503 where it is served.
@@ -59,33 +64,41 @@ fn nft_has(observed: &Observed, rule: &NftRule) -> bool {
         .is_some_and(|rules| rules.contains(rule))
 }
 
-/// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface.
+/// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface. The nft rules
+/// count only as `up` writes them: a rewrite rule naming an old RIP is not suppression.
 fn v4_suppression(
     observed: &Observed,
+    vips: &[IpAddr],
     vip: std::net::Ipv4Addr,
     iface: &InterfaceStatus,
     vip_on_iface: bool,
 ) -> Result<String, String> {
     let ignore = iface.arp_ignore.unwrap_or(0);
     let announce = iface.arp_announce.unwrap_or(0);
-    if !vip_on_iface && ignore >= 1 && announce >= 2 {
+    let by_sysctl = suppresses_arp(SysctlKey::ArpIgnore, ignore)
+        && suppresses_arp(SysctlKey::ArpAnnounce, announce);
+    if !vip_on_iface && by_sysctl {
         return Ok(format!(
             "{}: sysctl (arp_ignore={ignore}, arp_announce={announce} effective)",
             iface.name
         ));
     }
     let drop = NftRule::DropArpFor { vip };
-    let mangles = observed.nft.arp.as_ref().is_some_and(|rules| {
-        rules.iter().any(|r| {
-            matches!(r, NftRule::MangleArpFrom { iface: i, vip: v, .. } if i == &iface.name && *v == vip)
-        })
+    let mangles = observed.primary_v4(&iface.name, vips).is_some_and(|rip| {
+        let mangle = NftRule::MangleArpFrom {
+            iface: iface.name.clone(),
+            vip,
+            rip,
+        };
+        nft_has(observed, &mangle)
     });
     if nft_has(observed, &drop) && mangles {
         return Ok(format!("{}: nft table arp rs_agent", iface.name));
     }
     Err(format!(
         "ARP for {vip} is not suppressed on {} (arp_ignore={ignore}, arp_announce={announce} \
-         effective{}, no rs_agent nft rules): neighbours may learn this node's MAC for the VIP",
+         effective{}, no matching rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
+         and arp_announce 2): neighbours may learn this node's MAC for the VIP",
         iface.name,
         if vip_on_iface {
             ", and the VIP is on this interface"
@@ -146,7 +159,13 @@ fn vip_status(
         IpAddr::V4(v4) => {
             for iface in lan {
                 let vip_on_iface = on.iter().any(|a| a.ifname == iface.name);
-                record(v4_suppression(observed, v4, iface, vip_on_iface));
+                record(v4_suppression(
+                    observed,
+                    &desired.vips,
+                    v4,
+                    iface,
+                    vip_on_iface,
+                ));
             }
         }
         IpAddr::V6(v6) => {
@@ -178,11 +197,16 @@ pub fn evaluate(
     pending: Result<Vec<Change>, PlanError>,
 ) -> StatusReport {
     let mut warnings = Vec::new();
-    let names = lan_interfaces(desired, observed).unwrap_or_else(|e| {
-        warnings.push(e.0);
-        vec![]
-    });
+    let mut problems = Vec::new();
+    let names = lan_interfaces(desired, observed);
+    for name in &names.missing {
+        problems.push(format!(
+            "interface \"{name}\" is listed in the configuration but does not exist on this \
+             node; restore it, or remove it from the configuration"
+        ));
+    }
     let lan: Vec<InterfaceStatus> = names
+        .present
         .iter()
         .map(|n| interface_status(observed, n))
         .collect();
@@ -193,6 +217,32 @@ pub fn evaluate(
                  arriving on one whose route back leaves by another are dropped; use \
                  rp_filter=2 (loose) there",
                 iface.name
+            ));
+        }
+    }
+    for iface in lan.iter().filter(|i| i.arp_ignore == Some(8)) {
+        problems.push(format!(
+            "arp_ignore=8 (effective) on {}: the node answers no ARP there, not even for its \
+             own address; use 1 (what `rs-agent up --arp sysctl` sets)",
+            iface.name
+        ));
+    }
+    for family in [NftFamily::Arp, NftFamily::Ip6] {
+        let foreign: Vec<String> = observed
+            .nft
+            .table(family)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                NftRule::Unknown { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        if !foreign.is_empty() {
+            problems.push(format!(
+                "nft table {family} {NFT_TABLE} holds what rs-agent did not write ({}); \
+                 `rs-agent up` rewrites it",
+                foreign.join("; ")
             ));
         }
     }
@@ -213,11 +263,13 @@ pub fn evaluate(
         Err(e) => vec![format!("cannot plan: {e}")],
     };
     StatusReport {
-        ok: vips.iter().all(|v| v.problems.is_empty()),
+        // Anything `up` would still change is drift, even when ARP happens to be suppressed.
+        ok: problems.is_empty() && pending.is_empty() && vips.iter().all(|v| v.problems.is_empty()),
         desired: desired.clone(),
         lan_interfaces: lan,
         vips,
         warnings,
+        problems,
         pending,
         drained: false,
     }
@@ -273,6 +325,9 @@ impl StatusReport {
                 writeln!(out, "  problem: {p}")?;
             }
         }
+        for p in &self.problems {
+            writeln!(out, "problem: {p}")?;
+        }
         for w in &self.warnings {
             writeln!(out, "warning: {w}")?;
         }
@@ -294,5 +349,202 @@ impl StatusReport {
             "NOT OK: the node is not correctly configured"
         };
         writeln!(out, "{verdict}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Addr, ArpMethod, Link, NftObserved, Sysctls, ADDR_PROTO};
+
+    const VIP: &str = "192.0.2.100";
+
+    fn link(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            up: true,
+            loopback: name == "lo",
+            noarp: name == "lo",
+            kind: (name != "lo").then(|| "veth".to_string()),
+            mac: vec![2, 0, 0, 0, 0, index as u8],
+        }
+    }
+
+    fn addr(ifname: &str, ip: &str, prefix: u8, proto: u8) -> Addr {
+        Addr {
+            ifname: ifname.into(),
+            ip: ip.parse().expect("test literal"),
+            prefix,
+            label: None,
+            proto,
+            secondary: false,
+        }
+    }
+
+    /// A real server after `up --arp sysctl`: VIP on lo, eth0 at arp_ignore 1, arp_announce 2.
+    fn configured() -> (RealServerDesired, Observed) {
+        let mut sysctls = Sysctls::new();
+        for iface in ["all", "lo", "eth0"] {
+            for key in SysctlKey::ALL {
+                sysctls.insert((iface.to_string(), key), 0);
+            }
+        }
+        sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 1);
+        sysctls.insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
+        let observed = Observed {
+            links: vec![link(1, "lo"), link(2, "eth0")],
+            addrs: vec![
+                addr("lo", "127.0.0.1", 8, 0),
+                addr("lo", VIP, 32, ADDR_PROTO),
+                addr("eth0", "198.51.100.2", 24, 0),
+            ],
+            sysctls,
+            nft: NftObserved::default(),
+        };
+        let desired = RealServerDesired {
+            vips: vec![VIP.parse().expect("test literal")],
+            device: Device::Loopback,
+            arp: ArpMethod::Sysctl,
+            interfaces: None,
+        };
+        (desired, observed)
+    }
+
+    fn report(desired: &RealServerDesired, observed: &Observed) -> StatusReport {
+        evaluate(desired, observed, Ok(vec![]))
+    }
+
+    #[test]
+    fn configured_node_is_ok() {
+        let (d, o) = configured();
+        let r = report(&d, &o);
+        assert!(r.ok, "{r:?}");
+    }
+
+    /// Effective values that look "higher" but do not suppress ARP are NOT OK.
+    #[test]
+    fn only_ignore_1_or_2_and_announce_2_are_ok() {
+        let rows: &[(&str, SysctlKey, i64, bool)] = &[
+            ("eth0", SysctlKey::ArpIgnore, 2, true),
+            ("eth0", SysctlKey::ArpIgnore, 3, false),
+            ("all", SysctlKey::ArpIgnore, 4, false),
+            ("eth0", SysctlKey::ArpIgnore, 8, false),
+            ("eth0", SysctlKey::ArpAnnounce, 3, false),
+            ("all", SysctlKey::ArpAnnounce, 5, false),
+        ];
+        for (iface, key, value, ok) in rows {
+            let (d, mut o) = configured();
+            o.sysctls.insert((iface.to_string(), *key), *value);
+            let r = report(&d, &o);
+            assert_eq!(r.ok, *ok, "{iface}.{key}={value}: {r:?}");
+        }
+    }
+
+    /// A listed interface that is gone: the others are still judged, and the verdict is
+    /// NOT OK naming the missing one.
+    #[test]
+    fn missing_listed_interface_is_not_ok() {
+        let (mut d, mut o) = configured();
+        d.interfaces = Some(vec!["eth0".into(), "eth1".into()]);
+        let r = report(&d, &o);
+        assert!(!r.ok, "{r:?}");
+        assert!(r.problems.iter().any(|p| p.contains("\"eth1\"")), "{r:?}");
+        assert_eq!(r.lan_interfaces.len(), 1);
+        // eth0 is still judged: resetting its sysctl shows up on the VIP.
+        o.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 0);
+        let r = report(&d, &o);
+        assert!(!r.vips[0].suppressed, "{r:?}");
+    }
+
+    /// The nft method as `up` writes it for the configured node (RIP 198.51.100.2).
+    fn nft_configured() -> (RealServerDesired, Observed, Vec<NftRule>) {
+        let (mut d, mut o) = configured();
+        d.arp = ArpMethod::Nft;
+        for key in [SysctlKey::ArpIgnore, SysctlKey::ArpAnnounce] {
+            o.sysctls.insert(("eth0".into(), key), 0);
+        }
+        let vip = VIP.parse().expect("test literal");
+        let rules = vec![
+            NftRule::DropArpFor { vip },
+            NftRule::MangleArpFrom {
+                iface: "eth0".into(),
+                vip,
+                rip: "198.51.100.2".parse().expect("test literal"),
+            },
+        ];
+        o.nft.arp = Some(rules.clone());
+        (d, o, rules)
+    }
+
+    /// Tampering with the nft table, each case NOT OK (exit 1) — and the plan `up` would
+    /// apply (the real `plan_up`) is shown as pending.
+    #[test]
+    fn tampered_nft_table_is_not_ok() {
+        let (d, o, _) = nft_configured();
+        // The table is rs-agent's: its state file records it.
+        let state = crate::state::RealServerState {
+            nft_tables: [crate::model::NftFamily::Arp].into(),
+            ..Default::default()
+        };
+        let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+        assert!(evaluate(&d, &o, pending).ok, "as written by up");
+        type Tamper = fn(&mut Observed, &mut Vec<NftRule>);
+        let cases: &[(&str, Tamper)] = &[
+            ("rewrite names an old RIP", |o, _| {
+                for a in o.addrs.iter_mut().filter(|a| a.ifname == "eth0") {
+                    a.ip = "198.51.100.3".parse().expect("test literal");
+                }
+            }),
+            ("chain with policy drop", |_, rules| {
+                rules.push(NftRule::Unknown {
+                    text: "chain input is not as rs-agent writes it".into(),
+                })
+            }),
+            ("extra rule in our chain", |_, rules| {
+                rules.push(NftRule::Unknown {
+                    text: "input: arp daddr ip 203.0.113.9 drop".into(),
+                })
+            }),
+        ];
+        for (what, tamper) in cases {
+            let (d, mut o, mut rules) = nft_configured();
+            tamper(&mut o, &mut rules);
+            rules.sort();
+            o.nft.arp = Some(rules);
+            let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+            let r = evaluate(&d, &o, pending);
+            assert!(!r.ok, "{what}: {r:?}");
+            assert!(
+                r.pending
+                    .iter()
+                    .any(|p| p.starts_with("write nft table arp")),
+                "{what}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_changes_are_not_ok() {
+        let (d, o) = configured();
+        let r = evaluate(&d, &o, Ok(vec![Change::SetLinkUp { name: "lo".into() }]));
+        assert!(!r.ok);
+        let r = evaluate(&d, &o, Err(PlanError("no".into())));
+        assert!(!r.ok);
+    }
+
+    #[test]
+    fn arp_ignore_8_is_a_problem_even_with_nft() {
+        let (mut d, mut o) = configured();
+        d.arp = ArpMethod::Nft;
+        o.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 8);
+        let r = report(&d, &o);
+        assert!(!r.ok);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.starts_with("arp_ignore=8 (effective) on eth0")),
+            "{r:?}"
+        );
     }
 }

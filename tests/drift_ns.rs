@@ -358,3 +358,51 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
     rs.rs_agent_ok(&["down"]);
     assert_same_snapshot(&before, &rs.snapshot(), "run, SIGHUP, stop, down");
 }
+
+/// A listed LAN interface disappears (a VLAN or hot-plugged NIC removed): `run` keeps
+/// repairing the rest — a deleted VIP comes back — while `status` is NOT OK naming it.
+#[test]
+fn run_keeps_repairing_when_a_listed_interface_disappears() {
+    if !privileged("run_keeps_repairing_when_a_listed_interface_disappears") {
+        return;
+    }
+    let site = site("ifgone", 1);
+    let rs = &site.servers[0];
+    rs.exec(&[
+        "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    rs.exec(&["ip", "link", "set", "eth1", "up"]);
+    rs.exec(&["ip", "addr", "add", "198.51.100.2/24", "dev", "eth1"]);
+    let mut agent = Agent::start(
+        rs,
+        &[
+            "--vip",
+            VIP,
+            "--interface",
+            "eth0",
+            "--interface",
+            "eth1",
+            "--interval",
+            "200ms",
+        ],
+    );
+    rs.exec(&["ip", "link", "del", "eth1"]);
+    rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    let repaired = poll(REPAIR_LIMIT, || vip_line(rs, VIP).is_some());
+    assert!(
+        repaired,
+        "VIP not repaired after eth1 disappeared:\n{}",
+        agent.log()
+    );
+    agent.assert_alive();
+    assert_only_director_answers(&site, VIP, "after eth1 disappeared");
+    let status = rs.rs_agent(&["status"]);
+    let text = stdout(&status);
+    assert_eq!(status.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("\"eth1\"") && text.contains("NOT OK"),
+        "{text}"
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+    rs.rs_agent_ok(&["down"]);
+}

@@ -1008,3 +1008,112 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
         "drained survived down"
     );
 }
+
+/// arp_ignore 3 and arp_announce 3 look "higher" than 1 and 2 but do not suppress: `up`
+/// corrects them and then only the director answers. `all.arp_ignore=4` cannot be corrected
+/// per interface (the kernel uses the maximum): `status` is NOT OK and `up` refuses, exit 2,
+/// one line, nothing touched.
+#[test]
+fn arp_sysctl_values_that_do_not_suppress() {
+    if !privileged("arp_sysctl_values_that_do_not_suppress") {
+        return;
+    }
+    let site = site("arpvalues", PLAIN);
+    let (rs1, rs2) = (&site.rs1, &site.rs2);
+    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "3");
+    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "3");
+    let up = rs1.rs_agent_ok(&["up", "--vip", VIP]);
+    assert!(up.contains("arp_ignore 3 -> 1"), "{up}");
+    assert!(up.contains("arp_announce 3 -> 2"), "{up}");
+    assert_eq!(
+        (effective(rs1, "arp_ignore"), effective(rs1, "arp_announce")),
+        (1, 2)
+    );
+    assert_only_director_answers(&site);
+    rs1.rs_agent_ok(&["status"]);
+
+    rs2.rs_agent_ok(&["up", "--vip", VIP]);
+    rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "4");
+    let (code, json) = status_json(rs2);
+    assert_eq!(code, 1, "all.arp_ignore=4 must be NOT OK: {json}");
+    assert_eq!(json["vips"][0]["suppressed"], false, "{json}");
+    let before = rs2.snapshot();
+    let out = rs2.rs_agent(&["up", "--vip", VIP]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("net.ipv4.conf.all.arp_ignore is 4") && err.contains("=0"),
+        "{err}"
+    );
+    assert_same_snapshot(&before, &rs2.snapshot(), "refused up");
+
+    rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0");
+    for rs in [rs1, rs2] {
+        rs.rs_agent_ok(&["down"]);
+    }
+    assert_eq!(rs1.ns.sysctl_get("net.ipv4.conf.eth0.arp_ignore"), "3");
+}
+
+/// Edits to `table arp rs_agent` that leave a drop rule for the VIP in place still differ
+/// from what `up` writes: `status` is NOT OK (exit 1) and `up` rewrites the table.
+#[test]
+fn status_is_not_ok_while_the_nft_table_differs() {
+    if !privileged("status_is_not_ok_while_the_nft_table_differs") {
+        return;
+    }
+    let site = site("nftdrift", PLAIN);
+    let rs = &site.rs2;
+    rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+    rs.rs_agent_ok(&["status"]);
+    let readdress = |from: &str, to: &str| {
+        rs.exec(&["ip", "addr", "del", from, "dev", "eth0"]);
+        rs.exec(&["ip", "addr", "add", to, "dev", "eth0"]);
+    };
+    type Tamper<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let cases: Vec<Tamper> = vec![
+        (
+            "the rewrite rule names an old RIP",
+            Box::new(|| readdress("192.0.2.3/24", "192.0.2.33/24")),
+        ),
+        (
+            "policy drop on our chain",
+            Box::new(|| {
+                rs.exec(&["nft", "chain arp rs_agent input { policy drop; }"]);
+            }),
+        ),
+        (
+            "an extra rule in our chain",
+            Box::new(|| {
+                rs.exec(&[
+                    "nft",
+                    "insert rule arp rs_agent input arp daddr ip 203.0.113.9 drop",
+                ]);
+            }),
+        ),
+    ];
+    for (what, tamper) in cases {
+        tamper();
+        let out = rs.rs_agent(&["status"]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {text}");
+        assert!(text.contains("NOT OK"), "{what}: {text}");
+        let up = rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+        assert!(up.contains("write nft table arp rs_agent"), "{what}: {up}");
+        rs.rs_agent_ok(&["status"]);
+    }
+    let table = stdout(&rs.exec(&["nft", "list", "table", "arp", "rs_agent"]));
+    assert!(
+        table.contains("arp saddr ip set 192.0.2.33") && !table.contains("203.0.113.9"),
+        "{table}"
+    );
+    assert_only_director_answers_for_vip(&site);
+    rs.rs_agent_ok(&["down"]);
+    readdress("192.0.2.33/24", "192.0.2.3/24");
+}
+
+/// Only the director answers ARP for the VIP (without probing the real servers' RIPs).
+fn assert_only_director_answers_for_vip(site: &Site) {
+    let macs = arping_macs(&site.client, VIP, 3);
+    assert_eq!(macs, set(&[&site.director.mac]), "ARP for {VIP}");
+}

@@ -168,11 +168,74 @@ fn effective_value_from_all_is_respected() {
         .insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
     let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
     assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
-    // arp_ignore 2 / 8 also suppress: nothing to raise.
+    // arp_ignore 2 also suppresses: nothing to raise.
     obs.sysctls.insert(("all".into(), SysctlKey::ArpIgnore), 0);
-    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 8);
+    obs.sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 2);
     let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect("plan");
     assert_eq!(plan.changes, vec![add_vip("lo", VIP)]);
+}
+
+/// Effective values that do not suppress are corrected on the interface, whatever their
+/// size: arp_ignore 3..8 and arp_announce above 2 are not "more suppressing" than 1 and 2.
+#[test]
+fn only_ignore_1_or_2_and_announce_2_count_as_suppressed() {
+    type Row = (&'static str, [i64; 4], &'static [(SysctlKey, i64, i64)]);
+    use SysctlKey::{ArpAnnounce as Ann, ArpIgnore as Ign};
+    // [all.arp_ignore, eth0.arp_ignore, all.arp_announce, eth0.arp_announce] → eth0 writes.
+    let rows: &[Row] = &[
+        ("defaults", [0, 0, 0, 0], &[(Ign, 0, 1), (Ann, 0, 2)]),
+        ("already set", [0, 1, 0, 2], &[]),
+        ("ignore 2, announce via all", [0, 2, 2, 0], &[]),
+        ("ignore 3 answers for lo", [0, 3, 0, 2], &[(Ign, 3, 1)]),
+        ("ignore 4..7 reserved", [0, 5, 0, 2], &[(Ign, 5, 1)]),
+        ("ignore 8 answers nothing", [0, 8, 0, 2], &[(Ign, 8, 1)]),
+        ("announce 3 is like 0", [0, 1, 0, 3], &[(Ann, 3, 2)]),
+        ("all 1 and own 8", [1, 8, 0, 2], &[(Ign, 8, 1)]),
+        ("announce 1 on all", [0, 1, 1, 0], &[(Ann, 0, 2)]),
+    ];
+    for (what, [all_i, own_i, all_a, own_a], want) in rows {
+        let mut obs = node();
+        obs.sysctls.insert(("all".into(), Ign), *all_i);
+        obs.sysctls.insert(("eth0".into(), Ign), *own_i);
+        obs.sysctls.insert(("all".into(), Ann), *all_a);
+        obs.sysctls.insert(("eth0".into(), Ann), *own_a);
+        let plan = plan_up(&sysctl_desired(), &obs, &RealServerState::default()).expect(what);
+        let mut expected: Vec<Change> = want
+            .iter()
+            .map(|(key, from, to)| set("eth0", *key, *from, *to))
+            .collect();
+        expected.push(add_vip("lo", VIP));
+        assert_eq!(plan.changes, expected, "{what}");
+    }
+}
+
+/// `all` above what an interface value can correct: refused before anything is touched,
+/// one line naming the sysctl and the fix.
+#[test]
+fn all_that_no_interface_value_can_correct_is_refused() {
+    let cases = [
+        (SysctlKey::ArpIgnore, 4),
+        (SysctlKey::ArpIgnore, 3),
+        (SysctlKey::ArpIgnore, 8),
+        (SysctlKey::ArpAnnounce, 3),
+    ];
+    for (key, value) in cases {
+        let mut obs = node();
+        obs.sysctls.insert(("all".into(), key), value);
+        let err = plan_up(&sysctl_desired(), &obs, &RealServerState::default())
+            .expect_err("all cannot be corrected");
+        let want = format!("net.ipv4.conf.all.{key} is {value}, so {key} on eth0 is {value}");
+        assert!(err.0.starts_with(&want), "{err}");
+        assert!(
+            err.0
+                .contains(&format!("sysctl -w net.ipv4.conf.all.{key}=0")),
+            "{err}"
+        );
+        assert!(!err.0.contains('\n'), "{err}");
+        // The nft method does not depend on the sysctls.
+        let nft = desired(&[VIP], ArpMethod::Nft, Device::Loopback);
+        plan_up(&nft, &obs, &RealServerState::default()).expect("nft plans");
+    }
 }
 
 #[test]
@@ -397,7 +460,7 @@ fn switching_method_releases_the_old_one() {
     let plan = plan_up(&nft, &obs, &state).expect("plan");
     let kinds: Vec<u8> = plan.changes.iter().map(Change::phase).collect();
     // nft table first, then the sysctls go back: suppression never lapses.
-    assert_eq!(kinds, vec![2, 8, 8], "{plan:?}");
+    assert_eq!(kinds, vec![3, 8, 8], "{plan:?}");
 }
 
 #[test]
@@ -484,8 +547,8 @@ fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
     obs.links.push(link(4, "eth2", Some("veth")));
     obs.links.push(link(5, "dum0", Some("dummy")));
     obs.addrs.push(addr("dum0", "203.0.113.1", 24, 0));
-    let lan = lan_interfaces(&sysctl_desired(), &obs).expect("lan");
-    assert_eq!(lan, vec!["eth0".to_string()]);
+    let lan = lan_interfaces(&sysctl_desired(), &obs);
+    assert_eq!(lan.present, vec!["eth0".to_string()]);
 }
 
 /// Drift after `up`, one case per row: each must plan exactly the repair, and the repaired
@@ -575,4 +638,140 @@ fn hand_bound_vip_with_its_own_label_is_left_alone() {
         "{:?}",
         plan.changes
     );
+}
+
+const VIP2: &str = "192.0.2.101";
+
+/// IPv4 VIPs bound on the VIP device whose ARP is suppressed neither by the effective
+/// sysctls on every LAN interface nor by a drop rule in our nft table: a flux window.
+fn unsuppressed_vips(observed: &Observed, device: &str, lan: &[&str]) -> Vec<IpAddr> {
+    let by_sysctl = lan.iter().all(|iface| {
+        let eff = |key| effective(&observed.sysctls, iface, key).unwrap_or(0);
+        (1..=2).contains(&eff(SysctlKey::ArpIgnore)) && eff(SysctlKey::ArpAnnounce) == 2
+    });
+    observed
+        .addrs_on(device)
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(vip) if a.ip != ip("127.0.0.1") => Some(vip),
+            _ => None,
+        })
+        .filter(|vip| {
+            let dropped = observed
+                .nft
+                .arp
+                .as_ref()
+                .is_some_and(|r| r.contains(&NftRule::DropArpFor { vip: *vip }));
+            !by_sysctl && !dropped
+        })
+        .map(IpAddr::V4)
+        .collect()
+}
+
+/// `up` with one configuration, then `up` with the next (and finally `down`), applying each
+/// plan one change at a time: after every single change each bound VIP is still suppressed.
+#[test]
+fn no_flux_window_after_any_single_change() {
+    let nft = |vips: &[&str]| desired(vips, ArpMethod::Nft, Device::Loopback);
+    let sysctl = |vips: &[&str]| desired(vips, ArpMethod::Sysctl, Device::Loopback);
+    let sequences: Vec<Vec<RealServerDesired>> = vec![
+        vec![nft(&[VIP, VIP2]), nft(&[VIP2])],
+        vec![nft(&[VIP]), nft(&[VIP2])],
+        vec![nft(&[VIP2]), nft(&[VIP, VIP2])],
+        vec![sysctl(&[VIP, VIP2]), nft(&[VIP2])],
+        vec![nft(&[VIP, VIP2]), sysctl(&[VIP])],
+        vec![sysctl(&[VIP]), sysctl(&[VIP2])],
+    ];
+    for steps in sequences {
+        let mut obs = node();
+        let mut state = RealServerState::default();
+        let mut plans: Vec<Plan> = Vec::new();
+        for d in &steps {
+            let plan = plan_up(d, &obs, &state).expect("plan");
+            simulate(&mut obs, &plan);
+            record(&mut state, &plan);
+            plans.push(plan);
+        }
+        plans.push(plan_down(&state, &obs));
+        let mut obs = node();
+        for (i, plan) in plans.iter().enumerate() {
+            for change in &plan.changes {
+                simulate(
+                    &mut obs,
+                    &Plan {
+                        changes: vec![change.clone()],
+                        warnings: vec![],
+                    },
+                );
+                let flux = unsuppressed_vips(&obs, "lo", &["eth0"]);
+                assert!(
+                    flux.is_empty(),
+                    "{steps:?}, plan {i}: after `{change}` {flux:?} bound without suppression:\n{:#?}",
+                    plan.changes
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn removed_vip_is_unbound_before_its_nft_rules_go() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let both = desired(&[VIP, VIP2], ArpMethod::Nft, Device::Loopback);
+    let up = plan_up(&both, &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    let one = desired(&[VIP2], ArpMethod::Nft, Device::Loopback);
+    let plan = plan_up(&one, &obs, &state).expect("plan");
+    let shown: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert_eq!(shown[0], "remove address 192.0.2.100/32 from lo");
+    assert!(
+        shown[1].starts_with("write nft table arp rs_agent:"),
+        "{shown:?}"
+    );
+    assert!(!shown[1].contains("192.0.2.100 "), "{shown:?}");
+}
+
+/// A listed interface that rs-agent configured and that then disappeared: the pass skips it
+/// with a warning and still repairs the rest (a deleted VIP); one never configured is an
+/// input error (a typo), nothing touched.
+#[test]
+fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
+    for arp in [ArpMethod::Sysctl, ArpMethod::Nft] {
+        let mut obs = node();
+        obs.links.push(link(3, "eth1", Some("veth")));
+        obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
+        for key in SysctlKey::ALL {
+            obs.sysctls.insert(("eth1".into(), key), 0);
+        }
+        let want = RealServerDesired {
+            interfaces: Some(vec!["eth0".into(), "eth1".into()]),
+            ..desired(&[VIP], arp, Device::Loopback)
+        };
+        let mut state = RealServerState {
+            desired: Some(want.clone()),
+            ..RealServerState::default()
+        };
+        let up = plan_up(&want, &obs, &state).expect("plan");
+        simulate(&mut obs, &up);
+        record(&mut state, &up);
+        obs.links.retain(|l| l.name != "eth1");
+        obs.addrs.retain(|a| a.ifname != "eth1");
+        obs.sysctls.retain(|(iface, _), _| iface != "eth1");
+        obs.addrs.retain(|a| a.ip != ip(VIP));
+        let repair = plan_up(&want, &obs, &state).expect("a missing interface must not fail");
+        assert!(
+            repair.changes.contains(&add_vip("lo", VIP)),
+            "{arp}: {repair:?}"
+        );
+        assert!(
+            repair.warnings.iter().any(|w| w.contains("\"eth1\"")),
+            "{arp}: {:?}",
+            repair.warnings
+        );
+        simulate(&mut obs, &repair);
+        let again = plan_up(&want, &obs, &state).expect("plan");
+        assert_eq!(again.changes, vec![], "{arp}");
+    }
 }
