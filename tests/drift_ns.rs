@@ -10,11 +10,11 @@
 mod common;
 
 use common::{
-    arping_macs, assert_same_snapshot, poll, privileged, stdout, Host, HostSpec, Lan, RS_AGENT,
+    arping_macs, assert_same_snapshot, poll, privileged, stdout, Host, HostSpec, Lan, RunAgent,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 const VIP: &str = "192.0.2.100";
@@ -62,9 +62,8 @@ fn site(test: &str, servers: usize) -> Site {
 
 /// `rs-agent run` in a host's namespace, its stderr in a file; SIGTERM on drop.
 struct Agent {
-    child: Child,
+    run: RunAgent,
     log: PathBuf,
-    name: String,
 }
 
 impl Agent {
@@ -72,41 +71,14 @@ impl Agent {
         let log = std::env::temp_dir().join(format!("{}-run.log", rs.ns.name));
         let file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
-        // `ip netns exec` and `env` exec, so the child's pid is rs-agent's own; `timeout`
-        // would stand in between, so the bound is the guard's drop (and the test's own).
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &rs.ns.name,
-                "env",
-                "RS_AGENT_LOG=info",
-                &state,
-            ])
-            .arg(RS_AGENT)
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
-        let agent = Agent {
-            child,
+        let mut agent = Agent {
+            run: RunAgent::start(rs, args, Stdio::from(file)),
             log,
-            name: rs.ns.name.clone(),
         };
-        let ready = poll(Duration::from_secs(10), || {
-            agent.assert_alive();
-            rs.rs_agent(&["status"]).status.success()
-        });
-        assert!(
-            ready,
-            "{}: not configured in 10 s:\n{}",
-            agent.name,
-            agent.log()
-        );
+        let log = agent.log.clone();
+        agent
+            .run
+            .wait_configured(rs, || std::fs::read_to_string(&log).unwrap_or_default());
         agent
     }
 
@@ -123,43 +95,24 @@ impl Agent {
     }
 
     fn assert_alive(&self) {
-        let pid = self.child.id();
-        let alive = std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ");
-        assert!(alive, "{}: rs-agent run died:\n{}", self.name, self.log());
+        let alive = self.run.alive();
+        assert!(
+            alive,
+            "{}: rs-agent run died:\n{}",
+            self.run.name,
+            self.log()
+        );
     }
 
     /// SIGTERM and the exit status (bounded wait).
     fn stop(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        common::run(&["kill", "-TERM", &pid]);
-        let mut status = None;
-        poll(Duration::from_secs(5), || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status.unwrap_or_else(|| {
-            let _ = self.child.kill();
-            panic!("{}: rs-agent run ignored SIGTERM for 5 s", self.name)
-        })
+        self.run.stop()
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let pid = self.child.id().to_string();
-            common::run(&["kill", "-TERM", &pid]);
-            let stopped = poll(Duration::from_secs(3), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-            if !stopped {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+        // The RunAgent field stops the process after this.
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -323,7 +276,7 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
     let first = vip_line(rs, VIP).expect("first VIP bound");
 
     write(&[VIP, VIP2]);
-    common::run(&["kill", "-HUP", &agent.child.id().to_string()]);
+    common::run(&["kill", "-HUP", &agent.run.child.id().to_string()]);
     let bound = poll(REPAIR_LIMIT, || vip_line(rs, VIP2).is_some());
     assert!(bound, "second VIP not bound after SIGHUP:\n{}", agent.log());
     agent.assert_alive();
@@ -342,7 +295,7 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
 
     // A broken config on SIGHUP is reported and the running configuration kept.
     std::fs::write(&config, "[real_server]\nvips = [\"not-an-ip\"]\n").expect("write");
-    common::run(&["kill", "-HUP", &agent.child.id().to_string()]);
+    common::run(&["kill", "-HUP", &agent.run.child.id().to_string()]);
     let reported = poll(REPAIR_LIMIT, || {
         agent.log().contains("keeping the previous")
     });

@@ -729,76 +729,6 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     rs.rs_agent_ok(&["down"]);
 }
 
-/// `rs-agent run` in a host's namespace (stdout and stdin closed, stderr as given); SIGTERM
-/// and a bounded wait on drop.
-struct RunningAgent {
-    child: std::process::Child,
-}
-
-impl RunningAgent {
-    fn start(rs: &Host, args: &[&str], stderr: std::process::Stdio) -> RunningAgent {
-        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
-        // `ip netns exec` and `env` exec: the child's pid is rs-agent's.
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &rs.ns.name,
-                "env",
-                "RS_AGENT_LOG=info",
-                &state,
-            ])
-            .arg(common::RS_AGENT)
-            .arg("run")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
-        RunningAgent { child }
-    }
-
-    /// Waits (bounded) until `status` says the node is configured; panics if run exited.
-    fn wait_configured(&mut self, rs: &Host) {
-        let ready = common::poll(std::time::Duration::from_secs(10), || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("rs-agent run exited early: {status}");
-            }
-            rs.rs_agent(&["status"]).status.success()
-        });
-        assert!(
-            ready,
-            "rs-agent run did not configure {} in 10 s",
-            rs.ns.name
-        );
-    }
-
-    /// SIGTERM, then the exit status (bounded wait).
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        common::run(&["kill", "-TERM", &pid]);
-        let mut status = None;
-        common::poll(std::time::Duration::from_secs(5), || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status.unwrap_or_else(|| {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            panic!("rs-agent run ignored SIGTERM for 5 s")
-        })
-    }
-}
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.stop();
-        }
-    }
-}
-
 #[test]
 fn down_refuses_while_run_manages_the_node() {
     if !privileged("down_refuses_while_run_manages_the_node") {
@@ -806,8 +736,8 @@ fn down_refuses_while_run_manages_the_node() {
     }
     let (_lan, rs) = lone_real_server("downrun");
     let before = rs.snapshot();
-    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
-    agent.wait_configured(&rs);
+    let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
+    agent.wait_configured(&rs, String::new);
     let during = rs.snapshot();
     let out = rs.rs_agent(&["down"]);
     let err = stderr(&out);
@@ -901,10 +831,10 @@ fn run_survives_a_broken_stderr() {
         return;
     }
     let (_lan, rs) = lone_real_server("brokenerr");
-    let mut agent = RunningAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
+    let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
     // Close the read end: every log line now fails with EPIPE.
     drop(agent.child.stderr.take());
-    agent.wait_configured(&rs);
+    agent.wait_configured(&rs, String::new);
     // Drift makes it log a repair into the broken pipe.
     rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
     let repaired = common::poll(std::time::Duration::from_secs(5), || {
@@ -985,12 +915,12 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
     // With an agent serving /health, drain names it.
     rs.rs_agent_ok(&["undrain"]);
     let listen = format!("{}:8081", rs.ip);
-    let mut agent = RunningAgent::start(
+    let mut agent = common::RunAgent::start(
         &rs,
         &["--vip", VIP, "--health-listen", &listen],
         std::process::Stdio::null(),
     );
-    agent.wait_configured(&rs);
+    agent.wait_configured(&rs, String::new);
     let said = rs.rs_agent_ok(&["drain"]);
     let pid = agent.child.id();
     assert_eq!(

@@ -614,3 +614,92 @@ fn owner_pid_reads_only_our_names() {
     assert_eq!(owner_pid("rsa-drift-rs1-x-6"), None);
     assert_eq!(owner_pid("rsa-units-rs1"), None);
 }
+
+/// `rs-agent run` in a host's namespace (stdin and stdout closed, stderr as given), stopped
+/// with SIGTERM and a bounded wait on drop.
+pub struct RunAgent {
+    pub child: Child,
+    pub name: String,
+}
+
+impl RunAgent {
+    pub fn start(rs: &Host, args: &[&str], stderr: Stdio) -> RunAgent {
+        let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+        // `ip netns exec` and `env` exec, so the child's pid is rs-agent's own; `timeout`
+        // would stand in between, so the bound is the guard's drop (and the test's own).
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &rs.ns.name,
+                "env",
+                "RS_AGENT_LOG=info",
+                &state,
+            ])
+            .arg(RS_AGENT)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting rs-agent run in {}: {e}", rs.ns.name));
+        RunAgent {
+            child,
+            name: rs.ns.name.clone(),
+        }
+    }
+
+    /// Still running: its process exists and is not a zombie (not yet reaped).
+    pub fn alive(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        stat.is_ok_and(|s| !s.contains(") Z "))
+    }
+
+    /// Waits (bounded) until `status` says the node is configured; panics, with `context`
+    /// (e.g. the agent's log), if run exits or 10 s pass.
+    pub fn wait_configured(&mut self, rs: &Host, context: impl Fn() -> String) {
+        let ready = poll(Duration::from_secs(10), || {
+            if !self.alive() {
+                panic!("{}: rs-agent run exited early:\n{}", self.name, context());
+            }
+            rs.rs_agent(&["status"]).status.success()
+        });
+        assert!(
+            ready,
+            "{}: not configured in 10 s:\n{}",
+            self.name,
+            context()
+        );
+    }
+
+    /// SIGTERM, then the exit status (bounded wait; killed and a panic after 5 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        run(&["kill", "-TERM", &pid]);
+        let mut status = None;
+        poll(Duration::from_secs(5), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("{}: rs-agent run ignored SIGTERM for 5 s", self.name)
+        })
+    }
+}
+
+impl Drop for RunAgent {
+    fn drop(&mut self) {
+        if self.alive() {
+            let pid = self.child.id().to_string();
+            run(&["kill", "-TERM", &pid]);
+            if !poll(Duration::from_secs(3), || !self.alive()) {
+                let _ = self.child.kill();
+            }
+        }
+        // Reap it: it has exited or been killed by now.
+        let _ = self.child.wait();
+    }
+}
