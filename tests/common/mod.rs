@@ -132,20 +132,31 @@ fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Deletes the namespaces of test processes that no longer exist. Drop guards clean up after
-/// a panic, but not after a process that was killed (a CI job cancelled, a timeout): the
-/// first namespace a test process creates sweeps what such processes left behind.
+/// True when `name` is one of ours and the test process that made it no longer exists.
+fn orphaned(name: &str) -> bool {
+    owner_pid(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Deletes the namespaces of test processes that no longer exist, and their state
+/// directories and logs in the temporary directory (`rsa-...-<pid>-<n>`, `...-run.log`).
+/// Drop guards clean up after a panic, but not after a process that was killed (a CI job
+/// cancelled, a timeout): the first namespace a test process creates sweeps what such
+/// processes left behind.
 fn sweep_dead_owners() {
     let listed = run(&["ip", "netns", "list"]);
     for line in String::from_utf8_lossy(&listed.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        match owner_pid(name) {
-            Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-                let _ = run(&["ip", "netns", "del", name]);
-            }
-            _ => {}
+        if let Some(name) = line.split_whitespace().next().filter(|n| orphaned(n)) {
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if orphaned(name.strip_suffix("-run.log").unwrap_or(&name)) {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
     }
 }
