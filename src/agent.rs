@@ -245,30 +245,51 @@ async fn lock_passes(state_dir: &Path) -> Result<StateLock, AgentError> {
     Ok(StateLock::acquire(state_dir, state_lock::REAL_SERVER, state_lock::WAIT).await?)
 }
 
-/// `down` while `rs-agent run` manages the node would be undone by its next pass.
-fn refuse_while_agent_runs(state_dir: &Path) -> Result<(), AgentError> {
-    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
-        Ok(_free) => Ok(()),
-        Err(holder) => Err(AgentError::Input(format!(
-            "rs-agent run ({}) manages this node (state directory {}); stop rs-agent.service \
-             first, or it re-applies what `down` removes",
-            state_lock::describe_holder(holder),
-            state_dir.display()
-        ))),
-    }
+/// A daemon's run lock: held by the daemon for its lifetime, so that `down` can tell it runs
+/// (its next pass would re-apply what `down` removes) and a second daemon is refused.
+pub(crate) struct RunLock {
+    /// The lock file's name in the state directory.
+    pub file: &'static str,
+    /// The daemon's command line, for messages.
+    pub command: &'static str,
+    /// The systemd unit that runs it.
+    pub unit: &'static str,
 }
 
-/// Held by `run` for its lifetime, so that `down` can tell; a second `run` on the same state
-/// directory is refused.
-pub(crate) fn lock_agent(state_dir: &Path) -> Result<StateLock, AgentError> {
-    match StateLock::try_acquire(state_dir, state_lock::REAL_SERVER_RUN)? {
-        Ok(lock) => Ok(lock),
-        Err(holder) => Err(AgentError::Input(format!(
-            "another rs-agent run ({}) already manages this node (state directory {}); stop it \
-             first, or give this one another --state-dir",
-            state_lock::describe_holder(holder),
-            state_dir.display()
-        ))),
+pub(crate) const AGENT_RUN: RunLock = RunLock {
+    file: state_lock::REAL_SERVER_RUN,
+    command: "rs-agent run",
+    unit: "rs-agent.service",
+};
+
+impl RunLock {
+    /// `down` while the daemon manages the node would be undone by its next pass.
+    pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), AgentError> {
+        match StateLock::try_acquire(state_dir, self.file)? {
+            Ok(_free) => Ok(()),
+            Err(holder) => Err(AgentError::Input(format!(
+                "{} ({}) manages this node (state directory {}); stop {} first, or it \
+                 re-applies what `down` removes",
+                self.command,
+                state_lock::describe_holder(holder),
+                state_dir.display(),
+                self.unit
+            ))),
+        }
+    }
+
+    /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
+    pub(crate) fn hold(&self, state_dir: &Path) -> Result<StateLock, AgentError> {
+        match StateLock::try_acquire(state_dir, self.file)? {
+            Ok(lock) => Ok(lock),
+            Err(holder) => Err(AgentError::Input(format!(
+                "another {} ({}) already manages this node (state directory {}); stop it \
+                 first, or give this one another --state-dir",
+                self.command,
+                state_lock::describe_holder(holder),
+                state_dir.display()
+            ))),
+        }
     }
 }
 
@@ -280,7 +301,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
         false => Some(lock_passes(state_dir).await?),
     };
     if !dry_run {
-        refuse_while_agent_runs(state_dir)?;
+        AGENT_RUN.refuse_down(state_dir)?;
     }
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;

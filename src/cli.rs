@@ -117,7 +117,9 @@ Example (one service, two real servers, direct routing):
     rs-agent director status          # the table as `ipvsadm -Ln` shows it, plus the VIP view
     rs-agent director down            # remove exactly rs-agent's services and VIPs
 Many services: the [director] table of /etc/rs-agent/rs-agent.toml (docs/configuration.md);
-`ipvsadm-save -n | rs-agent director import --interface eth0` writes one from a running table.";
+`ipvsadm-save -n | rs-agent director import --interface eth0` writes one from a running table;
+`rs-agent director up --config FILE --adopt` then takes that table over (services that exist
+and are not rs-agent's are refused without --adopt).";
 
 #[derive(Debug, Subcommand)]
 pub enum DirectorCommand {
@@ -232,12 +234,22 @@ pub struct DirectorUpArgs {
     /// Print the plan (what would change) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Take over configured services that already exist and are not rs-agent's (e.g. made by
+    /// ipvsadm, then `director import`ed); without it `up` refuses to touch them
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DirectorRunArgs {
     #[command(flatten)]
     pub settings: DirectorArgs,
+
+    /// As `director up --adopt`: take over configured services that exist and are not
+    /// rs-agent's
+    #[arg(long)]
+    pub adopt: bool,
 
     /// Seconds between full re-reads of the IPVS table (drift repair in services no event touched)
     #[arg(long, value_name = "SECONDS", default_value_t = 5,

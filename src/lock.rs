@@ -27,6 +27,8 @@ pub const REAL_SERVER: &str = "real-server.lock";
 pub const DIRECTOR: &str = "director.lock";
 /// Held by `rs-agent run` while it runs.
 pub const REAL_SERVER_RUN: &str = "real-server-run.lock";
+/// Held by `rs-agent director run` while it runs.
+pub const DIRECTOR_RUN: &str = "director-run.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

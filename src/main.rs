@@ -138,13 +138,18 @@ async fn run_director(
     match command {
         DirectorCommand::Up(args) => {
             let desired = director_desired(&args.settings)?;
-            let report = director::up(&desired, cli_state, args.dry_run).await?;
+            let options = director::UpOptions {
+                dry_run: args.dry_run,
+                adopt: args.adopt,
+            };
+            let report = director::up(&desired, cli_state, options).await?;
             printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Run(args) => {
             let options = director::run::RunOptions {
                 reconcile_interval: std::time::Duration::from_secs(args.reconcile_interval.max(1)),
                 max_in_flight: args.max_in_flight,
+                adopt: args.adopt,
             };
             let load = || director_desired(&args.settings);
             director::run::run(load, cli_state, options).await?;
@@ -246,8 +251,11 @@ fn say_error(line: std::fmt::Arguments) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A daemon's repairs are its output: `run` logs at info by default.
-    let daemon = u8::from(matches!(cli.command, Command::Run(_)));
+    // A daemon's repairs are its output: `run` and `director run` log at info by default.
+    let daemon = u8::from(matches!(
+        cli.command,
+        Command::Run(_) | Command::Director(DirectorCommand::Run(_))
+    ));
     init_logging(cli.verbose.max(daemon));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

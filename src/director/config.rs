@@ -131,8 +131,10 @@ pub struct DirectorFlags {
     pub reals: Vec<String>,
 }
 
-/// The longest persistence timeout accepted, in seconds (one year).
-const MAX_PERSISTENCE: u32 = 31_536_000;
+/// The longest persistence timeout accepted, in seconds: 31 days, ipvsadm's MAX_TIMEOUT. The
+/// kernel keeps the timeout in jiffies (seconds × HZ in 32 bits); much longer values wrap
+/// around to a short or zero timeout without an error.
+const MAX_PERSISTENCE: u32 = 2_678_400;
 
 impl DirectorFlags {
     /// True when a flag that only `--vip`'s service uses was given.

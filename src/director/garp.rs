@@ -135,7 +135,12 @@ pub async fn announce(
         format!("{ifname} has no Ethernet address; cannot send gratuitous ARP on it")
     })?;
     let ctx = |what: &str, e: io::Error| {
-        format!("gratuitous ARP on {ifname}: {what}: {e} (needs CAP_NET_RAW)")
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => " (needs CAP_NET_RAW)",
+            Some(libc::ENETDOWN) => " (the interface is down)",
+            _ => "",
+        };
+        format!("gratuitous ARP on {ifname}: {what}: {e}{hint}")
     };
     let has_v4 = vips.iter().any(IpAddr::is_ipv4);
     let has_v6 = vips.iter().any(IpAddr::is_ipv6);

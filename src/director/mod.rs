@@ -12,7 +12,8 @@ pub mod state;
 pub mod status;
 
 use crate::agent::AgentError;
-use crate::kernel::ipvs::{IpvsClient, IpvsError, IpvsOp, ObservedService};
+use crate::agent::RunLock;
+use crate::kernel::ipvs::{IpvsClient, IpvsError, IpvsOp, ObservedService, ServiceKey};
 use crate::kernel::{link, preflight, KernelError};
 use crate::model::{Addr, Change, Link};
 use config::DirectorDesired;
@@ -25,9 +26,30 @@ impl From<IpvsError> for AgentError {
     fn from(e: IpvsError) -> Self {
         match e {
             IpvsError::ModuleAbsent => AgentError::Input(e.to_string()),
+            // Every IPVS command, reading the table included, needs CAP_NET_ADMIN: an
+            // operator error (exit 2), said as one, not a kernel failure.
+            e if e.permission_denied() => AgentError::Input(format!(
+                "{e}: IPVS needs CAP_NET_ADMIN, for reading the table too; run as root (sudo)"
+            )),
             other => AgentError::Kernel(KernelError::Ipvs(other)),
         }
     }
+}
+
+/// Held by `director run` for its lifetime (see [`RunLock`]).
+pub(crate) const DIRECTOR_RUN: RunLock = RunLock {
+    file: crate::lock::DIRECTOR_RUN,
+    command: "rs-agent director run",
+    unit: "rs-agent-director.service",
+};
+
+/// How `up` and each pass of `run` treat the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpOptions {
+    /// Plan and report only.
+    pub dry_run: bool,
+    /// Take over configured services that exist and are not rs-agent's (else refused).
+    pub adopt: bool,
 }
 
 /// What a director command did, for the CLI.
@@ -36,6 +58,12 @@ pub struct DirectorReport {
     pub ipvs: Vec<IpvsOp>,
     pub addrs: Vec<Change>,
     pub announced: u32,
+    /// Newly bound VIPs whose announcement failed (`director run` retries them).
+    pub unannounced: Vec<std::net::IpAddr>,
+    /// Configured services that existed and were not rs-agent's, taken over with `--adopt`.
+    pub adopted: Vec<ServiceKey>,
+    /// What went wrong after the change was made (it stands), one line each, for stderr.
+    pub warnings: Vec<String>,
     /// Netlink writes that carried IPVS changes.
     pub writes: u64,
     pub dry_run: bool,
@@ -45,15 +73,25 @@ pub struct DirectorReport {
 impl DirectorReport {
     /// True when this report describes changes made to the node (not a dry run's plan).
     pub fn changed(&self) -> bool {
-        let nothing = self.ipvs.is_empty() && self.addrs.is_empty();
-        !self.dry_run && !nothing
+        !self.dry_run && !self.is_empty()
+    }
+
+    /// Nothing changed, nor would change (adopting a service counts as a change: of ownership).
+    pub fn is_empty(&self) -> bool {
+        self.ipvs.is_empty() && self.addrs.is_empty() && self.adopted.is_empty()
     }
 
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        if self.ipvs.is_empty() && self.addrs.is_empty() {
+        if self.is_empty() {
             return writeln!(out, "nothing to do: {}", self.nothing);
         }
         let verb = if self.dry_run { "would" } else { "did" };
+        for key in &self.adopted {
+            writeln!(
+                out,
+                "{verb}: adopt service {key} (rs-agent's from now on: `director down` removes it)"
+            )?;
+        }
         for op in &self.ipvs {
             writeln!(out, "{verb}: {op}")?;
         }
@@ -74,6 +112,9 @@ impl DirectorReport {
                 "did: sent {} gratuitous ARP/NA announcement(s)",
                 self.announced
             )?;
+        }
+        for w in &self.warnings {
+            writeln!(out, "warning: {w}")?;
         }
         Ok(())
     }
@@ -179,14 +220,14 @@ async fn rollback(
 pub async fn up(
     desired: &DirectorDesired,
     state_dir: &Path,
-    dry_run: bool,
+    options: UpOptions,
 ) -> Result<DirectorReport, AgentError> {
-    let mut kernel = Kernel::connect(desired, dry_run).await?;
-    let _lock = match dry_run {
+    let mut kernel = Kernel::connect(desired, options.dry_run).await?;
+    let _lock = match options.dry_run {
         true => None,
         false => Some(lock_passes(state_dir).await?),
     };
-    reconcile(&mut kernel, desired, state_dir, dry_run, &Scope::All).await
+    reconcile(&mut kernel, desired, state_dir, options, &Scope::All).await
 }
 
 /// The director pass lock: one `up`, `down` or `run` pass at a time per state directory,
@@ -236,9 +277,10 @@ pub async fn reconcile(
     kernel: &mut Kernel,
     desired: &DirectorDesired,
     state_dir: &Path,
-    dry_run: bool,
+    options: UpOptions,
     scope: &Scope,
 ) -> Result<DirectorReport, AgentError> {
+    let dry_run = options.dry_run;
     let Kernel {
         handle,
         client,
@@ -250,25 +292,34 @@ pub async fn reconcile(
     let iface = require_interface(desired, &observed.links)?.clone();
     let t = std::time::Instant::now();
     let state = DirectorState::load(state_dir)?;
+    let unowned = plan::unowned(desired, &observed.ipvs, &state, scope);
+    if !unowned.is_empty() && !options.adopt {
+        return Err(refuse_unowned(&unowned, state_dir));
+    }
     let plan = plan::plan_scoped(desired, &observed.ipvs, &observed.addrs, &state, scope);
     crate::timing("load state and plan", t);
     let mut report = DirectorReport {
         dry_run,
+        adopted: unowned,
         nothing: "the IPVS table and VIPs already match the configuration",
         ..DirectorReport::default()
     };
-    if dry_run || plan.is_empty() {
+    if dry_run {
         report.ipvs = plan.ipvs;
         report.addrs = plan.addrs;
         return Ok(report);
     }
     let mut journal = state.clone();
+    journal.own(&report.adopted);
     journal.record_ops(&plan.ipvs);
     plan.addrs.iter().for_each(|c| journal.record_addr(c));
     // Ownership is journalled before the kernel changes; a pass that only edits what we
     // already own (a weight, a scheduler) has nothing new to record.
     if journal != state {
         journal.save(state_dir)?;
+    }
+    if plan.is_empty() {
+        return Ok(report);
     }
 
     let t = std::time::Instant::now();
@@ -304,21 +355,58 @@ pub async fn reconcile(
         })
         .collect();
     if !new_vips.is_empty() && desired.garp_count > 0 {
-        report.announced = garp::announce(
-            &iface.name,
-            iface.index,
-            &iface.mac,
-            &new_vips,
-            desired.garp_count,
-            desired.garp_interval,
-        )
-        .await
-        .map_err(|e| AgentError::Kernel(KernelError::Garp(e)))?;
+        // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
+        // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
+        // a warning, not a reason to undo a working change. `run` retries it.
+        match announce(&iface, desired, &new_vips).await {
+            Ok(sent) => report.announced = sent,
+            Err(e) => {
+                report.warnings.push(format!(
+                    "{e}; the VIP(s) are bound and IPVS serves them, but neighbours with a \
+                     stale ARP/ND entry reach them only once it expires (`director run` \
+                     announces again on its next pass)"
+                ));
+                report.unannounced = new_vips;
+            }
+        }
     }
     report.writes = client.writes() - writes_before;
     report.ipvs = plan.ipvs;
     report.addrs = plan.addrs;
     Ok(report)
+}
+
+/// Gratuitous ARP / unsolicited NA for `vips` on `iface`, as the configuration asks.
+pub(crate) async fn announce(
+    iface: &Link,
+    desired: &DirectorDesired,
+    vips: &[std::net::IpAddr],
+) -> Result<u32, String> {
+    garp::announce(
+        &iface.name,
+        iface.index,
+        &iface.mac,
+        vips,
+        desired.garp_count,
+        desired.garp_interval,
+    )
+    .await
+}
+
+/// The error for configured services that exist and are not rs-agent's.
+fn refuse_unowned(keys: &[ServiceKey], state_dir: &Path) -> AgentError {
+    const SHOWN: usize = 3;
+    let mut names: Vec<String> = keys.iter().take(SHOWN).map(ToString::to_string).collect();
+    if keys.len() > SHOWN {
+        names.push(format!("and {} more", keys.len() - SHOWN));
+    }
+    AgentError::Input(format!(
+        "configured IPVS service(s) {} already exist and are not rs-agent's (not in {}); \
+         pass --adopt to take them over (`director down` then removes them), or delete them \
+         first (ipvsadm -D)",
+        names.join(", "),
+        DirectorState::path(state_dir).display()
+    ))
 }
 
 /// Removes exactly rs-agent's VIPs (first, so no new traffic arrives) and then its services.
@@ -327,6 +415,9 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Age
         true => None,
         false => Some(lock_passes(state_dir).await?),
     };
+    if !dry_run {
+        DIRECTOR_RUN.refuse_down(state_dir)?;
+    }
     let mut state = DirectorState::load(state_dir)?;
     let mut report = DirectorReport {
         dry_run,
@@ -365,4 +456,53 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Age
     report.addrs = plan.addrs;
     report.writes = client.writes();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_errno(errno: i32) -> AgentError {
+        AgentError::from(IpvsError::Io {
+            context: "dumping services".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn ipvs_permission_denied_is_an_operator_error_naming_the_capability() {
+        match from_errno(libc::EPERM) {
+            AgentError::Input(m) => {
+                assert!(
+                    m.contains("dumping services") && m.contains("CAP_NET_ADMIN"),
+                    "{m}"
+                )
+            }
+            other => panic!("EPERM became {other:?}"),
+        }
+        assert!(matches!(from_errno(libc::EIO), AgentError::Kernel(_)));
+    }
+
+    #[test]
+    fn unowned_services_are_refused_naming_a_few_and_the_fix() {
+        let keys: Vec<ServiceKey> = (1..=5)
+            .map(|i| ServiceKey::Addr {
+                protocol: crate::kernel::ipvs::Protocol::Tcp,
+                addr: std::net::IpAddr::from([192, 0, 2, i]),
+                port: 80,
+            })
+            .collect();
+        let AgentError::Input(m) = refuse_unowned(&keys, Path::new("/var/lib/rs-agent")) else {
+            panic!("not an input error");
+        };
+        assert!(
+            m.contains("TCP 192.0.2.1:80") && m.contains("TCP 192.0.2.3:80"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("192.0.2.4:80") && m.contains("and 2 more"),
+            "{m}"
+        );
+        assert!(m.contains("--adopt") && m.contains("director.json") && !m.contains('\n'));
+    }
 }

@@ -305,6 +305,25 @@ pub fn plan_scoped(
     }
 }
 
+/// Configured services (in `scope`) that exist in the kernel but are not rs-agent's: someone
+/// made them by hand or with another tool. `up` leaves them alone unless told to adopt them.
+pub fn unowned(
+    desired: &DirectorDesired,
+    ipvs: &[ObservedService],
+    state: &DirectorState,
+    scope: &Scope,
+) -> Vec<ServiceKey> {
+    let present: HashSet<&ServiceKey> = ipvs.iter().map(|o| &o.service.key).collect();
+    let owned: HashSet<&ServiceKey> = state.services.iter().collect();
+    desired
+        .services
+        .iter()
+        .map(|s| &s.service.key)
+        .filter(|k| scope.contains(k) && present.contains(k) && !owned.contains(k))
+        .cloned()
+        .collect()
+}
+
 /// `down`: remove exactly our services and VIPs.
 pub fn plan_down(ipvs: &[ObservedService], addrs: &[Addr], state: &DirectorState) -> DirectorPlan {
     DirectorPlan {

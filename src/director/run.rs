@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub reconcile_interval: Duration,
     /// Checks allowed in flight at once.
     pub max_in_flight: usize,
+    /// Take over configured services that exist and are not rs-agent's (`--adopt`).
+    pub adopt: bool,
 }
 
 /// One finished check.
@@ -168,6 +170,11 @@ struct Passes {
     /// The services as the last successful pass applied them (health included); `None` after
     /// a failure, so that the next pass covers everything.
     applied: Option<DirectorDesired>,
+    /// Take over configured services someone else made (`--adopt`).
+    adopt: bool,
+    /// VIPs bound by a pass whose announcement failed (e.g. the interface was down): each
+    /// later pass tries again until it succeeds or the VIP is no longer configured.
+    unannounced: Vec<std::net::IpAddr>,
 }
 
 /// What started a pass, which decides how much of the kernel it reads.
@@ -212,9 +219,14 @@ impl Passes {
                 .kernel
                 .insert(super::Kernel::connect(&effective, false).await?),
         };
-        match super::reconcile(k, &effective, state_dir, false, &scope).await {
+        let options = super::UpOptions {
+            dry_run: false,
+            adopt: self.adopt,
+        };
+        match super::reconcile(k, &effective, state_dir, options, &scope).await {
             Ok(report) => {
                 self.applied = Some(effective);
+                self.unannounced.extend(&report.unannounced);
                 Ok(report)
             }
             Err(e) => {
@@ -222,6 +234,40 @@ impl Passes {
                 self.applied = None;
                 Err(e)
             }
+        }
+    }
+
+    /// Announces the VIPs an earlier pass bound but could not announce, if the interface is
+    /// up now; they stay pending otherwise (said once, when the first attempt failed).
+    async fn announce_pending(&mut self, desired: &DirectorDesired) {
+        let vips = desired.vips();
+        self.unannounced.retain(|v| vips.contains(v));
+        self.unannounced.sort_unstable();
+        self.unannounced.dedup();
+        let Some(k) = self.kernel.as_ref() else {
+            return;
+        };
+        if self.unannounced.is_empty() || desired.garp_count == 0 {
+            self.unannounced.clear();
+            return;
+        }
+        let links = match crate::kernel::link::links(&k.handle).await {
+            Ok(links) => links,
+            Err(e) => return tracing::debug!("listing links to announce VIPs: {e}"),
+        };
+        let Some(iface) = links.iter().find(|l| l.name == desired.interface && l.up) else {
+            return;
+        };
+        match super::announce(iface, desired, &self.unannounced).await {
+            Ok(sent) => {
+                tracing::info!(
+                    vips = ?self.unannounced,
+                    sent,
+                    "announced VIP(s) whose earlier announcement had failed"
+                );
+                self.unannounced.clear();
+            }
+            Err(e) => tracing::debug!("announcing VIP(s) again failed: {e}"),
         }
     }
 
@@ -285,11 +331,16 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     coalesce_timers();
     let mut desired = load()?;
+    let _run_lock = super::DIRECTOR_RUN.hold(state_dir)?;
     let mut health: HashMap<Target, Health> = HashMap::new();
-    let mut passes = Passes::default();
-    passes
+    let mut passes = Passes {
+        adopt: options.adopt,
+        ..Passes::default()
+    };
+    let first = passes
         .reconcile(&desired, &health, state_dir, Pass::Full)
         .await?;
+    first.warnings.iter().for_each(|w| tracing::warn!("{w}"));
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -352,15 +403,21 @@ pub async fn run(
         }
         if let Some(pass) = pass {
             match passes.reconcile(&desired, &health, state_dir, pass).await {
-                Ok(r) if r.ipvs.is_empty() && r.addrs.is_empty() => {}
-                Ok(r) => tracing::info!(
-                    ipvs_changes = r.ipvs.len(),
-                    netlink_writes = r.writes,
-                    addr_changes = r.addrs.len(),
-                    "reconciled"
-                ),
+                Ok(r) => {
+                    r.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                    if !r.is_empty() {
+                        tracing::info!(
+                            ipvs_changes = r.ipvs.len(),
+                            netlink_writes = r.writes,
+                            addr_changes = r.addrs.len(),
+                            adopted = r.adopted.len(),
+                            "reconciled"
+                        );
+                    }
+                }
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
+            passes.announce_pending(&desired).await;
             let now = summary(&desired, &health);
             if now != status {
                 notifier.send(&format!("STATUS={now}"));

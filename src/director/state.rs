@@ -62,12 +62,22 @@ impl DirectorState {
 
     /// Records the ownership ops are about to create (before applying them).
     pub fn record_ops(&mut self, ops: &[IpvsOp]) {
+        let created: Vec<ServiceKey> = ops
+            .iter()
+            .filter_map(|op| match op {
+                IpvsOp::AddService(s) | IpvsOp::EditService(s) => Some(s.key.clone()),
+                _ => None,
+            })
+            .collect();
+        self.own(&created);
+    }
+
+    /// Records services as rs-agent's (created by it, or adopted with `--adopt`).
+    pub fn own(&mut self, keys: &[ServiceKey]) {
         let mut owned: HashSet<ServiceKey> = self.services.iter().cloned().collect();
-        for op in ops {
-            if let IpvsOp::AddService(s) | IpvsOp::EditService(s) = op {
-                if owned.insert(s.key.clone()) {
-                    self.services.push(s.key.clone());
-                }
+        for key in keys {
+            if owned.insert(key.clone()) {
+                self.services.push(key.clone());
             }
         }
     }

@@ -21,7 +21,8 @@ pub struct VipStatus {
 
 #[derive(Debug, Serialize)]
 pub struct ServiceStatus {
-    /// "rs-agent" for services in the config or the state file, else "foreign".
+    /// "rs-agent" for the services in the state file (created or adopted by rs-agent), else
+    /// "foreign".
     pub owner: &'static str,
     #[serde(flatten)]
     pub observed: ObservedService,
@@ -58,9 +59,8 @@ pub async fn status(
     let info = client.info()?;
     let observed = observe(&handle, &mut client).await?;
     let plan = plan::plan_up(&desired, &observed.ipvs, &observed.addrs, &state);
-    let ours = |k: &ServiceKey| {
-        state.services.contains(k) || desired.services.iter().any(|s| &s.service.key == k)
-    };
+    let unowned = plan::unowned(&desired, &observed.ipvs, &state, &plan::Scope::All);
+    let ours = |k: &ServiceKey| state.services.contains(k);
     let vips = desired
         .vips()
         .into_iter()
@@ -73,7 +73,17 @@ pub async fn status(
                 .any(|a| a.ifname == desired.interface && a.ip == vip),
         })
         .collect();
-    let mut pending: Vec<String> = plan.ipvs.iter().map(ToString::to_string).collect();
+    // `up` refuses these (without --adopt) and so would change nothing of them.
+    let mut pending: Vec<String> = unowned
+        .iter()
+        .map(|k| format!("configured service {k} exists and is not rs-agent's (`director up --adopt` takes it over)"))
+        .collect();
+    pending.extend(
+        plan.ipvs
+            .iter()
+            .filter(|op| !unowned.contains(op.service_key()))
+            .map(ToString::to_string),
+    );
     pending.extend(plan.addrs.iter().map(ToString::to_string));
     if !observed.links.iter().any(|l| l.name == desired.interface) {
         pending.push(format!("interface {} does not exist", desired.interface));

@@ -22,9 +22,6 @@ pub enum KernelError {
     Nft(#[from] nft::NftError),
     #[error(transparent)]
     Ipvs(#[from] ipvs::IpvsError),
-    /// Announcing a VIP with gratuitous ARP / unsolicited NA failed.
-    #[error("{0}")]
-    Garp(String),
 }
 
 /// Reads everything the real-server planner compares against.

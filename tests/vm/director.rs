@@ -38,6 +38,10 @@ pub const CHECKS: &[Check] = &[
         name: "director_remove_and_sorry_server",
         run: remove_and_sorry_server,
     },
+    Check {
+        name: "director_announce_after_link_up",
+        run: announce_after_link_up,
+    },
 ];
 
 pub(crate) const VIP: &str = "192.0.2.100";
@@ -346,6 +350,7 @@ fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
         &["director", "import", "--interface", "eth0", &save_file],
     )?;
     let cfg = write(ctx, "imported.toml", &toml)?;
+    adopt_hand_made(ctx, &hand, &cfg, &original)?;
     let fresh = bare_director("dimp2")?;
     ctx.agent(&fresh, &["director", "up", "--config", &cfg])?;
     let copy = saved(&fresh)?;
@@ -356,6 +361,110 @@ fn import_round_trip(ctx: &Ctx) -> Result<(), String> {
             copy.join("\n")
         )
     })
+}
+
+/// The imported config on the very table it came from: `up` refuses the hand-made services
+/// (exit 2, nothing changed) and `status` says why; `up --adopt` takes them over without
+/// changing them; from then on they are rs-agent's and `down` removes them. Unprivileged,
+/// `status` and `up --dry-run` say CAP_NET_ADMIN (exit 2).
+fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> Result<(), String> {
+    let out = ctx.agent_output(hand, &["director", "up", "--config", cfg])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(2) && err.contains("not rs-agent's") && err.contains("--adopt"),
+        || {
+            format!(
+                "up over hand-made services: exit {:?}: {err}",
+                out.status.code()
+            )
+        },
+    )?;
+    ensure(saved(hand)? == original, || {
+        "the refused up changed the table".to_string()
+    })?;
+    let out = ctx.agent_output(hand, &["director", "status", "--config", cfg])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.code() == Some(1) && text.contains("director up --adopt"),
+        || {
+            format!(
+                "status before adopting: exit {:?}:\n{text}",
+                out.status.code()
+            )
+        },
+    )?;
+    let out = ctx.agent(hand, &["director", "up", "--config", cfg, "--adopt"])?;
+    ensure(
+        out.contains("did: adopt service TCP 192.0.2.100:80")
+            && out.contains("did: adopt service FWM 7")
+            && !out.contains("service TCP 192.0.2.100:80 scheduler"),
+        || format!("up --adopt:\n{out}"),
+    )?;
+    ensure(saved(hand)? == original, || {
+        format!(
+            "adopting changed the table:\n{}",
+            saved(hand).unwrap_or_default().join("\n")
+        )
+    })?;
+    let again = ctx.agent(hand, &["director", "up", "--config", cfg])?;
+    ensure(again.contains("nothing to do"), || {
+        format!("up after adopting was not a no-op: {again}")
+    })?;
+    for args in [
+        &[
+            "director",
+            "status",
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--port",
+            "80",
+            "--real",
+            "198.51.100.2",
+        ][..],
+        &[
+            "director",
+            "up",
+            "--dry-run",
+            "--interface",
+            "eth0",
+            "--vip",
+            VIP,
+            "--port",
+            "80",
+            "--real",
+            "198.51.100.2",
+        ],
+    ] {
+        let out = unprivileged(ctx, hand, args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            out.status.code() == Some(2)
+                && err.contains("CAP_NET_ADMIN")
+                && err.lines().count() == 1,
+            || format!("unprivileged {args:?}: exit {:?}: {err}", out.status.code()),
+        )?;
+    }
+    ctx.agent(hand, &["director", "down"])?;
+    table_is(hand, &[], "after down of the adopted services")
+}
+
+/// `rs-agent args` in `ns` as user nobody (no capabilities), with a state directory of its own.
+fn unprivileged(ctx: &Ctx, ns: &Netns, args: &[&str]) -> Result<std::process::Output, String> {
+    let state = ctx.scratch.join("state-unprivileged");
+    let state = state.to_string_lossy();
+    let agent = ctx.agent.to_string_lossy();
+    let mut all = vec![
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        agent.as_ref(),
+        "--state-dir",
+        state.as_ref(),
+    ];
+    all.extend_from_slice(args);
+    ns.output("setpriv", &all)
 }
 
 /// The lab's service: rr over rs1 (weight `w1`) and rs2, with `check` (the lines of a
@@ -446,8 +555,82 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
         Duration::from_secs(15),
         "after a hand delete and its web server stopped",
     )?;
+    // `director down` while `director run` manages the director: its next pass would put
+    // everything back, so down refuses (exit 2) and changes nothing.
+    let state = ctx.scratch.join("state-dhc-run");
+    let agent = ctx.agent.to_string_lossy();
+    let out = lab.director.ns.output(
+        &agent,
+        &["--state-dir", &state.to_string_lossy(), "director", "down"],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(2) && err.contains("rs-agent director run"),
+        || format!("down while run runs: exit {:?}: {err}", out.status.code()),
+    )?;
+    ensure(
+        weight_of(&lab.director.ns, "192.0.2.12:80")? == Some(1),
+        || "down refused but the table changed".to_string(),
+    )?;
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())
+}
+
+/// A VIP bound while the director's interface is down cannot be announced: `up` says so
+/// (exit 0: the table and the VIP stand) and `run` announces it once the link is up — a
+/// client's stale neighbour entry for the VIP then points at the director (the kernel itself
+/// sends no gratuitous ARP on link up, so only rs-agent's retry can fix it).
+fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
+    let lab = Lab::build("dga", ctx)?;
+    let bogus = "02:00:00:00:00:99";
+    let stale = |lab: &Lab| {
+        lab.client.ns.ip(&[
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            bogus,
+            "dev",
+            Node::IFACE,
+            "nud",
+            "stale",
+        ])
+    };
+    let cfg = write(ctx, "announce.toml", &lab_config(None, 1))?;
+    lab.director.ns.ip(&["link", "set", Node::IFACE, "down"])?;
+    let out = ctx.agent_output(&lab.director.ns, &["director", "up", "--config", &cfg])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        out.status.success() && text.contains("warning:") && text.contains("interface is down"),
+        || {
+            format!(
+                "up on a down interface: {}",
+                crate::guest::describe_failure("rs-agent", &["director", "up"], &out)
+            )
+        },
+    )?;
+    ensure(
+        weight_of(&lab.director.ns, "192.0.2.12:80")? == Some(1),
+        || "up on a down interface did not leave the table configured".to_string(),
+    )?;
+    ctx.agent(&lab.director.ns, &["director", "down"])?;
+    stale(&lab)?;
+    let _run = director_run_with(ctx, &lab, &cfg, "dga", &["--reconcile-interval", "1"])?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = lab.client.ns.ip(&["neigh", "show", VIP])?;
+    ensure(before.contains(bogus), || {
+        format!("client's entry changed while the director's link was down: {before:?}")
+    })?;
+    lab.director.ns.ip(&["link", "set", Node::IFACE, "up"])?;
+    eventually(Duration::from_secs(10), || {
+        let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
+        ensure(neigh.contains(&lab.director.mac), || {
+            format!(
+                "client's entry for the VIP after the director's link came up: {neigh:?}, want {}",
+                lab.director.mac
+            )
+        })
+    })
 }
 
 /// Waits until ipvsadm shows `real` at weight `want`.

@@ -317,7 +317,7 @@ fn quick_flags_need_vip_and_bound_persistence() {
     };
     let got = director(&file, &too_long).expect_err("persistence").0;
     assert!(
-        got.starts_with("--persistence 4294967295: expected seconds 0..=31536000"),
+        got.starts_with("--persistence 4294967295: expected seconds 0..=2678400"),
         "{got}"
     );
     let no_vip = DirectorFlags { vip: None, ..base };

@@ -392,3 +392,32 @@ fn health_flips_plan_from_the_last_pass_and_anything_else_observes() {
     new.interface = "eth1".into();
     assert_eq!(dest_ops(&old, &new), None);
 }
+
+#[test]
+fn configured_services_someone_else_made_are_unowned_until_adopted() {
+    let d = desired(vec![
+        want(VIP, "rr", &[(RS1, 1)]),
+        want("192.0.2.101", "rr", &[(RS2, 1)]),
+        want("192.0.2.102", "rr", &[(RS3, 1)]),
+    ]);
+    let kernel = [
+        have(VIP, "wlc", &[(RS1, 1)]),           // made by hand: same key
+        have("192.0.2.101", "rr", &[(RS2, 1)]),  // ours
+        have("203.0.113.50", "rr", &[(RS3, 1)]), // foreign, not configured
+    ];
+    let state = owning(&[key("192.0.2.101", 80)], &[]);
+    // Absent services (192.0.2.102) are created, hence ours; foreign unconfigured ones are
+    // invisible; only the configured, present, unrecorded one is reported.
+    assert_eq!(
+        unowned(&d, &kernel, &state, &Scope::All),
+        vec![key(VIP, 80)]
+    );
+    let only_ours = Scope::Only([key("192.0.2.101", 80)].into_iter().collect());
+    assert!(unowned(&d, &kernel, &state, &only_ours).is_empty());
+    let mut adopted = state.clone();
+    adopted.own(&[key(VIP, 80)]);
+    assert!(unowned(&d, &kernel, &adopted, &Scope::All).is_empty());
+    // Adopting twice records it once.
+    adopted.own(&[key(VIP, 80)]);
+    assert_eq!(adopted.services.len(), 2);
+}

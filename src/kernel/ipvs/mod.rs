@@ -303,13 +303,22 @@ pub enum IpvsError {
 }
 
 impl IpvsError {
+    /// The kernel said EPERM: the caller lacks CAP_NET_ADMIN.
+    pub fn permission_denied(&self) -> bool {
+        match self {
+            IpvsError::Io { source, .. } | IpvsError::Op { source, .. } => {
+                source.raw_os_error() == Some(libc::EPERM)
+            }
+            _ => false,
+        }
+    }
+
     /// Fix hints for the errno values operators actually meet.
     pub(crate) fn hint_for(errno: i32, op: &IpvsOp) -> &'static str {
         match (errno, op) {
             (libc::ENOENT, IpvsOp::AddService(_) | IpvsOp::EditService(_)) => {
                 " (scheduler module missing? try `modprobe ip_vs_<scheduler>`)"
             }
-            (libc::EPERM, _) => " (needs CAP_NET_ADMIN: run as root)",
             (libc::EINVAL, IpvsOp::AddDest(..) | IpvsOp::EditDest(..)) => {
                 " (the kernel refuses destinations it cannot route to, e.g. \"address not unicast\")"
             }
