@@ -7,6 +7,7 @@ use super::{observe, plan};
 use crate::agent::AgentError;
 use crate::kernel::ipvs::{IpvsClient, IpvsInfo, ObservedService, ServiceFlags, ServiceKey};
 use crate::kernel::{link, KernelError};
+use crate::model::{Addr, Dad};
 use serde::Serialize;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +17,46 @@ use std::path::Path;
 pub struct VipStatus {
     pub vip: IpAddr,
     pub interface: String,
+    /// On the interface and usable: not tentative, and its duplicate address detection did
+    /// not fail.
     pub bound: bool,
+    /// Why it is not bound, and what fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether `vip` is bound on `interface`, and if not, why. A VIP whose DAD failed is not
+/// bound; `up` re-adds it when it is ours, and cannot touch it when it is not.
+fn vip_status(interface: &str, vip: IpAddr, addrs: &[Addr], state: &DirectorState) -> VipStatus {
+    let on: Vec<&Addr> = addrs
+        .iter()
+        .filter(|a| a.ifname == interface && a.ip == vip)
+        .collect();
+    let owned = state.owns_addr(interface, &vip);
+    let reason = if on.is_empty() {
+        Some(format!("not an address of {interface}"))
+    } else if on.iter().any(|a| a.is_usable()) {
+        None
+    } else if let Some(failed) = on.iter().find(|a| a.dad == Dad::Failed) {
+        let problem = Dad::Failed.problem().unwrap_or_default();
+        Some(if owned {
+            format!("{problem}; `rs-agent director up` adds it again without DAD")
+        } else {
+            format!(
+                "{problem}; it is not rs-agent's: remove it (ip addr del {vip}/{} dev \
+                 {interface}) and run `rs-agent director up`",
+                failed.prefix
+            )
+        })
+    } else {
+        Dad::Tentative.problem().map(str::to_string)
+    };
+    VipStatus {
+        vip,
+        interface: interface.to_string(),
+        bound: reason.is_none(),
+        reason,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -61,17 +101,10 @@ pub async fn status(
     let ours = |k: &ServiceKey| {
         state.services.contains(k) || desired.services.iter().any(|s| &s.service.key == k)
     };
-    let vips = desired
+    let vips: Vec<VipStatus> = desired
         .vips()
         .into_iter()
-        .map(|vip| VipStatus {
-            vip,
-            interface: desired.interface.clone(),
-            bound: observed
-                .addrs
-                .iter()
-                .any(|a| a.ifname == desired.interface && a.ip == vip),
-        })
+        .map(|vip| vip_status(&desired.interface, vip, &observed.addrs, &state))
         .collect();
     let mut pending: Vec<String> = plan.ipvs.iter().map(ToString::to_string).collect();
     pending.extend(plan.addrs.iter().map(ToString::to_string));
@@ -79,7 +112,8 @@ pub async fn status(
         pending.push(format!("interface {} does not exist", desired.interface));
     }
     Ok(DirectorStatus {
-        ok: pending.is_empty(),
+        // A VIP `up` cannot bind (someone else's, its DAD failed) is NOT OK with nothing pending.
+        ok: pending.is_empty() && vips.iter().all(|v| v.bound),
         ipvs: info,
         vips,
         services: observed
@@ -167,11 +201,18 @@ impl DirectorStatus {
         }
         writeln!(out)?;
         for v in &self.vips {
-            let verdict = if v.bound { "bound" } else { "NOT BOUND" };
-            writeln!(out, "VIP {} on {}: {verdict}", v.vip, v.interface)?;
+            match &v.reason {
+                None => writeln!(out, "VIP {} on {}: bound", v.vip, v.interface)?,
+                Some(why) => writeln!(out, "VIP {} on {}: NOT BOUND: {why}", v.vip, v.interface)?,
+            }
         }
         if self.ok {
             writeln!(out, "OK: the IPVS table and VIPs match the configuration")
+        } else if self.pending.is_empty() {
+            writeln!(
+                out,
+                "NOT OK: a VIP is not bound and `rs-agent director up` cannot bind it (see above)"
+            )
         } else {
             writeln!(out, "NOT OK: `rs-agent director up` would:")?;
             for p in &self.pending {
@@ -179,5 +220,96 @@ impl DirectorStatus {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(ip: &str, dad: Dad, proto: u8) -> Addr {
+        Addr {
+            ifname: "eth0".into(),
+            ip: ip.parse().expect("test literal"),
+            prefix: 128,
+            label: None,
+            proto,
+            secondary: false,
+            dad,
+        }
+    }
+
+    #[test]
+    fn dad_failed_vip_is_not_bound_and_says_why() {
+        let vip: IpAddr = "2001:db8::100".parse().expect("test literal");
+        let ours = DirectorState {
+            addrs: vec![crate::state::OwnedAddr {
+                ifname: "eth0".into(),
+                ip: vip,
+                prefix: 128,
+                label: None,
+            }],
+            ..DirectorState::default()
+        };
+        let theirs = DirectorState::default();
+        let p = crate::model::ADDR_PROTO;
+        let rows = [
+            (vec![addr("2001:db8::100", Dad::Done, p)], &ours, None),
+            (vec![], &ours, Some("not an address of eth0")),
+            (
+                vec![addr("2001:db8::100", Dad::Failed, p)],
+                &ours,
+                Some("`rs-agent director up` adds it again without DAD"),
+            ),
+            (
+                vec![addr("2001:db8::100", Dad::Failed, 0)],
+                &theirs,
+                Some("remove it (ip addr del 2001:db8::100/128 dev eth0)"),
+            ),
+            (
+                vec![addr("2001:db8::100", Dad::Tentative, p)],
+                &ours,
+                Some("tentative"),
+            ),
+        ];
+        for (addrs, state, want) in rows {
+            let v = vip_status("eth0", vip, &addrs, state);
+            assert_eq!(v.bound, want.is_none(), "{v:?}");
+            match want {
+                None => assert_eq!(v.reason, None),
+                Some(w) => assert!(v.reason.as_deref().is_some_and(|r| r.contains(w)), "{v:?}"),
+            }
+        }
+    }
+
+    /// An unbound VIP that `up` cannot bind is NOT OK with nothing pending, and says so.
+    #[test]
+    fn print_shows_why_a_vip_is_not_bound() {
+        let status = DirectorStatus {
+            ok: false,
+            ipvs: IpvsInfo {
+                version: "1.2.1".into(),
+                conn_tab_size: 4096,
+            },
+            vips: vec![VipStatus {
+                vip: "2001:db8::100".parse().expect("test literal"),
+                interface: "eth0".into(),
+                bound: false,
+                reason: Some("tentative: duplicate address detection is still running".into()),
+            }],
+            services: vec![],
+            pending: vec![],
+        };
+        let mut out = Vec::new();
+        status.print(&mut out).expect("print to a Vec");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(
+                "VIP 2001:db8::100 on eth0: NOT BOUND: tentative: duplicate address detection \
+                 is still running\nNOT OK: a VIP is not bound and `rs-agent director up` cannot \
+                 bind it (see above)\n"
+            ),
+            "{text}"
+        );
     }
 }
