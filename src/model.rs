@@ -90,6 +90,38 @@ pub struct Addr {
     /// `IFA_PROTO` (0 when unset).
     pub proto: u8,
     pub secondary: bool,
+    /// Where IPv6 duplicate address detection stands for it (always `Done` for IPv4).
+    #[serde(default)]
+    pub dad: Dad,
+}
+
+/// The duplicate address detection (DAD) state of an address, from `IFA_F_TENTATIVE` /
+/// `IFA_F_DADFAILED`. rs-agent adds its IPv6 VIPs with `IFA_F_NODAD` (a VIP is shared by
+/// design in LVS-DR), so only an address added some other way can be tentative or failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dad {
+    /// Usable: DAD passed, was skipped (`nodad`, `lo`, NOARP devices) or does not apply.
+    #[default]
+    Done,
+    /// DAD is still running (about a second): the kernel does not use the address yet.
+    Tentative,
+    /// Another node on the link answered for the address: the kernel never uses it.
+    Failed,
+}
+
+impl Dad {
+    /// Why an address in this state does not count as bound; `None` when it does.
+    pub fn problem(self) -> Option<&'static str> {
+        match self {
+            Dad::Done => None,
+            Dad::Tentative => Some("tentative: duplicate address detection is still running"),
+            Dad::Failed => Some(
+                "duplicate address detection failed: another node on the link answers for \
+                 this address, and the kernel does not use it",
+            ),
+        }
+    }
 }
 
 impl Addr {
@@ -101,6 +133,11 @@ impl Addr {
     /// True for a host address: /32 for IPv4, /128 for IPv6.
     pub fn is_host(&self) -> bool {
         self.prefix == host_prefix(&self.ip)
+    }
+
+    /// True when the kernel uses the address: it is not tentative and its DAD did not fail.
+    pub fn is_usable(&self) -> bool {
+        self.dad == Dad::Done
     }
 }
 
@@ -340,6 +377,15 @@ pub enum Change {
         from: Option<String>,
         to: Option<String>,
     },
+    /// Remove and add again one of our VIPs whose duplicate address detection failed (it was
+    /// added without `IFA_F_NODAD`, e.g. by an older rs-agent or by hand): added again it
+    /// skips DAD and is usable.
+    ReAddAddr {
+        ifname: String,
+        ip: IpAddr,
+        prefix: u8,
+        label: Option<String>,
+    },
     DeleteDummy {
         name: String,
     },
@@ -357,7 +403,7 @@ impl Change {
             Change::DelAddr { .. } => 2,
             Change::NftReplace { .. } => 3,
             Change::SetLinkUp { .. } => 4,
-            Change::AddAddr { .. } | Change::RelabelAddr { .. } => 5,
+            Change::AddAddr { .. } | Change::RelabelAddr { .. } | Change::ReAddAddr { .. } => 5,
             Change::DeleteDummy { .. } => 6,
             Change::NftDelete { .. } => 7,
             Change::RestoreSysctl { .. } => 8,
@@ -365,7 +411,8 @@ impl Change {
     }
 
     /// The change that undoes this one, for rolling back a partly applied plan. Bringing a
-    /// link up has no inverse: the only link we bring up that we did not create is `lo`.
+    /// link up has no inverse: the only link we bring up that we did not create is `lo`; nor
+    /// has re-adding a VIP whose DAD failed: the failure cannot be restored, nor needs to be.
     pub fn inverse(&self) -> Option<Change> {
         Some(match self.clone() {
             Change::CreateDummy { name } => Change::DeleteDummy { name },
@@ -414,7 +461,7 @@ impl Change {
                 rules: previous,
                 previous: None,
             },
-            Change::SetLinkUp { .. } => return None,
+            Change::SetLinkUp { .. } | Change::ReAddAddr { .. } => return None,
             Change::AddAddr {
                 ifname,
                 ip,
@@ -496,6 +543,13 @@ impl fmt::Display for Change {
                 "re-add address {ip}/{prefix} to {ifname} (label {} -> {})",
                 from.as_deref().unwrap_or("none"),
                 to.as_deref().unwrap_or(ifname)
+            ),
+            Change::ReAddAddr {
+                ifname, ip, prefix, ..
+            } => write!(
+                f,
+                "re-add address {ip}/{prefix} to {ifname} without duplicate address detection \
+                 (it failed: another node on the link answers for it)"
             ),
             Change::DeleteDummy { name } => write!(f, "delete dummy device {name}"),
         }

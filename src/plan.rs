@@ -6,7 +6,7 @@
 //! touched when they are returned.
 
 use crate::model::{
-    effective, host_prefix, owned_label, suppresses_arp, ArpMethod, Change, Device, NftFamily,
+    effective, host_prefix, owned_label, suppresses_arp, ArpMethod, Change, Dad, Device, NftFamily,
     NftRule, Observed, RealServerDesired, SysctlKey, NFT_TABLE,
 };
 use crate::state::RealServerState;
@@ -316,6 +316,7 @@ fn address_changes(
         })
         .collect();
     changes.extend(relabel_changes(desired, observed, state));
+    changes.extend(dad_failed_changes(desired, observed, state));
     let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
     changes.extend(
         owned_addrs(observed, state)
@@ -348,6 +349,27 @@ fn relabel_changes(
             prefix: a.prefix,
             from: a.label.clone(),
             to: to.clone(),
+        })
+        .collect()
+}
+
+/// Our own VIPs whose duplicate address detection failed (added without `nodad`): the kernel
+/// does not use them, so they are added again, which skips DAD. One that is not ours is left
+/// alone (adding it would fail as a duplicate) and `status` reports it.
+fn dad_failed_changes(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Vec<Change> {
+    let device = desired.device.name();
+    owned_addrs(observed, state)
+        .filter(|a| a.ifname == device && a.is_host() && a.dad == Dad::Failed)
+        .filter(|a| desired.vips.contains(&a.ip))
+        .map(|a| Change::ReAddAddr {
+            ifname: a.ifname.clone(),
+            ip: a.ip,
+            prefix: a.prefix,
+            label: a.ip.is_ipv4().then(|| owned_label(device)).flatten(),
         })
         .collect()
 }

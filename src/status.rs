@@ -2,8 +2,8 @@
 //! effective values and rules, not from whether some sysctl was written.
 
 use crate::model::{
-    effective, suppresses_arp, Change, Device, NftFamily, NftRule, Observed, RealServerDesired,
-    SysctlKey, NFT_TABLE,
+    effective, suppresses_arp, Addr, Change, Dad, Device, NftFamily, NftRule, Observed,
+    RealServerDesired, SysctlKey, NFT_TABLE,
 };
 use crate::plan::{lan_interfaces, PlanError};
 use serde::Serialize;
@@ -129,6 +129,21 @@ fn v6_suppression(
     ))
 }
 
+/// Why a VIP on its device is not usable (tentative, or its duplicate address detection
+/// failed; neither happens on `lo` or a dummy device, which skip DAD), and the fix.
+fn unusable_vip(a: &Addr) -> String {
+    let problem = a.dad.problem().unwrap_or_default();
+    let fix = match (a.dad, a.is_ours()) {
+        (Dad::Failed, true) => "; `rs-agent up` adds it again without DAD".to_string(),
+        (Dad::Failed, false) => format!(
+            "; it is not rs-agent's: remove it (ip addr del {}/{} dev {}) and run `rs-agent up`",
+            a.ip, a.prefix, a.ifname
+        ),
+        _ => String::new(),
+    };
+    format!("{}/{} on {}: {problem}{fix}", a.ip, a.prefix, a.ifname)
+}
+
 fn vip_status(
     desired: &RealServerDesired,
     observed: &Observed,
@@ -137,10 +152,17 @@ fn vip_status(
 ) -> VipStatus {
     let device = desired.device.name();
     let on: Vec<_> = observed.addrs.iter().filter(|a| a.ip == vip).collect();
-    let bound = on.iter().any(|a| a.ifname == device && a.is_host());
+    let host_on_device: Vec<_> = on
+        .iter()
+        .filter(|a| a.ifname == device && a.is_host())
+        .collect();
+    let bound = host_on_device.iter().any(|a| a.is_usable());
     let mut problems = Vec::new();
     if !bound {
-        problems.push(format!("{vip} is not bound as a host address on {device}"));
+        problems.push(match host_on_device.first() {
+            Some(a) => unusable_vip(a),
+            None => format!("{vip} is not bound as a host address on {device}"),
+        });
     }
     for wide in on.iter().filter(|a| !a.is_host() && a.ifname == device) {
         problems.push(format!(
@@ -180,7 +202,11 @@ fn vip_status(
         vip,
         bound_on: on
             .iter()
-            .map(|a| format!("{}/{}", a.ifname, a.prefix))
+            .map(|a| match a.dad {
+                Dad::Done => format!("{}/{}", a.ifname, a.prefix),
+                Dad::Tentative => format!("{}/{} (tentative)", a.ifname, a.prefix),
+                Dad::Failed => format!("{}/{} (dadfailed)", a.ifname, a.prefix),
+            })
             .collect(),
         bound,
         owned: on.iter().any(|a| a.ifname == device && a.is_ours()),
@@ -379,6 +405,7 @@ mod tests {
             label: None,
             proto,
             secondary: false,
+            dad: crate::model::Dad::Done,
         }
     }
 
@@ -546,5 +573,41 @@ mod tests {
                 .any(|p| p.starts_with("arp_ignore=8 (effective) on eth0")),
             "{r:?}"
         );
+    }
+
+    /// An IPv6 VIP on the device that is tentative or whose DAD failed is not bound: NOT OK,
+    /// saying why and what fixes it (`up` re-adds our own; someone else's must be removed).
+    #[test]
+    fn dad_failed_or_tentative_vip_is_not_bound() {
+        use crate::model::Dad;
+        const VIP6: &str = "2001:db8::100";
+        let rows = [
+            (ADDR_PROTO, Dad::Done, None),
+            (
+                ADDR_PROTO,
+                Dad::Failed,
+                Some("detection failed: another node on the link answers for this address, and the kernel does not use it; `rs-agent up` adds it again"),
+            ),
+            (0, Dad::Failed, Some("it is not rs-agent's: remove it (ip addr del 2001:db8::100/128 dev lo)")),
+            (ADDR_PROTO, Dad::Tentative, Some("lo: tentative")),
+        ];
+        for (proto, dad, problem) in rows {
+            let (mut d, mut o) = configured();
+            d.vips = vec![VIP6.parse().expect("test literal")];
+            o.addrs.push(Addr {
+                dad,
+                ..addr("lo", VIP6, 128, proto)
+            });
+            let r = report(&d, &o);
+            let v = &r.vips[0];
+            assert_eq!(v.bound, problem.is_none(), "{dad:?}: {v:?}");
+            assert_eq!(r.ok, problem.is_none(), "{dad:?}: {r:?}");
+            if let Some(want) = problem {
+                assert!(
+                    v.problems.iter().any(|p| p.contains(want)),
+                    "{dad:?}: {v:?}"
+                );
+            }
+        }
     }
 }

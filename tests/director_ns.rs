@@ -1,12 +1,17 @@
 //! Namespace tier for the director's input handling on a kernel *without* IPVS (this
 //! machine's): every bad input to `director up` and `director check`, and the missing module,
 //! is a one-line error with exit code 2, and nothing is changed — the address the director
-//! would bind is never added. What the director does with IPVS is proven in the VM tier
-//! (tests/vm/director.rs).
+//! would bind is never added. `up` cannot run here, so how the director binds an IPv6 VIP
+//! (without duplicate address detection) is proven by driving its executor directly. What the
+//! director does with IPVS is proven in the VM tier (tests/vm/director.rs).
 
 mod common;
 
-use common::{assert_same_snapshot, privileged, stderr, HostSpec, Lan};
+use common::{assert_same_snapshot, poll, privileged, stderr, stdout, HostSpec, Lan, Netns};
+use rs_agent::kernel::{self, link};
+use rs_agent::model::{Addr, Change, Dad};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 const QUICK: [&str; 8] = [
     "director",
@@ -151,4 +156,148 @@ fn import_rejects_what_it_cannot_convert() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Runs `body` on a thread that has entered `ns`'s network namespace, with a tokio runtime of
+/// its own: the executors, driven directly, see only that namespace.
+fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    body: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it changes only this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        body(&rt)
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// Applies one change in `ns` the way `director up` does.
+fn apply_in(ns: &Netns, change: Change) {
+    let what = change.to_string();
+    let result = in_netns(ns, move |rt| {
+        rt.block_on(async move {
+            let handle = link::connect().map_err(|e| e.to_string())?;
+            kernel::apply(&handle, &change)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{what} in {}: {e}", ns.name);
+    }
+}
+
+/// The address `ip` as the director observes it in `ns`.
+fn observed_addr(ns: &Netns, ip: &str) -> Option<Addr> {
+    let ip: std::net::IpAddr = ip.parse().expect("test literal");
+    let addrs = in_netns(ns, |rt| {
+        rt.block_on(async {
+            let handle = link::connect().map_err(|e| e.to_string())?;
+            let links = link::links(&handle).await.map_err(|e| e.to_string())?;
+            link::addrs(&handle, &links)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+    .unwrap_or_else(|e| panic!("observing addresses in {}: {e}", ns.name));
+    addrs.into_iter().find(|a| a.ip == ip)
+}
+
+/// `ip -6 addr show dev eth0`'s line for `ip`, e.g. `inet6 2001:db8::100/128 scope global nodad`.
+fn ip_addr_line(ns: &Netns, ip: &str) -> String {
+    let out = stdout(&ns.exec(&["ip", "-6", "addr", "show", "dev", "eth0"]));
+    out.lines()
+        .find(|l| l.contains(&format!("inet6 {ip}/")))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// An IPv6 VIP is shared by design: the director binds it without duplicate address
+/// detection, so it is usable at once (never tentative) and stays so although another node
+/// on the LAN answers for it. Added by hand with DAD on this LAN it fails — the director
+/// observes that as `dadfailed`, and re-adding it (what `up` plans for its own) fixes it.
+#[test]
+fn ipv6_vip_is_bound_without_duplicate_address_detection() {
+    if !privileged("ipv6_vip_is_bound_without_duplicate_address_detection") {
+        return;
+    }
+    const VIP: &str = "2001:db8::100";
+    let mut lan = Lan::new("dirdad");
+    let other = lan.host(HostSpec::new("other", "192.0.2.3").ipv6("2001:db8::3/64"));
+    let director = lan.host(HostSpec::new("dir", "192.0.2.2").ipv6("2001:db8::2/64"));
+    // The helper turns DAD off for its hosts; the director's LAN interface runs it here.
+    director.ns.sysctl("net.ipv6.conf.eth0.accept_dad", "1");
+    // Another node already answers for the VIP (a misconfigured real server, say).
+    other.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{VIP}/128"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+
+    let add = Change::AddAddr {
+        ifname: "eth0".into(),
+        ip: VIP.parse().expect("test literal"),
+        prefix: 128,
+        label: None,
+    };
+    apply_in(&director.ns, add.clone());
+    let line = ip_addr_line(&director.ns, VIP);
+    assert!(
+        line.contains("nodad") && !line.contains("tentative"),
+        "right after binding: {line:?}"
+    );
+    // DAD would have failed within about a second (one probe, answered at once).
+    std::thread::sleep(Duration::from_millis(2500));
+    let line = ip_addr_line(&director.ns, VIP);
+    assert!(!line.contains("dadfailed"), "after 2.5 s: {line:?}");
+    let seen = observed_addr(&director.ns, VIP).expect("VIP observed");
+    assert_eq!(seen.dad, Dad::Done, "{seen:?}");
+
+    // Control: the same address added with DAD fails it on this LAN, and is observed so.
+    let del = add.inverse().expect("removing an address");
+    apply_in(&director.ns, del);
+    director.exec(&["ip", "addr", "add", &format!("{VIP}/128"), "dev", "eth0"]);
+    let failed = poll(Duration::from_secs(5), || {
+        ip_addr_line(&director.ns, VIP).contains("dadfailed")
+    });
+    assert!(
+        failed,
+        "DAD did not fail: {:?}",
+        ip_addr_line(&director.ns, VIP)
+    );
+    let seen = observed_addr(&director.ns, VIP).expect("VIP observed");
+    assert_eq!(seen.dad, Dad::Failed, "{seen:?}");
+
+    // What `up` plans for a VIP of its own whose DAD failed.
+    apply_in(
+        &director.ns,
+        Change::ReAddAddr {
+            ifname: "eth0".into(),
+            ip: VIP.parse().expect("test literal"),
+            prefix: 128,
+            label: None,
+        },
+    );
+    let line = ip_addr_line(&director.ns, VIP);
+    assert!(
+        line.contains("nodad") && !line.contains("tentative") && !line.contains("dadfailed"),
+        "after re-adding: {line:?}"
+    );
+    let seen = observed_addr(&director.ns, VIP).expect("VIP observed");
+    assert_eq!(seen.dad, Dad::Done, "{seen:?}");
+    assert!(seen.is_ours(), "re-added with rs-agent's marker: {seen:?}");
 }

@@ -350,7 +350,7 @@ pub async fn reconcile(
         .addrs
         .iter()
         .filter_map(|c| match c {
-            Change::AddAddr { ip, .. } => Some(*ip),
+            Change::AddAddr { ip, .. } | Change::ReAddAddr { ip, .. } => Some(*ip),
             _ => None,
         })
         .collect();

@@ -8,7 +8,7 @@ use super::state::DirectorState;
 use crate::kernel::ipvs::{
     DestKey, IpvsOp, ObservedDestination, ObservedService, ServiceFlags, ServiceKey,
 };
-use crate::model::{owned_label, Addr, Change};
+use crate::model::{owned_label, Addr, Change, Dad};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -154,6 +154,34 @@ fn add_vip(interface: &str, vip: IpAddr) -> Change {
     }
 }
 
+/// Binds a VIP that is not on the interface. One whose duplicate address detection failed
+/// (added without `nodad`) does not count as bound: ours is added again, which skips DAD;
+/// someone else's is left alone (adding it would fail as a duplicate) and `status` reports it.
+fn vip_change(
+    interface: &str,
+    vip: IpAddr,
+    addrs: &[Addr],
+    state: &DirectorState,
+) -> Option<Change> {
+    let on: Vec<&Addr> = addrs
+        .iter()
+        .filter(|a| a.ifname == interface && a.ip == vip)
+        .collect();
+    match on[..] {
+        [] => Some(add_vip(interface, vip)),
+        // An interface holds an IPv6 address once; IPv4 addresses never fail DAD.
+        [a] if a.dad == Dad::Failed && state.owns_addr(interface, &vip) => {
+            Some(Change::ReAddAddr {
+                ifname: interface.to_string(),
+                ip: vip,
+                prefix: a.prefix,
+                label: vip.is_ipv4().then(|| owned_label(interface)).flatten(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Which services a pass reconciles: all of them, or only the ones an event changed (a
 /// SIGHUP's difference, a health flip) while the periodic pass still covers all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -285,12 +313,7 @@ pub fn plan_scoped(
     let vips = desired.vips();
     let mut changes: Vec<Change> = vips
         .iter()
-        .filter(|vip| {
-            !addrs
-                .iter()
-                .any(|a| a.ifname == desired.interface && &a.ip == *vip)
-        })
-        .map(|vip| add_vip(&desired.interface, *vip))
+        .filter_map(|vip| vip_change(&desired.interface, *vip, addrs, state))
         .collect();
     changes.extend(
         addrs

@@ -5,18 +5,60 @@ use super::config::DirectorDesired;
 use super::state::DirectorState;
 use super::{observe, plan};
 use crate::agent::AgentError;
-use crate::kernel::ipvs::{IpvsClient, IpvsInfo, ObservedService, ServiceFlags, ServiceKey};
+use crate::kernel::ipvs::{
+    AddressFamily, IpvsClient, IpvsInfo, ObservedService, Service, ServiceFlags, ServiceKey,
+};
 use crate::kernel::{link, KernelError};
+use crate::model::{Addr, Dad};
 use serde::Serialize;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 #[derive(Debug, Serialize)]
 pub struct VipStatus {
     pub vip: IpAddr,
     pub interface: String,
+    /// On the interface and usable: not tentative, and its duplicate address detection did
+    /// not fail.
     pub bound: bool,
+    /// Why it is not bound, and what fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether `vip` is bound on `interface`, and if not, why. A VIP whose DAD failed is not
+/// bound; `up` re-adds it when it is ours, and cannot touch it when it is not.
+fn vip_status(interface: &str, vip: IpAddr, addrs: &[Addr], state: &DirectorState) -> VipStatus {
+    let on: Vec<&Addr> = addrs
+        .iter()
+        .filter(|a| a.ifname == interface && a.ip == vip)
+        .collect();
+    let owned = state.owns_addr(interface, &vip);
+    let reason = if on.is_empty() {
+        Some(format!("not an address of {interface}"))
+    } else if on.iter().any(|a| a.is_usable()) {
+        None
+    } else if let Some(failed) = on.iter().find(|a| a.dad == Dad::Failed) {
+        let problem = Dad::Failed.problem().unwrap_or_default();
+        Some(if owned {
+            format!("{problem}; `rs-agent director up` adds it again without DAD")
+        } else {
+            format!(
+                "{problem}; it is not rs-agent's: remove it (ip addr del {vip}/{} dev \
+                 {interface}) and run `rs-agent director up`",
+                failed.prefix
+            )
+        })
+    } else {
+        Dad::Tentative.problem().map(str::to_string)
+    };
+    VipStatus {
+        vip,
+        interface: interface.to_string(),
+        bound: reason.is_none(),
+        reason,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -61,17 +103,10 @@ pub async fn status(
     let plan = plan::plan_up(&desired, &observed.ipvs, &observed.addrs, &state);
     let unowned = plan::unowned(&desired, &observed.ipvs, &state, &plan::Scope::All);
     let ours = |k: &ServiceKey| state.services.contains(k);
-    let vips = desired
+    let vips: Vec<VipStatus> = desired
         .vips()
         .into_iter()
-        .map(|vip| VipStatus {
-            vip,
-            interface: desired.interface.clone(),
-            bound: observed
-                .addrs
-                .iter()
-                .any(|a| a.ifname == desired.interface && a.ip == vip),
-        })
+        .map(|vip| vip_status(&desired.interface, vip, &observed.addrs, &state))
         .collect();
     // `up` refuses these (without --adopt) and so would change nothing of them.
     let mut pending: Vec<String> = unowned
@@ -89,7 +124,8 @@ pub async fn status(
         pending.push(format!("interface {} does not exist", desired.interface));
     }
     Ok(DirectorStatus {
-        ok: pending.is_empty(),
+        // A VIP `up` cannot bind (someone else's, its DAD failed) is NOT OK with nothing pending.
+        ok: pending.is_empty() && vips.iter().all(|v| v.bound),
         ipvs: info,
         vips,
         services: observed
@@ -108,32 +144,67 @@ pub async fn status(
     })
 }
 
-fn service_line(s: &ObservedService) -> String {
-    let svc = &s.service;
-    let mut line = match &svc.key {
+/// The scheduler flags as `ipvsadm -Ln` names them: after the scheduler that gives them a
+/// meaning (`sh-fallback`, `mh-port`), else by number (`flag-1`); IP_VS_SVC_F_SCHED1..3.
+fn sched_flag_names(scheduler: &str, flags: ServiceFlags) -> Vec<&'static str> {
+    let names = match scheduler {
+        "sh" => ["sh-fallback", "sh-port", "flag-3"],
+        "mh" => ["mh-fallback", "mh-port", "flag-3"],
+        _ => ["flag-1", "flag-2", "flag-3"],
+    };
+    let bits = [
+        ServiceFlags::SCHED_SH_FALLBACK,
+        ServiceFlags::SCHED_SH_PORT,
+        ServiceFlags::SCHED3,
+    ];
+    bits.iter()
+        .zip(names)
+        .filter(|(bit, _)| flags.has(**bit))
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// The persistence granularity as `ipvsadm -Ln` shows it, when it is not a single client:
+/// an IPv4 dotted mask, an IPv6 prefix length.
+fn persistence_mask(svc: &Service) -> Option<String> {
+    match svc.key.family() {
+        AddressFamily::V4 => {
+            (svc.netmask != u32::MAX).then(|| Ipv4Addr::from(svc.netmask).to_string())
+        }
+        AddressFamily::V6 => (svc.netmask != 128).then(|| svc.netmask.to_string()),
+    }
+}
+
+/// One service as `ipvsadm -Ln` prints it (`TCP  [2001:db8::100]:80 sh (sh-port) persistent
+/// 60 mask 64`, `FWM  8 IPv6 rr`), the address column padded so that the owner lines up.
+fn service_line(svc: &Service) -> String {
+    let (prot, target) = match &svc.key {
         ServiceKey::Addr {
             protocol,
             addr,
             port,
-        } => {
-            format!(
-                "{:<4} {:<27} {}",
-                protocol.name(),
-                SocketAddr::new(*addr, *port).to_string(),
-                svc.scheduler
-            )
-        }
-        ServiceKey::Fwmark { mark, .. } => format!("{:<4} {:<27} {}", "FWM", mark, svc.scheduler),
+        } => (protocol.name(), SocketAddr::new(*addr, *port).to_string()),
+        ServiceKey::Fwmark {
+            af: AddressFamily::V4,
+            mark,
+        } => ("FWM", mark.to_string()),
+        ServiceKey::Fwmark {
+            af: AddressFamily::V6,
+            mark,
+        } => ("FWM", format!("{mark} IPv6")),
     };
+    let mut line = format!("{prot:<4} {target:<27} {}", svc.scheduler);
+    let sched_flags = sched_flag_names(&svc.scheduler, svc.flags);
+    if !sched_flags.is_empty() {
+        line.push_str(&format!(" ({})", sched_flags.join(",")));
+    }
     if svc.flags.has(ServiceFlags::PERSISTENT) {
         line.push_str(&format!(" persistent {}", svc.timeout));
-        let default_mask = if svc.key.family() == crate::kernel::ipvs::AddressFamily::V4 {
-            u32::MAX
-        } else {
-            128
-        };
-        if svc.netmask != default_mask {
-            line.push_str(&format!(" mask {}", std::net::Ipv4Addr::from(svc.netmask)));
+        if let Some(mask) = persistence_mask(svc) {
+            line.push_str(&format!(" mask {mask}"));
+        }
+        if let Some(pe) = svc.pe_name.as_deref().filter(|pe| !pe.is_empty()) {
+            line.push_str(&format!(" pe {pe}"));
         }
     }
     if svc.flags.has(ServiceFlags::ONEPACKET) {
@@ -159,7 +230,7 @@ impl DirectorStatus {
             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn     Conns   InPkts  InBytes"
         )?;
         for s in &self.services {
-            writeln!(out, "{:<56} {}", service_line(&s.observed), s.owner)?;
+            writeln!(out, "{:<56} {}", service_line(&s.observed.service), s.owner)?;
             for d in &s.observed.destinations {
                 writeln!(
                     out,
@@ -177,11 +248,18 @@ impl DirectorStatus {
         }
         writeln!(out)?;
         for v in &self.vips {
-            let verdict = if v.bound { "bound" } else { "NOT BOUND" };
-            writeln!(out, "VIP {} on {}: {verdict}", v.vip, v.interface)?;
+            match &v.reason {
+                None => writeln!(out, "VIP {} on {}: bound", v.vip, v.interface)?,
+                Some(why) => writeln!(out, "VIP {} on {}: NOT BOUND: {why}", v.vip, v.interface)?,
+            }
         }
         if self.ok {
             writeln!(out, "OK: the IPVS table and VIPs match the configuration")
+        } else if self.pending.is_empty() {
+            writeln!(
+                out,
+                "NOT OK: a VIP is not bound and `rs-agent director up` cannot bind it (see above)"
+            )
         } else {
             writeln!(out, "NOT OK: `rs-agent director up` would:")?;
             for p in &self.pending {
@@ -189,5 +267,197 @@ impl DirectorStatus {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ipvs::Protocol;
+
+    fn svc(key: ServiceKey, scheduler: &str, flags: u32, netmask: u32) -> Service {
+        Service {
+            key,
+            scheduler: scheduler.into(),
+            flags: ServiceFlags(flags | ServiceFlags::HASHED.0),
+            timeout: 60,
+            netmask,
+            pe_name: None,
+        }
+    }
+
+    fn tcp(addr: &str) -> ServiceKey {
+        ServiceKey::Addr {
+            protocol: Protocol::Tcp,
+            addr: addr.parse().expect("test literal"),
+            port: 80,
+        }
+    }
+
+    fn fwm(af: AddressFamily) -> ServiceKey {
+        ServiceKey::Fwmark { af, mark: 8 }
+    }
+
+    const PERSISTENT: u32 = ServiceFlags::PERSISTENT.0;
+    const FALLBACK: u32 = ServiceFlags::SCHED_SH_FALLBACK.0;
+    const PORT: u32 = ServiceFlags::SCHED_SH_PORT.0;
+    const SCHED3: u32 = ServiceFlags::SCHED3.0;
+
+    /// As `ipvsadm -Ln` prints them (its columns aside): the mask only with persistence and
+    /// only when not a single client, a dotted mask for IPv4 and a prefix length for IPv6,
+    /// scheduler flags named after their scheduler.
+    #[test]
+    fn service_lines_read_like_ipvsadm() {
+        let v4 = "192.0.2.100";
+        let v6 = "2001:db8::100";
+        let rows = [
+            (svc(tcp(v4), "rr", 0, u32::MAX), "TCP  192.0.2.100:80", "rr"),
+            (
+                svc(tcp(v4), "wlc", PERSISTENT, u32::MAX),
+                "TCP  192.0.2.100:80",
+                "wlc persistent 60",
+            ),
+            (
+                svc(tcp(v4), "wlc", PERSISTENT, 0xffff_ff00),
+                "TCP  192.0.2.100:80",
+                "wlc persistent 60 mask 255.255.255.0",
+            ),
+            (
+                svc(tcp(v4), "wlc", 0, 0xffff_ff00),
+                "TCP  192.0.2.100:80",
+                "wlc",
+            ),
+            (
+                svc(tcp(v6), "rr", PERSISTENT, 128),
+                "TCP  [2001:db8::100]:80",
+                "rr persistent 60",
+            ),
+            (
+                svc(tcp(v6), "rr", PERSISTENT, 64),
+                "TCP  [2001:db8::100]:80",
+                "rr persistent 60 mask 64",
+            ),
+            (
+                svc(fwm(AddressFamily::V4), "rr", 0, u32::MAX),
+                "FWM  8",
+                "rr",
+            ),
+            (
+                svc(fwm(AddressFamily::V6), "rr", 0, 128),
+                "FWM  8 IPv6",
+                "rr",
+            ),
+            (
+                svc(
+                    fwm(AddressFamily::V6),
+                    "sh",
+                    FALLBACK | PORT | PERSISTENT,
+                    64,
+                ),
+                "FWM  8 IPv6",
+                "sh (sh-fallback,sh-port) persistent 60 mask 64",
+            ),
+            (
+                svc(tcp(v4), "mh", PORT, u32::MAX),
+                "TCP  192.0.2.100:80",
+                "mh (mh-port)",
+            ),
+            (
+                svc(tcp(v4), "rr", SCHED3 | ServiceFlags::ONEPACKET.0, u32::MAX),
+                "TCP  192.0.2.100:80",
+                "rr (flag-3) ops",
+            ),
+        ];
+        for (service, name, rest) in rows {
+            let line = service_line(&service);
+            // The name column is 32 wide, as the header's, then one space.
+            assert_eq!(line, format!("{name:<32} {rest}"));
+        }
+    }
+
+    fn addr(ip: &str, dad: Dad, proto: u8) -> Addr {
+        Addr {
+            ifname: "eth0".into(),
+            ip: ip.parse().expect("test literal"),
+            prefix: 128,
+            label: None,
+            proto,
+            secondary: false,
+            dad,
+        }
+    }
+
+    #[test]
+    fn dad_failed_vip_is_not_bound_and_says_why() {
+        let vip: IpAddr = "2001:db8::100".parse().expect("test literal");
+        let ours = DirectorState {
+            addrs: vec![crate::state::OwnedAddr {
+                ifname: "eth0".into(),
+                ip: vip,
+                prefix: 128,
+                label: None,
+            }],
+            ..DirectorState::default()
+        };
+        let theirs = DirectorState::default();
+        let p = crate::model::ADDR_PROTO;
+        let rows = [
+            (vec![addr("2001:db8::100", Dad::Done, p)], &ours, None),
+            (vec![], &ours, Some("not an address of eth0")),
+            (
+                vec![addr("2001:db8::100", Dad::Failed, p)],
+                &ours,
+                Some("`rs-agent director up` adds it again without DAD"),
+            ),
+            (
+                vec![addr("2001:db8::100", Dad::Failed, 0)],
+                &theirs,
+                Some("remove it (ip addr del 2001:db8::100/128 dev eth0)"),
+            ),
+            (
+                vec![addr("2001:db8::100", Dad::Tentative, p)],
+                &ours,
+                Some("tentative"),
+            ),
+        ];
+        for (addrs, state, want) in rows {
+            let v = vip_status("eth0", vip, &addrs, state);
+            assert_eq!(v.bound, want.is_none(), "{v:?}");
+            match want {
+                None => assert_eq!(v.reason, None),
+                Some(w) => assert!(v.reason.as_deref().is_some_and(|r| r.contains(w)), "{v:?}"),
+            }
+        }
+    }
+
+    /// An unbound VIP that `up` cannot bind is NOT OK with nothing pending, and says so.
+    #[test]
+    fn print_shows_why_a_vip_is_not_bound() {
+        let status = DirectorStatus {
+            ok: false,
+            ipvs: IpvsInfo {
+                version: "1.2.1".into(),
+                conn_tab_size: 4096,
+            },
+            vips: vec![VipStatus {
+                vip: "2001:db8::100".parse().expect("test literal"),
+                interface: "eth0".into(),
+                bound: false,
+                reason: Some("tentative: duplicate address detection is still running".into()),
+            }],
+            services: vec![],
+            pending: vec![],
+        };
+        let mut out = Vec::new();
+        status.print(&mut out).expect("print to a Vec");
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains(
+                "VIP 2001:db8::100 on eth0: NOT BOUND: tentative: duplicate address detection \
+                 is still running\nNOT OK: a VIP is not bound and `rs-agent director up` cannot \
+                 bind it (see above)\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Links and addresses over rtnetlink: observe them, add/remove VIPs, create/delete the dummy.
 
-use crate::model::{Addr, Link, ADDR_PROTO};
+use crate::model::{Addr, Dad, Link, ADDR_PROTO};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::AddressFamily;
@@ -89,17 +89,31 @@ pub async fn links(handle: &Handle) -> Result<Vec<Link>, LinkError> {
     Ok(msgs.iter().filter_map(to_link).collect())
 }
 
+/// The DAD state in an address' flags: `IFA_FLAGS` carries all 32 bits, the header only the
+/// low 8 (which hold both DAD bits); a failed address keeps its tentative bit too.
+fn dad_state(flags: AddressFlags) -> Dad {
+    if flags.contains(AddressFlags::Dadfailed) {
+        Dad::Failed
+    } else if flags.contains(AddressFlags::Tentative) {
+        Dad::Tentative
+    } else {
+        Dad::Done
+    }
+}
+
 fn to_addr(msg: &AddressMessage, links: &[Link]) -> Option<Addr> {
     let mut local = None;
     let mut address = None;
     let mut label = None;
     let mut proto = 0;
+    let mut flags = AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits()));
     for attr in &msg.attributes {
         match attr {
             AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
             AddressAttribute::Label(l) => label = Some(l.clone()),
             AddressAttribute::Protocol(p) => proto = u8::from(*p),
+            AddressAttribute::Flags(f) => flags |= *f,
             _ => {}
         }
     }
@@ -115,6 +129,7 @@ fn to_addr(msg: &AddressMessage, links: &[Link]) -> Option<Addr> {
         label,
         proto,
         secondary: msg.header.flags.contains(AddressHeaderFlags::Secondary),
+        dad: dad_state(flags),
     })
 }
 
@@ -139,6 +154,9 @@ async fn index_of(handle: &Handle, name: &str) -> Result<u32, LinkError> {
 }
 
 /// Adds `ip/prefix` to `ifname`, stamped with rs-agent's IFA_PROTO and (IPv4) its label.
+/// Every address rs-agent adds is a VIP, and a VIP is shared by design in LVS-DR: an IPv6 one
+/// is added with IFA_F_NODAD, as duplicate address detection would keep it tentative for a
+/// second, or disable it for good when another node (a real server) answers for it.
 pub async fn add_addr(
     handle: &Handle,
     ifname: &str,
@@ -148,6 +166,9 @@ pub async fn add_addr(
 ) -> Result<(), LinkError> {
     let index = index_of(handle, ifname).await?;
     let mut req = handle.address().add(index, ip, prefix);
+    if ip.is_ipv6() {
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+    }
     let attrs = &mut req.message_mut().attributes;
     attrs.push(AddressAttribute::Protocol(AddressProtocol::from(
         ADDR_PROTO,
@@ -213,4 +234,67 @@ pub async fn set_up(handle: &Handle, name: &str) -> Result<(), LinkError> {
         .execute()
         .await
         .map_err(|e| kernel_err(format!("setting {name} up"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth0() -> Vec<Link> {
+        vec![Link {
+            index: 2,
+            name: "eth0".into(),
+            up: true,
+            loopback: false,
+            noarp: false,
+            kind: None,
+            mac: vec![],
+        }]
+    }
+
+    fn message(header: AddressHeaderFlags, attr: Option<AddressFlags>) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.index = 2;
+        msg.header.prefix_len = 128;
+        msg.header.flags = header;
+        let ip = "2001:db8::100".parse().expect("literal");
+        msg.attributes.push(AddressAttribute::Address(ip));
+        msg.attributes.extend(attr.map(AddressAttribute::Flags));
+        msg
+    }
+
+    /// The DAD bits are read from the header byte and from IFA_FLAGS alike; failed wins
+    /// over tentative (the kernel leaves both set on a failed address).
+    #[test]
+    fn dad_state_comes_from_header_or_ifa_flags() {
+        let rows = [
+            (AddressHeaderFlags::Permanent, None, Dad::Done),
+            (AddressHeaderFlags::Tentative, None, Dad::Tentative),
+            (
+                AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed,
+                None,
+                Dad::Failed,
+            ),
+            (
+                AddressHeaderFlags::empty(),
+                Some(AddressFlags::Tentative),
+                Dad::Tentative,
+            ),
+            (
+                AddressHeaderFlags::empty(),
+                Some(AddressFlags::Dadfailed | AddressFlags::Tentative),
+                Dad::Failed,
+            ),
+            (
+                AddressHeaderFlags::Nodad,
+                Some(AddressFlags::Nodad | AddressFlags::Noprefixroute),
+                Dad::Done,
+            ),
+        ];
+        for (header, attr, want) in rows {
+            let addr = to_addr(&message(header, attr), &eth0()).expect("eth0 is known");
+            assert_eq!(addr.dad, want, "header {header:?}, IFA_FLAGS {attr:?}");
+            assert_eq!(addr.is_usable(), want == Dad::Done);
+        }
+    }
 }

@@ -82,6 +82,15 @@ pub async fn apply(handle: &Handle, change: &Change) -> Result<(), KernelError> 
             link::del_addr(handle, ifname, *ip, *prefix).await?;
             link::add_addr(handle, ifname, *ip, *prefix, to.as_deref()).await?
         }
+        Change::ReAddAddr {
+            ifname,
+            ip,
+            prefix,
+            label,
+        } => {
+            link::del_addr(handle, ifname, *ip, *prefix).await?;
+            link::add_addr(handle, ifname, *ip, *prefix, label.as_deref()).await?
+        }
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ fn addr(ifname: &str, a: &str, prefix: u8, proto: u8) -> Addr {
         label: None,
         proto,
         secondary: false,
+        dad: crate::model::Dad::Done,
     }
 }
 
@@ -131,6 +132,13 @@ fn simulate(observed: &mut Observed, plan: &Plan) {
             Change::DelAddr { ifname, ip, .. } => observed
                 .addrs
                 .retain(|a| !(&a.ifname == ifname && &a.ip == ip)),
+            Change::ReAddAddr { ifname, ip, .. } => {
+                for a in observed.addrs.iter_mut() {
+                    if &a.ifname == ifname && &a.ip == ip {
+                        a.dad = crate::model::Dad::Done;
+                    }
+                }
+            }
             Change::DeleteDummy { name } => {
                 observed.links.retain(|l| &l.name != name);
                 observed.addrs.retain(|a| &a.ifname != name);
@@ -773,5 +781,49 @@ fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
         simulate(&mut obs, &repair);
         let again = plan_up(&want, &obs, &state).expect("plan");
         assert_eq!(again.changes, vec![], "{arp}");
+    }
+}
+
+/// A VIP whose duplicate address detection failed is not bound: ours is re-added (without
+/// DAD) in one pass, someone else's is left alone, a tentative one is waited for.
+#[test]
+fn dad_failed_vip_is_re_added_only_when_ours() {
+    use crate::model::Dad;
+    let d = desired(&[VIP6], ArpMethod::Sysctl, Device::Loopback);
+    let rows = [
+        (ADDR_PROTO, Dad::Failed, true),
+        (0, Dad::Failed, false),
+        (ADDR_PROTO, Dad::Tentative, false),
+        (ADDR_PROTO, Dad::Done, false),
+    ];
+    for (proto, dad, re_added) in rows {
+        let mut observed = node();
+        observed.addrs.push(Addr {
+            dad,
+            ..addr("lo", VIP6, 128, proto)
+        });
+        let plan = plan_up(&d, &observed, &RealServerState::default()).expect("plan");
+        let want = Change::ReAddAddr {
+            ifname: "lo".into(),
+            ip: ip(VIP6),
+            prefix: 128,
+            label: None,
+        };
+        let changes: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::AddAddr { .. } | Change::ReAddAddr { .. }))
+            .collect();
+        let expected: Vec<&Change> = if re_added { vec![&want] } else { vec![] };
+        assert_eq!(changes, expected, "proto {proto:#x}, {dad:?}");
+        simulate(&mut observed, &plan);
+        let again = plan_up(&d, &observed, &RealServerState::default()).expect("plan");
+        assert!(
+            !again
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::ReAddAddr { .. })),
+            "proto {proto:#x}, {dad:?}: re-added twice"
+        );
     }
 }

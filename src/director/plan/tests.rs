@@ -86,6 +86,7 @@ fn vip_addr(vip: &str) -> Addr {
         label: Some("eth0:rsagent".into()),
         proto: crate::model::ADDR_PROTO,
         secondary: true,
+        dad: crate::model::Dad::Done,
     }
 }
 
@@ -237,6 +238,45 @@ fn foreign_vip_is_neither_added_nor_removed() {
     assert!(p.addrs.is_empty());
     let down = plan_down(&[], &[foreign], &DirectorState::default());
     assert!(down.is_empty());
+}
+
+/// A VIP whose duplicate address detection failed does not count as bound: ours is
+/// re-added (without DAD, in one change, ownership kept), someone else's is left for
+/// `status` to report, and a tentative one is waited for.
+#[test]
+fn dad_failed_vip_is_re_added_only_when_ours() {
+    use crate::model::Dad;
+    const VIP6: &str = "2001:db8::100";
+    let d = desired(vec![want(VIP6, "rr", &[("2001:db8::2", 1)])]);
+    let ipvs = [have(VIP6, "rr", &[("2001:db8::2", 1)])];
+    let addr = |dad| Addr {
+        prefix: 128,
+        label: None,
+        dad,
+        ..vip_addr(VIP6)
+    };
+    let ours = owning(&[key(VIP6, 80)], &[VIP6]);
+    let theirs = DirectorState {
+        addrs: vec![],
+        ..ours.clone()
+    };
+    let re_add = Change::ReAddAddr {
+        ifname: "eth0".into(),
+        ip: ip(VIP6),
+        prefix: 128,
+        label: None,
+    };
+    let rows = [
+        (Dad::Failed, &ours, vec![re_add]),
+        (Dad::Failed, &theirs, vec![]),
+        (Dad::Tentative, &ours, vec![]),
+        (Dad::Done, &ours, vec![]),
+    ];
+    for (dad, state, want) in rows {
+        let p = plan_up(&d, &ipvs, &[addr(dad)], state);
+        assert_eq!(p.addrs, want, "{dad:?}, owned {}", state.addrs.len());
+        assert!(p.ipvs.is_empty(), "{p:?}");
+    }
 }
 
 #[test]
