@@ -79,6 +79,9 @@ pub struct DirectorStatus {
     pub services: Vec<ServiceStatus>,
     /// What `director up` would change, one line each.
     pub pending: Vec<String>,
+    /// What is wrong that `director up` will not or cannot change by itself (a configured
+    /// service that is not rs-agent's, a missing interface), one line each with the fix.
+    pub problems: Vec<String>,
 }
 
 pub async fn status(
@@ -108,24 +111,32 @@ pub async fn status(
         .into_iter()
         .map(|vip| vip_status(&desired.interface, vip, &observed.addrs, &state))
         .collect();
-    // `up` refuses these (without --adopt) and so would change nothing of them.
-    let mut pending: Vec<String> = unowned
+    // `up` refuses these (without --adopt): problems, not changes it would make.
+    let mut problems: Vec<String> = unowned
         .iter()
-        .map(|k| format!("configured service {k} exists and is not rs-agent's (`director up --adopt` takes it over)"))
+        .map(|k| {
+            format!(
+                "configured service {k} exists and is not rs-agent's; `director up --adopt` \
+                 takes it over"
+            )
+        })
         .collect();
-    pending.extend(
-        plan.ipvs
-            .iter()
-            .filter(|op| !unowned.contains(op.service_key()))
-            .map(ToString::to_string),
-    );
-    pending.extend(plan.addrs.iter().map(ToString::to_string));
     if !observed.links.iter().any(|l| l.name == desired.interface) {
-        pending.push(format!("interface {} does not exist", desired.interface));
+        problems.push(format!(
+            "interface {} does not exist; fix `interface` in the config (see `ip link`)",
+            desired.interface
+        ));
     }
+    let mut pending: Vec<String> = plan
+        .ipvs
+        .iter()
+        .filter(|op| !unowned.contains(op.service_key()))
+        .map(ToString::to_string)
+        .collect();
+    pending.extend(plan.addrs.iter().map(ToString::to_string));
     Ok(DirectorStatus {
         // A VIP `up` cannot bind (someone else's, its DAD failed) is NOT OK with nothing pending.
-        ok: pending.is_empty() && vips.iter().all(|v| v.bound),
+        ok: pending.is_empty() && problems.is_empty() && vips.iter().all(|v| v.bound),
         ipvs: info,
         vips,
         services: observed
@@ -141,6 +152,7 @@ pub async fn status(
             })
             .collect(),
         pending,
+        problems,
     })
 }
 
@@ -254,19 +266,23 @@ impl DirectorStatus {
             }
         }
         if self.ok {
-            writeln!(out, "OK: the IPVS table and VIPs match the configuration")
-        } else if self.pending.is_empty() {
-            writeln!(
-                out,
-                "NOT OK: a VIP is not bound and `rs-agent director up` cannot bind it (see above)"
-            )
-        } else {
+            return writeln!(out, "OK: the IPVS table and VIPs match the configuration");
+        }
+        for p in &self.problems {
+            writeln!(out, "NOT OK: {p}")?;
+        }
+        if !self.pending.is_empty() {
             writeln!(out, "NOT OK: `rs-agent director up` would:")?;
             for p in &self.pending {
                 writeln!(out, "  {p}")?;
             }
-            Ok(())
+        } else if self.problems.is_empty() {
+            writeln!(
+                out,
+                "NOT OK: a VIP is not bound and `rs-agent director up` cannot bind it (see above)"
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -447,6 +463,7 @@ mod tests {
             }],
             services: vec![],
             pending: vec![],
+            problems: vec![],
         };
         let mut out = Vec::new();
         status.print(&mut out).expect("print to a Vec");
@@ -457,6 +474,38 @@ mod tests {
                  is still running\nNOT OK: a VIP is not bound and `rs-agent director up` cannot \
                  bind it (see above)\n"
             ),
+            "{text}"
+        );
+    }
+
+    /// Problems (what `up` will not change) come first, each with its fix, then the plan.
+    #[test]
+    fn print_lists_problems_before_what_up_would_do() {
+        let status = DirectorStatus {
+            ok: false,
+            ipvs: IpvsInfo {
+                version: "1.2.1".into(),
+                conn_tab_size: 4096,
+            },
+            vips: vec![],
+            services: vec![],
+            pending: vec!["bind 192.0.2.100/32 on eth0".into()],
+            problems: vec!["configured service TCP 192.0.2.100:80 exists and is not \
+                rs-agent's; `director up --adopt` takes it over"
+                .into()],
+        };
+        let mut out = Vec::new();
+        status.print(&mut out).expect("print to a Vec");
+        let text = String::from_utf8_lossy(&out);
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        assert_eq!(
+            tail,
+            [
+                "  bind 192.0.2.100/32 on eth0",
+                "NOT OK: `rs-agent director up` would:",
+                "NOT OK: configured service TCP 192.0.2.100:80 exists and is not rs-agent's; \
+                 `director up --adopt` takes it over",
+            ],
             "{text}"
         );
     }
