@@ -41,6 +41,20 @@ struct CheckResult {
     fall: u32,
 }
 
+impl CheckResult {
+    /// Counts this result toward its server's verdict under `generation` (the configuration
+    /// in force); true when the verdict flipped. A result of another generation (queued before
+    /// a reload) is dropped: it was judged under settings that no longer apply.
+    fn count(&self, health: &mut HashMap<Target, Health>, generation: u64) -> bool {
+        self.generation == generation
+            && health.entry(self.target.clone()).or_default().record(
+                self.result.is_ok(),
+                self.rise,
+                self.fall,
+            )
+    }
+}
+
 /// A pseudo-random fraction in [0, 1) from the target and the clock: enough to spread timers.
 fn jitter_fraction(target: &Target) -> f64 {
     use std::hash::{Hash, Hasher};
@@ -148,10 +162,9 @@ pub async fn check_only<T>(
     let out = loop {
         tokio::select! {
             Some(done) = rx.recv() => {
-                let ok = done.result.is_ok();
-                let counter = if ok { &tally.ok } else { &tally.failed };
+                let counter = if done.result.is_ok() { &tally.ok } else { &tally.failed };
                 counter.set(counter.get() + 1);
-                if health.entry(done.target).or_default().record(ok, done.rise, done.fall) {
+                if done.count(&mut health, 0) {
                     tally.flips.set(tally.flips.get() + 1);
                 }
             }
@@ -365,15 +378,10 @@ pub async fn run(
         let mut pass = None;
         tokio::select! {
             Some(done) = rx.recv() => {
-                if done.generation != generation {
-                    continue;
-                }
-                let h = health.entry(done.target.clone()).or_default();
-                let ok = done.result.is_ok();
                 if let Err(why) = &done.result {
                     tracing::debug!(target_rs = %done.target, why = %why, "check failed");
                 }
-                if h.record(ok, done.rise, done.fall) {
+                if done.count(&mut health, generation) {
                     match &done.result {
                         Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
                         Err(why) => tracing::warn!("{} is DOWN after {} failed check(s): {why}", done.target, done.fall),
@@ -429,4 +437,48 @@ pub async fn run(
     checks.abort_all();
     tracing::info!("stopping; the director stays configured (`rs-agent director down` removes it)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ipvs::{Protocol, ServiceKey};
+
+    fn failed(generation: u64, fall: u32) -> CheckResult {
+        CheckResult {
+            generation,
+            target: Target {
+                service: ServiceKey::Addr {
+                    protocol: Protocol::Tcp,
+                    addr: [192, 0, 2, 100].into(),
+                    port: 80,
+                },
+                addr: [198, 51, 100, 2].into(),
+                port: 80,
+            },
+            result: Err("connection refused".into()),
+            rise: 2,
+            fall,
+        }
+    }
+
+    /// After a reload (generation 1) failures still queued from before it (generation 0) do
+    /// not count toward the new settings' fall: only the new generation's results flip.
+    #[test]
+    fn results_from_before_a_reload_are_not_counted() {
+        let mut health = HashMap::new();
+        for _ in 0..5 {
+            assert!(!failed(0, 2).count(&mut health, 1));
+        }
+        assert!(
+            health.values().all(|h| h.up),
+            "stale results changed a verdict"
+        );
+        assert!(!failed(1, 2).count(&mut health, 1));
+        assert!(
+            failed(1, 2).count(&mut health, 1),
+            "fall = 2 failures must flip"
+        );
+        assert!(health.values().all(|h| !h.up));
+    }
 }
