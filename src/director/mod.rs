@@ -358,7 +358,11 @@ pub async fn reconcile(
         // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
         // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
         // a warning, not a reason to undo a working change. `run` retries it.
-        match announce(&iface, desired, &new_vips).await {
+        let sent = match cannot_announce(&iface) {
+            Some(why) => Err(why),
+            None => announce(&iface, desired, &new_vips).await,
+        };
+        match sent {
             Ok(sent) => report.announced = sent,
             Err(e) => {
                 report.warnings.push(format!(
@@ -391,6 +395,23 @@ pub(crate) async fn announce(
         desired.garp_interval,
     )
     .await
+}
+
+/// Why a gratuitous ARP / unsolicited NA sent on `iface` now would reach no neighbour, if so.
+/// Without a carrier the kernel drops the frames and the send reports success: checked here,
+/// so that the VIPs stay pending and `director run` announces them when the carrier is back.
+pub(crate) fn cannot_announce(iface: &Link) -> Option<String> {
+    let name = &iface.name;
+    match (iface.up, iface.carrier) {
+        (true, true) => None,
+        (false, _) => Some(format!(
+            "gratuitous ARP on {name}: not sent: the interface is down (`ip link set {name} up`)"
+        )),
+        (true, false) => Some(format!(
+            "gratuitous ARP on {name}: not sent: the interface has no carrier (cable, switch port \
+             or lower device down; see `ip link show {name}`: NO-CARRIER)"
+        )),
+    }
 }
 
 /// The error for configured services that exist and are not rs-agent's.
@@ -481,6 +502,34 @@ mod tests {
             other => panic!("EPERM became {other:?}"),
         }
         assert!(matches!(from_errno(libc::EIO), AgentError::Kernel(_)));
+    }
+
+    /// A VIP is announced only on an interface that is up *with a carrier*: without one the
+    /// kernel drops the frames and reports success, and the announcement would be lost.
+    #[test]
+    fn announcements_wait_for_an_up_interface_with_a_carrier() {
+        let link = |up, carrier| Link {
+            index: 2,
+            name: "eth0".into(),
+            up,
+            carrier,
+            loopback: false,
+            noarp: false,
+            kind: None,
+            mac: vec![2, 0, 0, 0, 0, 1],
+        };
+        assert_eq!(cannot_announce(&link(true, true)), None);
+        let down = cannot_announce(&link(false, false)).unwrap_or_default();
+        assert!(
+            down.contains("eth0") && down.contains("interface is down"),
+            "{down}"
+        );
+        let no_carrier = cannot_announce(&link(true, false)).unwrap_or_default();
+        assert!(
+            no_carrier.contains("eth0") && no_carrier.contains("no carrier"),
+            "{no_carrier}"
+        );
+        assert!(!no_carrier.contains('\n'));
     }
 
     #[test]

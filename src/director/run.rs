@@ -255,7 +255,10 @@ impl Passes {
             Ok(links) => links,
             Err(e) => return tracing::debug!("listing links to announce VIPs: {e}"),
         };
-        let Some(iface) = links.iter().find(|l| l.name == desired.interface && l.up) else {
+        let Some(iface) = links
+            .iter()
+            .find(|l| l.name == desired.interface && super::cannot_announce(l).is_none())
+        else {
             return;
         };
         match super::announce(iface, desired, &self.unannounced).await {
