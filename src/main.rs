@@ -141,6 +141,7 @@ async fn run_director(
             let options = director::UpOptions {
                 dry_run: args.dry_run,
                 adopt: args.adopt,
+                skip_unowned: false,
             };
             let report = director::up(&desired, cli_state, options).await?;
             printed_after_change(report.print(&mut out), report.changed())?;

@@ -71,6 +71,11 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub up: bool,
+    /// IFF_LOWER_UP: up with a carrier (a cable, a switch port, an up lower device): only
+    /// then does a frame sent on it leave the host. Sending without one "succeeds" (the kernel
+    /// drops the frame without an error).
+    #[serde(default)]
+    pub carrier: bool,
     pub loopback: bool,
     pub noarp: bool,
     /// `IFLA_INFO_KIND` (e.g. "dummy", "veth"), when the link has one.

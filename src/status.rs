@@ -390,6 +390,7 @@ mod tests {
             index,
             name: name.into(),
             up: true,
+            carrier: true,
             loopback: name == "lo",
             noarp: name == "lo",
             kind: (name != "lo").then(|| "veth".to_string()),

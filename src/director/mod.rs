@@ -50,6 +50,10 @@ pub struct UpOptions {
     pub dry_run: bool,
     /// Take over configured services that exist and are not rs-agent's (else refused).
     pub adopt: bool,
+    /// Without `adopt`: leave such services alone and reconcile the rest instead of refusing
+    /// the pass. `director run` after its first pass: a reload that names a service someone
+    /// else made must not stop every later pass, health changes of all services included.
+    pub skip_unowned: bool,
 }
 
 /// What a director command did, for the CLI.
@@ -62,6 +66,8 @@ pub struct DirectorReport {
     pub unannounced: Vec<std::net::IpAddr>,
     /// Configured services that existed and were not rs-agent's, taken over with `--adopt`.
     pub adopted: Vec<ServiceKey>,
+    /// Configured services that exist and are not rs-agent's, left alone (`skip_unowned`).
+    pub skipped: Vec<ServiceKey>,
     /// What went wrong after the change was made (it stands), one line each, for stderr.
     pub warnings: Vec<String>,
     /// Netlink writes that carried IPVS changes.
@@ -293,14 +299,25 @@ pub async fn reconcile(
     let t = std::time::Instant::now();
     let state = DirectorState::load(state_dir)?;
     let unowned = plan::unowned(desired, &observed.ipvs, &state, scope);
-    if !unowned.is_empty() && !options.adopt {
-        return Err(refuse_unowned(&unowned, state_dir));
-    }
+    let (adopted, skipped) = match (unowned.is_empty(), options.adopt, options.skip_unowned) {
+        (true, _, _) | (false, true, _) => (unowned, Vec::new()),
+        (false, false, true) => (Vec::new(), unowned),
+        (false, false, false) => return Err(refuse_unowned(&unowned, state_dir)),
+    };
+    let narrowed;
+    let scope = match skipped.is_empty() {
+        true => scope,
+        false => {
+            narrowed = plan::scope_without(scope, desired, &state, &skipped);
+            &narrowed
+        }
+    };
     let plan = plan::plan_scoped(desired, &observed.ipvs, &observed.addrs, &state, scope);
     crate::timing("load state and plan", t);
     let mut report = DirectorReport {
         dry_run,
-        adopted: unowned,
+        adopted,
+        skipped,
         nothing: "the IPVS table and VIPs already match the configuration",
         ..DirectorReport::default()
     };
@@ -358,7 +375,11 @@ pub async fn reconcile(
         // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
         // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
         // a warning, not a reason to undo a working change. `run` retries it.
-        match announce(&iface, desired, &new_vips).await {
+        let sent = match cannot_announce(&iface) {
+            Some(why) => Err(why),
+            None => announce(&iface, desired, &new_vips).await,
+        };
+        match sent {
             Ok(sent) => report.announced = sent,
             Err(e) => {
                 report.warnings.push(format!(
@@ -393,20 +414,53 @@ pub(crate) async fn announce(
     .await
 }
 
-/// The error for configured services that exist and are not rs-agent's.
-fn refuse_unowned(keys: &[ServiceKey], state_dir: &Path) -> AgentError {
+/// A few service keys for a message, and how many more.
+fn some_services(keys: &[ServiceKey]) -> String {
     const SHOWN: usize = 3;
     let mut names: Vec<String> = keys.iter().take(SHOWN).map(ToString::to_string).collect();
     if keys.len() > SHOWN {
         names.push(format!("and {} more", keys.len() - SHOWN));
     }
+    names.join(", ")
+}
+
+/// Why a gratuitous ARP / unsolicited NA sent on `iface` now would reach no neighbour, if so.
+/// Without a carrier the kernel drops the frames and the send reports success: checked here,
+/// so that the VIPs stay pending and `director run` announces them when the carrier is back.
+pub(crate) fn cannot_announce(iface: &Link) -> Option<String> {
+    let name = &iface.name;
+    match (iface.up, iface.carrier) {
+        (true, true) => None,
+        (false, _) => Some(format!(
+            "gratuitous ARP on {name}: not sent: the interface is down (`ip link set {name} up`)"
+        )),
+        (true, false) => Some(format!(
+            "gratuitous ARP on {name}: not sent: the interface has no carrier (cable, switch port \
+             or lower device down; see `ip link show {name}`: NO-CARRIER)"
+        )),
+    }
+}
+
+/// The error for configured services that exist and are not rs-agent's.
+fn refuse_unowned(keys: &[ServiceKey], state_dir: &Path) -> AgentError {
     AgentError::Input(format!(
         "configured IPVS service(s) {} already exist and are not rs-agent's (not in {}); \
          pass --adopt to take them over (`director down` then removes them), or delete them \
          first (ipvsadm -D)",
-        names.join(", "),
+        some_services(keys),
         DirectorState::path(state_dir).display()
     ))
+}
+
+/// The warning of `director run` for configured services it leaves alone (`skip_unowned`).
+pub(crate) fn skipping_unowned(keys: &[ServiceKey], state_dir: &Path) -> String {
+    format!(
+        "configured IPVS service(s) {} exist and are not rs-agent's (not in {}): left alone, \
+         health checks do not change them; the other services are reconciled as usual; \
+         restart with --adopt to take them over, or delete them (ipvsadm -D)",
+        some_services(keys),
+        DirectorState::path(state_dir).display()
+    )
 }
 
 /// Removes exactly rs-agent's VIPs (first, so no new traffic arrives) and then its services.
@@ -481,6 +535,34 @@ mod tests {
             other => panic!("EPERM became {other:?}"),
         }
         assert!(matches!(from_errno(libc::EIO), AgentError::Kernel(_)));
+    }
+
+    /// A VIP is announced only on an interface that is up *with a carrier*: without one the
+    /// kernel drops the frames and reports success, and the announcement would be lost.
+    #[test]
+    fn announcements_wait_for_an_up_interface_with_a_carrier() {
+        let link = |up, carrier| Link {
+            index: 2,
+            name: "eth0".into(),
+            up,
+            carrier,
+            loopback: false,
+            noarp: false,
+            kind: None,
+            mac: vec![2, 0, 0, 0, 0, 1],
+        };
+        assert_eq!(cannot_announce(&link(true, true)), None);
+        let down = cannot_announce(&link(false, false)).unwrap_or_default();
+        assert!(
+            down.contains("eth0") && down.contains("interface is down"),
+            "{down}"
+        );
+        let no_carrier = cannot_announce(&link(true, false)).unwrap_or_default();
+        assert!(
+            no_carrier.contains("eth0") && no_carrier.contains("no carrier"),
+            "{no_carrier}"
+        );
+        assert!(!no_carrier.contains('\n'));
     }
 
     #[test]

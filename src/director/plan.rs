@@ -347,6 +347,29 @@ pub fn unowned(
         .collect()
 }
 
+/// `scope` without the services in `skip` (configured ones that exist and are not rs-agent's):
+/// what a pass of `director run` reconciles when it leaves those alone, so that one service
+/// someone else made does not stop the passes (health changes included) of all the others.
+/// The VIPs are planned in full regardless.
+pub fn scope_without(
+    scope: &Scope,
+    desired: &DirectorDesired,
+    state: &DirectorState,
+    skip: &[ServiceKey],
+) -> Scope {
+    let skip: HashSet<&ServiceKey> = skip.iter().collect();
+    Scope::Only(
+        desired
+            .services
+            .iter()
+            .map(|s| &s.service.key)
+            .chain(&state.services)
+            .filter(|k| scope.contains(k) && !skip.contains(k))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// `down`: remove exactly our services and VIPs.
 pub fn plan_down(ipvs: &[ObservedService], addrs: &[Addr], state: &DirectorState) -> DirectorPlan {
     DirectorPlan {

@@ -185,6 +185,11 @@ struct Passes {
     applied: Option<DirectorDesired>,
     /// Take over configured services someone else made (`--adopt`).
     adopt: bool,
+    /// A pass has succeeded: later ones leave configured services someone else made alone
+    /// (`skip_unowned`) instead of failing; the first one refuses them (exit 2).
+    started: bool,
+    /// The services the last pass left alone, to warn once when the set changes.
+    skipped: Vec<crate::kernel::ipvs::ServiceKey>,
     /// VIPs bound by a pass whose announcement failed (e.g. the interface was down): each
     /// later pass tries again until it succeeds or the VIP is no longer configured.
     unannounced: Vec<std::net::IpAddr>,
@@ -235,10 +240,21 @@ impl Passes {
         let options = super::UpOptions {
             dry_run: false,
             adopt: self.adopt,
+            skip_unowned: self.started,
         };
         match super::reconcile(k, &effective, state_dir, options, &scope).await {
             Ok(report) => {
-                self.applied = Some(effective);
+                if report.skipped != self.skipped && !report.skipped.is_empty() {
+                    tracing::warn!("{}", super::skipping_unowned(&report.skipped, state_dir));
+                }
+                self.skipped.clone_from(&report.skipped);
+                let mut applied = effective;
+                // Not applied: a health flip must not write to them directly.
+                applied
+                    .services
+                    .retain(|s| !report.skipped.contains(&s.service.key));
+                self.applied = Some(applied);
+                self.started = true;
                 self.unannounced.extend(&report.unannounced);
                 Ok(report)
             }
@@ -268,7 +284,10 @@ impl Passes {
             Ok(links) => links,
             Err(e) => return tracing::debug!("listing links to announce VIPs: {e}"),
         };
-        let Some(iface) = links.iter().find(|l| l.name == desired.interface && l.up) else {
+        let Some(iface) = links
+            .iter()
+            .find(|l| l.name == desired.interface && super::cannot_announce(l).is_none())
+        else {
             return;
         };
         match super::announce(iface, desired, &self.unannounced).await {

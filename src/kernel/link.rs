@@ -71,6 +71,7 @@ fn to_link(msg: &LinkMessage) -> Option<Link> {
         index: msg.header.index,
         name: name?,
         up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
         loopback: flags.contains(LinkFlags::Loopback),
         noarp: flags.contains(LinkFlags::Noarp),
         kind,
@@ -245,11 +246,31 @@ mod tests {
             index: 2,
             name: "eth0".into(),
             up: true,
+            carrier: true,
             loopback: false,
             noarp: false,
             kind: None,
             mac: vec![],
         }]
+    }
+
+    /// Carrier is IFF_LOWER_UP, apart from the administrative IFF_UP: an up interface with no
+    /// cable has `up` and not `carrier`.
+    #[test]
+    fn carrier_is_lower_up() {
+        let rows = [
+            (LinkFlags::Up | LinkFlags::LowerUp, true, true),
+            (LinkFlags::Up, true, false),
+            (LinkFlags::empty(), false, false),
+        ];
+        for (flags, up, carrier) in rows {
+            let mut msg = LinkMessage::default();
+            msg.header.index = 2;
+            msg.header.flags = flags;
+            msg.attributes.push(LinkAttribute::IfName("eth0".into()));
+            let link = to_link(&msg).expect("named link");
+            assert_eq!((link.up, link.carrier), (up, carrier), "{flags:?}");
+        }
     }
 
     fn message(header: AddressHeaderFlags, attr: Option<AddressFlags>) -> AddressMessage {

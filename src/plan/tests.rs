@@ -19,6 +19,7 @@ fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
         index,
         name: name.into(),
         up: true,
+        carrier: true,
         loopback: name == "lo",
         noarp: name == "lo" || kind == Some("dummy"),
         kind: kind.map(str::to_string),

@@ -461,3 +461,34 @@ fn configured_services_someone_else_made_are_unowned_until_adopted() {
     adopted.own(&[key(VIP, 80)]);
     assert_eq!(adopted.services.len(), 2);
 }
+
+/// A pass of `director run` that leaves a service someone else made alone still reconciles
+/// every other service: the configured ones and the owned ones to remove, within its scope.
+#[test]
+fn scope_without_skips_only_the_unowned_services() {
+    let d = desired(vec![
+        want(VIP, "rr", &[(RS1, 1)]),
+        want("192.0.2.101", "rr", &[(RS2, 2)]),
+    ]);
+    // 192.0.2.101 was made by hand and added to the config by a reload; 192.0.2.102 is ours
+    // and left the config.
+    let kernel = [
+        have(VIP, "rr", &[(RS1, 1)]),
+        have("192.0.2.101", "rr", &[(RS2, 1)]),
+        have("192.0.2.102", "rr", &[(RS3, 1)]),
+    ];
+    let state = owning(&[key(VIP, 80), key("192.0.2.102", 80)], &[]);
+    let skip = unowned(&d, &kernel, &state, &Scope::All);
+    assert_eq!(skip, vec![key("192.0.2.101", 80)]);
+    let scope = scope_without(&Scope::All, &d, &state, &skip);
+    let p = plan_scoped(&d, &kernel, &[], &state, &scope);
+    // The foreign service's weight is not touched; the owned one that left the config goes.
+    assert_eq!(p.ipvs, vec![IpvsOp::DelService(key("192.0.2.102", 80))]);
+    assert!(unowned(&d, &kernel, &state, &scope).is_empty());
+    // A narrower scope stays as narrow.
+    let only = Scope::Only([key("192.0.2.101", 80)].into_iter().collect());
+    assert_eq!(
+        scope_without(&only, &d, &state, &skip),
+        Scope::Only(HashSet::new())
+    );
+}
