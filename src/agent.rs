@@ -132,6 +132,10 @@ pub async fn up(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<Report, AgentError> {
+    if !dry_run {
+        require_net_admin()?;
+        AGENT_RUN.refuse_up(state_dir)?;
+    }
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     reconcile(&handle, desired, state_dir, dry_run).await
 }
@@ -265,22 +269,53 @@ pub(crate) const AGENT_RUN: RunLock = RunLock {
 impl RunLock {
     /// `down` while the daemon manages the node would be undone by its next pass.
     pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), AgentError> {
-        match StateLock::try_acquire(state_dir, self.file)? {
-            Ok(_free) => Ok(()),
-            Err(holder) => Err(AgentError::Input(format!(
-                "{} ({}) manages this node (state directory {}); stop {} first, or it \
-                 re-applies what `down` removes",
+        self.refuse(
+            state_dir,
+            &format!(
+                "stop {} first, or it re-applies what `down` removes",
+                self.unit
+            ),
+        )
+    }
+
+    /// `up` while the daemon manages the node: the daemon's next pass would undo any
+    /// difference between the two configurations.
+    pub(crate) fn refuse_up(&self, state_dir: &Path) -> Result<(), AgentError> {
+        self.refuse(
+            state_dir,
+            &format!(
+                "change the config it reads and `systemctl reload {}` instead (its next pass \
+                 would undo what `up` changes), or stop it first",
+                self.unit
+            ),
+        )
+    }
+
+    fn refuse(&self, state_dir: &Path, fix: &str) -> Result<(), AgentError> {
+        match state_lock::probe(state_dir, self.file)? {
+            None => Ok(()),
+            Some(holder) => Err(AgentError::Input(format!(
+                "{} ({}) manages this node (state directory {}); {fix}",
                 self.command,
                 state_lock::describe_holder(holder),
                 state_dir.display(),
-                self.unit
             ))),
         }
     }
 
     /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
+    /// A command probing the lock (`up`, `down`, `drain`) holds it shared for an instant, so
+    /// a few short retries tell that apart from a daemon.
     pub(crate) fn hold(&self, state_dir: &Path) -> Result<StateLock, AgentError> {
-        match StateLock::try_acquire(state_dir, self.file)? {
+        let mut attempt = StateLock::try_acquire(state_dir, self.file)?;
+        for _ in 0..10 {
+            if attempt.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            attempt = StateLock::try_acquire(state_dir, self.file)?;
+        }
+        match attempt {
             Ok(lock) => Ok(lock),
             Err(holder) => Err(AgentError::Input(format!(
                 "another {} ({}) already manages this node (state directory {}); stop it \

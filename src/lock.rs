@@ -61,16 +61,36 @@ pub struct StateLock {
 
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
 fn try_lock(file: &File) -> std::io::Result<bool> {
+    try_flock(file, libc::LOCK_EX)
+}
+
+fn try_flock(file: &File, mode: i32) -> std::io::Result<bool> {
     // SAFETY: flock on a file descriptor this function borrows; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
     if rc == 0 {
         return Ok(true);
     }
     let e = std::io::Error::last_os_error();
     match e.raw_os_error() {
         Some(libc::EWOULDBLOCK) => Ok(false),
-        Some(libc::EINTR) => try_lock(file),
+        Some(libc::EINTR) => try_flock(file, mode),
         _ => Err(e),
+    }
+}
+
+/// Whether another process holds `dir/name` (exclusively) right now: `Some(its pid, if it
+/// wrote one)`. Probes with a *shared* lock, released at once, so that any number of probes
+/// (concurrent `up`s asking whether `run` runs) never see each other as the holder.
+pub fn probe(dir: &Path, name: &str) -> Result<Option<Option<u32>>, LockError> {
+    let path = dir.join(name);
+    let file = open(&path)?;
+    match try_flock(&file, libc::LOCK_SH) {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(read_holder(&path))),
+        Err(source) => Err(LockError::Lock {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
@@ -120,15 +140,10 @@ fn read_holder_line(path: &Path) -> Option<Holder> {
     Some((pid, words.next().map(str::to_string)))
 }
 
-/// Whether `dir/name` is held by another process right now, and its holder's line. Tests the
-/// lock by taking it for an instant.
+/// Whether `dir/name` is held by another process right now, and its holder's line (see
+/// [`probe`]).
 pub fn holder(dir: &Path, name: &str) -> Result<Option<Holder>, LockError> {
-    match StateLock::try_acquire(dir, name)? {
-        Ok(_free) => Ok(None),
-        Err(_) => Ok(Some(
-            read_holder_line(&dir.join(name)).unwrap_or((None, None)),
-        )),
-    }
+    Ok(probe(dir, name)?.map(|_| read_holder_line(&dir.join(name)).unwrap_or((None, None))))
 }
 
 fn record_pid(file: &mut File) {
@@ -227,6 +242,29 @@ mod tests {
         assert!(StateLock::acquire(&d, "x.lock", Duration::ZERO)
             .await
             .is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn probes_do_not_see_each_other_but_see_the_holder() {
+        let d = dir("probe");
+        // Two probes at once (a shared lock held by the first): neither is "the holder".
+        let path = d.join("run.lock");
+        assert_eq!(probe(&d, "run.lock").expect("probe"), None);
+        let other = open(&path).expect("open");
+        assert!(try_flock(&other, libc::LOCK_SH).expect("flock"));
+        assert_eq!(probe(&d, "run.lock").expect("probe"), None);
+        drop(other);
+        // The daemon's exclusive lock is seen, with its pid.
+        let held = StateLock::acquire(&d, "run.lock", WAIT)
+            .await
+            .expect("hold");
+        assert_eq!(
+            probe(&d, "run.lock").expect("probe"),
+            Some(Some(std::process::id()))
+        );
+        drop(held);
+        assert_eq!(probe(&d, "run.lock").expect("probe"), None);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -750,6 +750,18 @@ fn down_refuses_while_run_manages_the_node() {
         "{err}"
     );
     assert_same_snapshot(&during, &rs.snapshot(), "refused down");
+    // `up` too: run's next pass would undo whatever a different config changed.
+    let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("rs-agent run (pid {pid}) manages this node"))
+            && err.contains("systemctl reload rs-agent.service"),
+        "{err}"
+    );
+    assert_same_snapshot(&during, &rs.snapshot(), "refused up");
+    let dry = rs.rs_agent(&["up", "--vip", VIP, "--dry-run"]);
+    assert!(dry.status.success(), "up --dry-run: {}", stderr(&dry));
     // A second agent on the same state directory is refused too.
     let out = rs.rs_agent(&["run", "--vip", VIP]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

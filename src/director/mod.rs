@@ -27,7 +27,9 @@ impl From<IpvsError> for AgentError {
         match e {
             IpvsError::ModuleAbsent => AgentError::Input(e.to_string()),
             // Every IPVS command, reading the table included, needs CAP_NET_ADMIN: an
-            // operator error (exit 2), said as one, not a kernel failure.
+            // operator error (exit 2), said as one, not a kernel failure. (A refused write
+            // already carries the hint.)
+            e @ IpvsError::Op { .. } if e.permission_denied() => AgentError::Input(e.to_string()),
             e if e.permission_denied() => AgentError::Input(format!(
                 "{e}: IPVS needs CAP_NET_ADMIN, for reading the table too; run as root (sudo)"
             )),
@@ -66,6 +68,8 @@ pub struct DirectorReport {
     pub unannounced: Vec<std::net::IpAddr>,
     /// Configured services that existed and were not rs-agent's, taken over with `--adopt`.
     pub adopted: Vec<ServiceKey>,
+    /// Configured VIPs that were bound and not rs-agent's, taken over with `--adopt`.
+    pub adopted_vips: Vec<Addr>,
     /// Configured services that exist and are not rs-agent's, left alone (`skip_unowned`).
     pub skipped: Vec<ServiceKey>,
     /// What went wrong after the change was made (it stands), one line each, for stderr.
@@ -84,7 +88,24 @@ impl DirectorReport {
 
     /// Nothing changed, nor would change (adopting a service counts as a change: of ownership).
     pub fn is_empty(&self) -> bool {
-        self.ipvs.is_empty() && self.addrs.is_empty() && self.adopted.is_empty()
+        self.ipvs.is_empty()
+            && self.addrs.is_empty()
+            && self.adopted.is_empty()
+            && self.adopted_vips.is_empty()
+    }
+
+    /// One line per service or VIP taken over with `--adopt`.
+    pub fn adoptions(&self) -> impl Iterator<Item = String> + '_ {
+        let services = self.adopted.iter().map(|key| {
+            format!("adopt service {key} (rs-agent's from now on: `director down` removes it)")
+        });
+        let vips = self.adopted_vips.iter().map(|a| {
+            format!(
+                "adopt VIP {} on {} (rs-agent's from now on: `director down` removes it)",
+                a.ip, a.ifname
+            )
+        });
+        services.chain(vips)
     }
 
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
@@ -92,11 +113,8 @@ impl DirectorReport {
             return writeln!(out, "nothing to do: {}", self.nothing);
         }
         let verb = if self.dry_run { "would" } else { "did" };
-        for key in &self.adopted {
-            writeln!(
-                out,
-                "{verb}: adopt service {key} (rs-agent's from now on: `director down` removes it)"
-            )?;
+        for line in self.adoptions() {
+            writeln!(out, "{verb}: {line}")?;
         }
         for op in &self.ipvs {
             writeln!(out, "{verb}: {op}")?;
@@ -189,14 +207,15 @@ async fn apply_addrs(handle: &Handle, changes: &[Change]) -> Result<(), (usize, 
 }
 
 /// Puts IPVS back as it was in `before` for the services the plan touched, and undoes the
-/// address changes already made. Says what happened, for the error message.
+/// address changes already made. Whether that fully worked, and what happened, for the error
+/// message.
 async fn rollback(
     handle: &Handle,
     client: &mut IpvsClient,
     before: &[ObservedService],
     plan: &DirectorPlan,
     addrs_applied: usize,
-) -> String {
+) -> (bool, String) {
     let mut failed = Vec::new();
     for c in plan.addrs[..addrs_applied].iter().rev() {
         if let Some(inverse) = c.inverse() {
@@ -215,9 +234,15 @@ async fn rollback(
         Err(e) => failed.push(e.to_string()),
     }
     if failed.is_empty() {
-        "; rolled back: the IPVS table and addresses are as before".to_string()
+        (
+            true,
+            "; rolled back: the IPVS table and addresses are as before".to_string(),
+        )
     } else {
-        format!("; ROLLBACK INCOMPLETE: {}", failed.join("; "))
+        (
+            false,
+            format!("; ROLLBACK INCOMPLETE: {}", failed.join("; ")),
+        )
     }
 }
 
@@ -231,7 +256,10 @@ pub async fn up(
     let mut kernel = Kernel::connect(desired, options.dry_run).await?;
     let _lock = match options.dry_run {
         true => None,
-        false => Some(lock_passes(state_dir).await?),
+        false => {
+            DIRECTOR_RUN.refuse_up(state_dir)?;
+            Some(lock_passes(state_dir).await?)
+        }
     };
     reconcile(&mut kernel, desired, state_dir, options, &Scope::All).await
 }
@@ -314,9 +342,14 @@ pub async fn reconcile(
     };
     let plan = plan::plan_scoped(desired, &observed.ipvs, &observed.addrs, &state, scope);
     crate::timing("load state and plan", t);
+    let adopted_vips = match options.adopt {
+        true => plan::unowned_vips(desired, &observed.addrs, &state),
+        false => Vec::new(),
+    };
     let mut report = DirectorReport {
         dry_run,
         adopted,
+        adopted_vips,
         skipped,
         nothing: "the IPVS table and VIPs already match the configuration",
         ..DirectorReport::default()
@@ -328,12 +361,16 @@ pub async fn reconcile(
     }
     let mut journal = state.clone();
     journal.own(&report.adopted);
+    report.adopted_vips.iter().for_each(|a| journal.own_addr(a));
     journal.record_ops(&plan.ipvs);
     plan.addrs.iter().for_each(|c| journal.record_addr(c));
     // Ownership is journalled before the kernel changes; a pass that only edits what we
     // already own (a weight, a scheduler) has nothing new to record.
     if journal != state {
         journal.save(state_dir)?;
+    }
+    for line in report.adoptions() {
+        tracing::info!("{line}");
     }
     if plan.is_empty() {
         return Ok(report);
@@ -346,8 +383,14 @@ pub async fn reconcile(
     };
     crate::timing("apply", t);
     if let Err((addrs_applied, error)) = applied {
-        let rollback = rollback(handle, client, &observed.ipvs, &plan, addrs_applied).await;
-        state.save(state_dir)?;
+        let (complete, rollback) =
+            rollback(handle, client, &observed.ipvs, &plan, addrs_applied).await;
+        // Only a complete rollback gives the old ownership back; after an incomplete one the
+        // journal (saved before applying) still records what this pass may have left behind,
+        // so that `down` removes it and the next `up` does not take it for someone else's.
+        if complete {
+            state.save(state_dir)?;
+        }
         return Err(AgentError::Apply { error, rollback });
     }
     let recorded = journal.clone();
@@ -367,7 +410,18 @@ pub async fn reconcile(
         .addrs
         .iter()
         .filter_map(|c| match c {
-            Change::AddAddr { ip, .. } | Change::ReAddAddr { ip, .. } => Some(*ip),
+            Change::AddAddr { ip, .. } => Some(*ip),
+            Change::ReAddAddr { ip, ifname, .. } => {
+                // DAD failed: another node answered for the VIP when it was added. Taking it
+                // back (and announcing it) is what the configuration asks, but that node —
+                // a second director? — is worth a look.
+                report.warnings.push(format!(
+                    "VIP {ip} on {ifname} had failed duplicate address detection (another \
+                     node on the link claimed it); re-added without DAD and announced: check \
+                     that no other director or host holds {ip}"
+                ));
+                Some(*ip)
+            }
             _ => None,
         })
         .collect();
@@ -385,7 +439,9 @@ pub async fn reconcile(
                 report.warnings.push(format!(
                     "{e}; the VIP(s) are bound and IPVS serves them, but neighbours with a \
                      stale ARP/ND entry reach them only once it expires (`director run` \
-                     announces again on its next pass)"
+                     retries until it succeeds and announces every VIP when it starts; by \
+                     hand: `arping -U -c 3 -I {} VIP`)",
+                    iface.name
                 ));
                 report.unannounced = new_vips;
             }

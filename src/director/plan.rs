@@ -347,6 +347,18 @@ pub fn unowned(
         .collect()
 }
 
+/// Configured VIPs bound on the interface that are not rs-agent's (bound by hand, or by the
+/// tool rs-agent replaces): what `--adopt` takes over with the services.
+pub fn unowned_vips(desired: &DirectorDesired, addrs: &[Addr], state: &DirectorState) -> Vec<Addr> {
+    let vips = desired.vips();
+    addrs
+        .iter()
+        .filter(|a| a.ifname == desired.interface && vips.contains(&a.ip))
+        .filter(|a| !state.owns_addr(&a.ifname, &a.ip))
+        .cloned()
+        .collect()
+}
+
 /// `scope` without the services in `skip` (configured ones that exist and are not rs-agent's):
 /// what a pass of `director run` reconciles when it leaves those alone, so that one service
 /// someone else made does not stop the passes (health changes included) of all the others.

@@ -266,8 +266,9 @@ impl Passes {
         }
     }
 
-    /// Announces the VIPs an earlier pass bound but could not announce, if the interface is
-    /// up now; they stay pending otherwise (said once, when the first attempt failed).
+    /// Announces the pending VIPs (all of them at start; later the ones a pass bound but could
+    /// not announce) if the interface is up with a carrier; they stay pending otherwise (said
+    /// once, when the first attempt failed) and are tried again every second.
     async fn announce_pending(&mut self, desired: &DirectorDesired) {
         let vips = desired.vips();
         self.unannounced.retain(|v| vips.contains(v));
@@ -295,7 +296,7 @@ impl Passes {
                 tracing::info!(
                     vips = ?self.unannounced,
                     sent,
-                    "announced VIP(s) whose earlier announcement had failed"
+                    "announced VIP(s)"
                 );
                 self.unannounced.clear();
             }
@@ -373,6 +374,26 @@ pub async fn run(
         .reconcile(&desired, &health, state_dir, Pass::Full)
         .await?;
     first.warnings.iter().for_each(|w| tracing::warn!("{w}"));
+    // As keepalived does on becoming master: announce every VIP at start, since a restarted
+    // director's neighbours may hold entries from a failover or an older MAC — except the
+    // ones the first pass has just bound and announced.
+    let just_announced: Vec<std::net::IpAddr> = first
+        .addrs
+        .iter()
+        .filter_map(|c| match c {
+            crate::model::Change::AddAddr { ip, .. }
+            | crate::model::Change::ReAddAddr { ip, .. } => Some(*ip),
+            _ => None,
+        })
+        .filter(|ip| !first.unannounced.contains(ip))
+        .collect();
+    passes.unannounced.extend(
+        desired
+            .vips()
+            .into_iter()
+            .filter(|v| !just_announced.contains(v)),
+    );
+    passes.announce_pending(&desired).await;
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -392,6 +413,8 @@ pub async fn run(
     let mut drift = tokio::time::interval(options.reconcile_interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await;
+    let mut announce_retry = tokio::time::interval(Duration::from_secs(1));
+    announce_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let mut pass = None;
@@ -424,6 +447,9 @@ pub async fn run(
                 }
             }
             _ = drift.tick() => pass = Some(Pass::Full),
+            _ = announce_retry.tick(), if !passes.unannounced.is_empty() => {
+                passes.announce_pending(&desired).await;
+            }
             _ = watchdog_tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -115,6 +115,18 @@ impl DirectorState {
         }
     }
 
+    /// Records an address that exists as rs-agent's (adopted with `--adopt`).
+    pub fn own_addr(&mut self, addr: &crate::model::Addr) {
+        if !self.owns_addr(&addr.ifname, &addr.ip) {
+            self.addrs.push(OwnedAddr {
+                ifname: addr.ifname.clone(),
+                ip: addr.ip,
+                prefix: addr.prefix,
+                label: addr.label.clone(),
+            });
+        }
+    }
+
     pub fn forget_addr(&mut self, change: &Change) {
         if let Change::DelAddr { ifname, ip, .. } = change {
             self.addrs.retain(|a| !(&a.ifname == ifname && &a.ip == ip));

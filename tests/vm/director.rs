@@ -393,10 +393,13 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
             )
         },
     )?;
+    // A VIP bound by hand is adopted with the services (and removed by `down`).
+    hand.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
     let out = ctx.agent(hand, &["director", "up", "--config", cfg, "--adopt"])?;
     ensure(
         out.contains("did: adopt service TCP 192.0.2.100:80")
             && out.contains("did: adopt service FWM 7")
+            && out.contains("did: adopt VIP 192.0.2.100 on eth0")
             && !out.contains("service TCP 192.0.2.100:80 scheduler"),
         || format!("up --adopt:\n{out}"),
     )?;
@@ -447,7 +450,11 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
         )?;
     }
     ctx.agent(hand, &["director", "down"])?;
-    table_is(hand, &[], "after down of the adopted services")
+    table_is(hand, &[], "after down of the adopted services")?;
+    let addrs = hand.ip(&["-o", "addr", "show", "dev", "eth0"])?;
+    ensure(!addrs.contains(&format!("{VIP}/32")), || {
+        format!("the adopted VIP survived down: {addrs}")
+    })
 }
 
 /// `rs-agent args` in `ns` as user nobody (no capabilities), with a state directory of its own.
@@ -571,6 +578,28 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
     ensure(
         weight_of(&lab.director.ns, "192.0.2.12:80")? == Some(1),
         || "down refused but the table changed".to_string(),
+    )?;
+    // So is an `up` with another config: run's next pass would undo it.
+    let other = write(ctx, "other.toml", &lab_config(None, 7))?;
+    let out = lab.director.ns.output(
+        &agent,
+        &[
+            "--state-dir",
+            &state.to_string_lossy(),
+            "director",
+            "up",
+            "--config",
+            &other,
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(2) && err.contains("systemctl reload rs-agent-director.service"),
+        || format!("up while run runs: exit {:?}: {err}", out.status.code()),
+    )?;
+    ensure(
+        weight_of(&lab.director.ns, "192.0.2.11:80")? != Some(7),
+        || "up refused but the table changed".to_string(),
     )?;
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())

@@ -492,3 +492,30 @@ fn scope_without_skips_only_the_unowned_services() {
         Scope::Only(HashSet::new())
     );
 }
+
+#[test]
+fn adopt_takes_configured_vips_bound_by_someone_else_and_nothing_more() {
+    let d = desired(vec![
+        want(VIP, "rr", &[(RS1, 1)]),
+        want("192.0.2.101", "rr", &[(RS2, 1)]),
+    ]);
+    let mut other_if = vip_addr("192.0.2.101");
+    other_if.ifname = "eth1".into();
+    let addrs = [
+        vip_addr(VIP),           // configured, bound by hand
+        vip_addr("192.0.2.101"), // configured, already ours
+        other_if,                // configured VIP, but on another interface
+        vip_addr("203.0.113.9"), // not configured
+    ];
+    let state = owning(&[], &["192.0.2.101"]);
+    let adopted: Vec<IpAddr> = unowned_vips(&d, &addrs, &state)
+        .iter()
+        .map(|a| a.ip)
+        .collect();
+    assert_eq!(adopted, vec![ip(VIP)]);
+    let mut owned = state.clone();
+    owned.own_addr(&addrs[0]);
+    owned.own_addr(&addrs[0]);
+    assert!(unowned_vips(&d, &addrs, &owned).is_empty());
+    assert_eq!(owned.addrs.len(), 2);
+}

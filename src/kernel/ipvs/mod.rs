@@ -319,6 +319,7 @@ impl IpvsError {
             (libc::ENOENT, IpvsOp::AddService(_) | IpvsOp::EditService(_)) => {
                 " (scheduler module missing? try `modprobe ip_vs_<scheduler>`)"
             }
+            (libc::EPERM, _) => " (needs CAP_NET_ADMIN: run as root)",
             (libc::EINVAL, IpvsOp::AddDest(..) | IpvsOp::EditDest(..)) => {
                 " (the kernel refuses destinations it cannot route to, e.g. \"address not unicast\")"
             }
