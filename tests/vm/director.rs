@@ -101,18 +101,7 @@ fn lvs_dr_lab(ctx: &Ctx) -> Result<(), String> {
     ctx.agent(&lab.rs1.ns, &["up", "--vip", VIP, "--arp", "sysctl"])?;
     ctx.agent(&lab.rs2.ns, &["up", "--vip", VIP, "--arp", "nft"])?;
     // A stale entry for the VIP pointing nowhere: gratuitous ARP must override it.
-    let bogus = "02:00:00:00:00:99";
-    lab.client.ns.ip(&[
-        "neigh",
-        "replace",
-        VIP,
-        "lladdr",
-        bogus,
-        "dev",
-        Node::IFACE,
-        "nud",
-        "stale",
-    ])?;
+    stale_vip_entry(&lab)?;
     let args = [
         "director",
         "up",
@@ -133,13 +122,7 @@ fn lvs_dr_lab(ctx: &Ctx) -> Result<(), String> {
     ensure(out.contains("gratuitous ARP"), || {
         format!("no announcement reported: {out}")
     })?;
-    let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
-    ensure(neigh.contains(&lab.director.mac), || {
-        format!(
-            "client's entry for the VIP after gratuitous ARP: {neigh:?}, want {}",
-            lab.director.mac
-        )
-    })?;
+    client_knows_director(&lab, "after gratuitous ARP")?;
     table_is(
         &lab.director.ns,
         &[
@@ -413,34 +396,22 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
     ensure(again.contains("nothing to do"), || {
         format!("up after adopting was not a no-op: {again}")
     })?;
-    for args in [
-        &[
-            "director",
-            "status",
-            "--interface",
-            "eth0",
-            "--vip",
-            VIP,
-            "--port",
-            "80",
-            "--real",
-            "198.51.100.2",
-        ][..],
-        &[
-            "director",
-            "up",
-            "--dry-run",
-            "--interface",
-            "eth0",
-            "--vip",
-            VIP,
-            "--port",
-            "80",
-            "--real",
-            "198.51.100.2",
-        ],
+    let service = [
+        "--interface",
+        "eth0",
+        "--vip",
+        VIP,
+        "--port",
+        "80",
+        "--real",
+        "198.51.100.2",
+    ];
+    for command in [
+        &["director", "status"][..],
+        &["director", "up", "--dry-run"],
     ] {
-        let out = unprivileged(ctx, hand, args)?;
+        let args = [command, &service[..]].concat();
+        let out = unprivileged(ctx, hand, &args)?;
         let err = String::from_utf8_lossy(&out.stderr);
         ensure(
             out.status.code() == Some(2)
@@ -563,44 +534,44 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
         "after a hand delete and its web server stopped",
     )?;
     // `director down` while `director run` manages the director: its next pass would put
-    // everything back, so down refuses (exit 2) and changes nothing.
-    let state = ctx.scratch.join("state-dhc-run");
-    let agent = ctx.agent.to_string_lossy();
-    let out = lab.director.ns.output(
-        &agent,
-        &["--state-dir", &state.to_string_lossy(), "director", "down"],
-    )?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure(
-        out.status.code() == Some(2) && err.contains("rs-agent director run"),
-        || format!("down while run runs: exit {:?}: {err}", out.status.code()),
-    )?;
-    ensure(
-        weight_of(&lab.director.ns, "192.0.2.12:80")? == Some(1),
-        || "down refused but the table changed".to_string(),
-    )?;
-    // So is an `up` with another config: run's next pass would undo it.
+    // everything back, so down refuses (exit 2) and changes nothing; so is an `up` with
+    // another config (rs1 at weight 7), which run's next pass would undo.
     let other = write(ctx, "other.toml", &lab_config(None, 7))?;
-    let out = lab.director.ns.output(
-        &agent,
-        &[
-            "--state-dir",
-            &state.to_string_lossy(),
-            "director",
-            "up",
-            "--config",
-            &other,
-        ],
-    )?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure(
-        out.status.code() == Some(2) && err.contains("systemctl reload rs-agent-director.service"),
-        || format!("up while run runs: exit {:?}: {err}", out.status.code()),
-    )?;
-    ensure(
-        weight_of(&lab.director.ns, "192.0.2.11:80")? != Some(7),
-        || "up refused but the table changed".to_string(),
-    )?;
+    let state = ctx.scratch.join("state-dhc-run");
+    let state = state.to_string_lossy();
+    let agent = ctx.agent.to_string_lossy();
+    for (command, says) in [
+        (
+            &["director", "down"][..],
+            "stop rs-agent-director.service first",
+        ),
+        (
+            &["director", "up", "--config", &other],
+            "systemctl reload rs-agent-director.service",
+        ),
+    ] {
+        let args = [&["--state-dir", state.as_ref()][..], command].concat();
+        let out = lab.director.ns.output(&agent, &args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            out.status.code() == Some(2)
+                && err.contains("rs-agent director run")
+                && err.contains(says),
+            || {
+                format!(
+                    "{command:?} while run runs: exit {:?}: {err}",
+                    out.status.code()
+                )
+            },
+        )?;
+        let weights = (
+            weight_of(&lab.director.ns, "192.0.2.11:80")?,
+            weight_of(&lab.director.ns, "192.0.2.12:80")?,
+        );
+        ensure(weights == (Some(0), Some(1)), || {
+            format!("{command:?} refused but the weights are now {weights:?}")
+        })?;
+    }
     eprintln!("director_health_failover: quiesced {detected:?} after the stop");
     Ok(())
 }
@@ -611,20 +582,6 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
 /// sends no gratuitous ARP on link up, so only rs-agent's retry can fix it).
 fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
     let lab = Lab::build("dga", ctx)?;
-    let bogus = "02:00:00:00:00:99";
-    let stale = |lab: &Lab| {
-        lab.client.ns.ip(&[
-            "neigh",
-            "replace",
-            VIP,
-            "lladdr",
-            bogus,
-            "dev",
-            Node::IFACE,
-            "nud",
-            "stale",
-        ])
-    };
     let cfg = write(ctx, "announce.toml", &lab_config(None, 1))?;
     lab.director.ns.ip(&["link", "set", Node::IFACE, "down"])?;
     let out = ctx.agent_output(&lab.director.ns, &["director", "up", "--config", &cfg])?;
@@ -643,22 +600,47 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
         || "up on a down interface did not leave the table configured".to_string(),
     )?;
     ctx.agent(&lab.director.ns, &["director", "down"])?;
-    stale(&lab)?;
+    stale_vip_entry(&lab)?;
     let _run = director_run_with(ctx, &lab, &cfg, "dga", &["--reconcile-interval", "1"])?;
     std::thread::sleep(Duration::from_millis(1500));
     let before = lab.client.ns.ip(&["neigh", "show", VIP])?;
-    ensure(before.contains(bogus), || {
+    ensure(before.contains(BOGUS_MAC), || {
         format!("client's entry changed while the director's link was down: {before:?}")
     })?;
     lab.director.ns.ip(&["link", "set", Node::IFACE, "up"])?;
     eventually(Duration::from_secs(10), || {
-        let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
-        ensure(neigh.contains(&lab.director.mac), || {
-            format!(
-                "client's entry for the VIP after the director's link came up: {neigh:?}, want {}",
-                lab.director.mac
-            )
-        })
+        client_knows_director(&lab, "after the director's link came up")
+    })
+}
+
+/// A MAC no host has: a client's neighbour entry for the VIP pointing there is stale.
+const BOGUS_MAC: &str = "02:00:00:00:00:99";
+
+/// Gives the lab's client a stale neighbour entry for the VIP (pointing at [`BOGUS_MAC`]),
+/// which only an announcement from the director corrects.
+fn stale_vip_entry(lab: &Lab) -> Result<(), String> {
+    let args = [
+        "neigh",
+        "replace",
+        VIP,
+        "lladdr",
+        BOGUS_MAC,
+        "dev",
+        Node::IFACE,
+        "nud",
+        "stale",
+    ];
+    lab.client.ns.ip(&args).map(drop)
+}
+
+/// The client's neighbour entry for the VIP names the director's MAC.
+fn client_knows_director(lab: &Lab, when: &str) -> Result<(), String> {
+    let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
+    ensure(neigh.contains(&lab.director.mac), || {
+        format!(
+            "client's entry for the VIP {when}: {neigh:?}, want {}",
+            lab.director.mac
+        )
     })
 }
 
