@@ -134,10 +134,20 @@ pub async fn up(
 ) -> Result<Report, AgentError> {
     if !dry_run {
         require_net_admin()?;
-        AGENT_RUN.refuse_up(state_dir)?;
     }
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    reconcile(&handle, desired, state_dir, dry_run).await
+    // The pass lock first, then the probe: a `run` starting meanwhile waits for this pass and
+    // applies its own configuration after it; probed first, `up` could apply after the
+    // daemon's first pass and stand until its next one.
+    let _lock = match dry_run {
+        true => None,
+        false => {
+            let lock = lock_passes(state_dir).await?;
+            AGENT_RUN.refuse_up(state_dir)?;
+            Some(lock)
+        }
+    };
+    reconcile_locked(&handle, desired, state_dir, dry_run).await
 }
 
 /// One pass of the pipeline, observe → plan_up → apply: `up` runs it once, `run` on every
@@ -153,6 +163,16 @@ async fn reconcile(
         true => None,
         false => Some(lock_passes(state_dir).await?),
     };
+    reconcile_locked(handle, desired, state_dir, dry_run).await
+}
+
+/// [`reconcile`] under the pass lock the caller holds (none needed for a dry run).
+async fn reconcile_locked(
+    handle: &Handle,
+    desired: &RealServerDesired,
+    state_dir: &Path,
+    dry_run: bool,
+) -> Result<Report, AgentError> {
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
     let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();

@@ -729,6 +729,57 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     rs.rs_agent_ok(&["down"]);
 }
 
+/// `up` waiting for another pass while `run` starts is refused once it gets its turn: it
+/// probes the run lock under the pass lock, so it never applies after the daemon's first
+/// pass (which would leave its configuration standing while the daemon runs).
+#[test]
+fn up_waiting_while_run_starts_is_refused() {
+    if !privileged("up_waiting_while_run_starts_is_refused") {
+        return;
+    }
+    use common::poll;
+    use rs_agent::lock::{probe, REAL_SERVER, REAL_SERVER_RUN};
+    use std::time::Duration;
+    let (_lan, rs) = lone_real_server("uprace");
+    std::fs::create_dir_all(&rs.state_dir).expect("state dir");
+    // Another pass holds the pass lock (flock(1) stands in for it) for a moment.
+    let pass_lock = rs.state_dir.join(REAL_SERVER);
+    let mut other_pass = std::process::Command::new("flock")
+        .arg(&pass_lock)
+        .args(["sleep", "2"])
+        .spawn()
+        .expect("flock");
+    assert!(poll(Duration::from_secs(5), || {
+        probe(&rs.state_dir, REAL_SERVER).is_ok_and(|h| h.is_some())
+    }));
+    let (out, pid) = std::thread::scope(|s| {
+        let up = s.spawn(|| rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]));
+        // `up` is waiting for the pass lock; now the daemon starts and waits for it too.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
+        assert!(poll(Duration::from_secs(5), || {
+            probe(&rs.state_dir, REAL_SERVER_RUN).is_ok_and(|h| h.is_some())
+        }));
+        let _ = other_pass.wait();
+        let out = up.join().expect("up thread");
+        agent.wait_configured(&rs, String::new);
+        let pid = agent.child.id();
+        assert!(agent.stop().success());
+        (out, pid)
+    });
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "up applied while run ran: {err}"
+    );
+    assert!(
+        err.contains(&format!("rs-agent run (pid {pid}) manages this node")),
+        "{err}"
+    );
+    rs.rs_agent_ok(&["down"]);
+}
+
 #[test]
 fn down_refuses_while_run_manages_the_node() {
     if !privileged("down_refuses_while_run_manages_the_node") {

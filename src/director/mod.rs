@@ -256,9 +256,12 @@ pub async fn up(
     let mut kernel = Kernel::connect(desired, options.dry_run).await?;
     let _lock = match options.dry_run {
         true => None,
+        // The pass lock first, then the probe (as in the real server's `up`): a `director
+        // run` starting meanwhile then applies its configuration after this pass, not before.
         false => {
+            let lock = lock_passes(state_dir).await?;
             DIRECTOR_RUN.refuse_up(state_dir)?;
-            Some(lock_passes(state_dir).await?)
+            Some(lock)
         }
     };
     reconcile(&mut kernel, desired, state_dir, options, &Scope::All).await
