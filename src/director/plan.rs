@@ -348,14 +348,32 @@ pub fn unowned(
 }
 
 /// Configured VIPs bound on the interface that are not rs-agent's (bound by hand, or by the
-/// tool rs-agent replaces): what `--adopt` takes over with the services.
+/// tool rs-agent replaces): what `--adopt` takes over with the services. Only usable ones:
+/// an address whose DAD failed is not bound (another node holds the VIP), and adopting it
+/// would have the next pass take the VIP from that node (re-added without DAD, announced).
 pub fn unowned_vips(desired: &DirectorDesired, addrs: &[Addr], state: &DirectorState) -> Vec<Addr> {
     let vips = desired.vips();
     addrs
         .iter()
         .filter(|a| a.ifname == desired.interface && vips.contains(&a.ip))
+        .filter(|a| a.is_usable())
         .filter(|a| !state.owns_addr(&a.ifname, &a.ip))
         .cloned()
+        .collect()
+}
+
+/// Of the `pending` VIPs, the ones bound and usable on `interface`: what an announcement may
+/// claim. One that is not (removed meanwhile, someone else's whose DAD failed) is not
+/// announced: the director's MAC would draw traffic for an address its kernel does not serve.
+pub fn announceable(pending: &[IpAddr], interface: &str, addrs: &[Addr]) -> Vec<IpAddr> {
+    pending
+        .iter()
+        .filter(|vip| {
+            addrs
+                .iter()
+                .any(|a| a.ifname == interface && a.ip == **vip && a.is_usable())
+        })
+        .copied()
         .collect()
 }
 

@@ -267,8 +267,9 @@ impl Passes {
     }
 
     /// Announces the pending VIPs (all of them at start; later the ones a pass bound but could
-    /// not announce) if the interface is up with a carrier; they stay pending otherwise (said
-    /// once, when the first attempt failed) and are tried again every second.
+    /// not announce) that are bound on the interface, if it is up with a carrier; they stay
+    /// pending otherwise (said once, when the first attempt failed) and are tried again every
+    /// second.
     async fn announce_pending(&mut self, desired: &DirectorDesired) {
         let vips = desired.vips();
         self.unannounced.retain(|v| vips.contains(v));
@@ -285,6 +286,18 @@ impl Passes {
             Ok(links) => links,
             Err(e) => return tracing::debug!("listing links to announce VIPs: {e}"),
         };
+        // Only what the director serves: a VIP not bound here (someone else's whose DAD
+        // failed, or removed meanwhile; a pass that binds it announces it then) is dropped.
+        match crate::kernel::link::addrs(&k.handle, &links).await {
+            Ok(addrs) => {
+                self.unannounced =
+                    plan::announceable(&self.unannounced, &desired.interface, &addrs);
+            }
+            Err(e) => return tracing::debug!("listing addresses to announce VIPs: {e}"),
+        }
+        if self.unannounced.is_empty() {
+            return;
+        }
         let Some(iface) = links
             .iter()
             .find(|l| l.name == desired.interface && super::cannot_announce(l).is_none())

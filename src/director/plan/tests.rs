@@ -519,3 +519,31 @@ fn adopt_takes_configured_vips_bound_by_someone_else_and_nothing_more() {
     assert!(unowned_vips(&d, &addrs, &owned).is_empty());
     assert_eq!(owned.addrs.len(), 2);
 }
+
+#[test]
+fn adopt_leaves_a_vip_whose_dad_failed_to_the_node_that_holds_it() {
+    let d = desired(vec![want("2001:db8::100", "rr", &[("2001:db8::2", 1)])]);
+    let mut failed = vip_addr("2001:db8::100");
+    failed.prefix = 128;
+    failed.label = None;
+    failed.dad = crate::model::Dad::Failed;
+    assert!(unowned_vips(&d, &[failed.clone()], &owning(&[], &[])).is_empty());
+    failed.dad = crate::model::Dad::Tentative;
+    assert!(unowned_vips(&d, &[failed], &owning(&[], &[])).is_empty());
+}
+
+#[test]
+fn only_vips_bound_and_usable_on_the_interface_are_announced() {
+    let mut failed = vip_addr("2001:db8::100");
+    failed.dad = crate::model::Dad::Failed;
+    let mut elsewhere = vip_addr("192.0.2.102");
+    elsewhere.ifname = "eth1".into();
+    let addrs = [vip_addr(VIP), failed, elsewhere];
+    let pending = [
+        ip(VIP),
+        ip("2001:db8::100"),
+        ip("192.0.2.101"),
+        ip("192.0.2.102"),
+    ];
+    assert_eq!(announceable(&pending, "eth0", &addrs), vec![ip(VIP)]);
+}
