@@ -202,8 +202,13 @@ async fn reconcile_locked(
     }
     journal.save(state_dir)?;
     if let Err(error) = apply_all(handle, &plan.changes, &mut journal).await {
-        let rollback = rollback(handle, &plan.changes, error.applied).await;
-        state.save(state_dir)?;
+        let (complete, rollback) = rollback(handle, &plan.changes, error.applied).await;
+        // Only a complete rollback gives the old ownership back; after an incomplete one the
+        // journal saved before applying still records what the pass may have left (a sysctl's
+        // original value, a dummy device), so that `down` can still undo it.
+        if complete {
+            state.save(state_dir)?;
+        }
         return Err(AgentError::Apply {
             error: error.error,
             rollback,
@@ -234,8 +239,9 @@ async fn apply_all(
     Ok(())
 }
 
-/// Undoes the first `applied` changes in reverse order; says what happened, for the error.
-async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String {
+/// Undoes the first `applied` changes in reverse order; whether that fully worked, and what
+/// happened, for the error.
+async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> (bool, String) {
     let mut failed = Vec::new();
     for change in changes[..applied].iter().rev() {
         let Some(inverse) = change.inverse() else {
@@ -246,9 +252,15 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> String
         }
     }
     match (applied, failed.is_empty()) {
-        (0, _) => "; nothing was changed".to_string(),
-        (n, true) => format!("; rolled back the {n} change(s) already made"),
-        (_, false) => format!("; ROLLBACK INCOMPLETE: {}", failed.join("; ")),
+        (0, _) => (true, "; nothing was changed".to_string()),
+        (n, true) => (
+            true,
+            format!("; rolled back the {n} change(s) already made"),
+        ),
+        (_, false) => (
+            false,
+            format!("; ROLLBACK INCOMPLETE: {}", failed.join("; ")),
+        ),
     }
 }
 

@@ -136,6 +136,9 @@ pub struct DirectorFlags {
 /// around to a short or zero timeout without an error.
 const MAX_PERSISTENCE: u32 = 2_678_400;
 
+/// The longest one announcement of the VIPs may take (its rounds and the waits between).
+const MAX_GARP_SPAN: Duration = Duration::from_secs(10);
+
 impl DirectorFlags {
     /// True when a flag that only `--vip`'s service uses was given.
     fn describes_service(&self) -> bool {
@@ -944,6 +947,21 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
         Some(ms) => Duration::from_millis(int_in(file, ms, 0, 10_000, "garp_interval_ms")? as u64),
         None => Duration::from_millis(200),
     };
+    // Announcing holds up `director run`'s loop (checks, signals, the watchdog) while it
+    // waits between rounds: keep one announcement's span short.
+    let span = garp_interval * garp_count.saturating_sub(1);
+    if span > MAX_GARP_SPAN {
+        let msg = format!(
+            "gratuitous ARP would take {} ms ((garp_count - 1) x garp_interval_ms); keep it at \
+             most {} ms, e.g. garp_count = 3 and garp_interval_ms = 200",
+            span.as_millis(),
+            MAX_GARP_SPAN.as_millis()
+        );
+        return Err(match (&raw.garp_interval_ms, &raw.garp_count) {
+            (Some(at), _) | (None, Some(at)) => file.err_at(at, msg),
+            (None, None) => ConfigError(msg),
+        });
+    }
     let services =
         match &flags.vip {
             Some(vip) => vec![service_from_flags(flags, vip)?],

@@ -327,3 +327,19 @@ fn quick_flags_need_vip_and_bound_persistence() {
         "{got}"
     );
 }
+
+/// Announcing blocks `director run`'s loop between rounds: a span past 10 s would starve the
+/// checks and the 30 s watchdog, so it is refused naming the key; 10 s exactly is accepted.
+#[test]
+fn gratuitous_arp_span_is_bounded() {
+    let text = |count: u32, ms: u32| {
+        format!("[director]\ninterface = \"eth0\"\ngarp_count = {count}\ngarp_interval_ms = {ms}\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 80\n{REAL}")
+    };
+    let err = parse(&text(5, 10_000)).expect_err("40 s span");
+    assert!(
+        err.starts_with("d.toml:4:20: gratuitous ARP would take 40000 ms") && !err.contains('\n'),
+        "{err}"
+    );
+    assert!(parse(&text(2, 10_000)).is_ok());
+    assert!(parse(&text(100, 100)).is_ok());
+}
