@@ -338,13 +338,13 @@ impl RunLock {
     /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
     /// A command probing the lock (`up`, `down`, `drain`) holds it shared for an instant, so
     /// a few short retries tell that apart from a daemon.
-    pub(crate) fn hold(&self, state_dir: &Path) -> Result<StateLock, AgentError> {
+    pub(crate) async fn hold(&self, state_dir: &Path) -> Result<StateLock, AgentError> {
         let mut attempt = StateLock::try_acquire(state_dir, self.file)?;
         for _ in 0..10 {
             if attempt.is_ok() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             attempt = StateLock::try_acquire(state_dir, self.file)?;
         }
         match attempt {

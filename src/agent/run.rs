@@ -71,7 +71,7 @@ pub async fn run(
     state_dir: &Path,
 ) -> Result<(), AgentError> {
     let settings = load()?;
-    let mut agent_lock = super::AGENT_RUN.hold(state_dir)?;
+    let mut agent_lock = super::AGENT_RUN.hold(state_dir).await?;
     if let Some(addr) = settings.health_listen {
         // For `rs-agent drain` to say where the flag is served.
         agent_lock.note(&addr.to_string());

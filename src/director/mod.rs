@@ -409,42 +409,31 @@ pub async fn reconcile(
     }
     crate::timing("save state", t);
 
-    let new_vips: Vec<_> = plan
-        .addrs
-        .iter()
-        .filter_map(|c| match c {
-            Change::AddAddr { ip, .. } => Some(*ip),
-            Change::ReAddAddr { ip, ifname, .. } => {
-                // DAD failed: another node answered for the VIP when it was added. Taking it
-                // back (and announcing it) is what the configuration asks, but that node —
-                // a second director? — is worth a look.
-                report.warnings.push(format!(
-                    "VIP {ip} on {ifname} had failed duplicate address detection (another \
-                     node on the link claimed it); re-added without DAD and announced: check \
-                     that no other director or host holds {ip}"
-                ));
-                Some(*ip)
-            }
-            _ => None,
-        })
-        .collect();
+    for c in &plan.addrs {
+        if let Change::ReAddAddr { ip, ifname, .. } = c {
+            // DAD failed: another node answered for the VIP when it was added. Taking it back
+            // (and announcing it) is what the configuration asks, but that node — a second
+            // director? — is worth a look.
+            report.warnings.push(format!(
+                "VIP {ip} on {ifname} had failed duplicate address detection (another node on \
+                 the link claimed it); re-added without DAD and announced: check that no other \
+                 director or host holds {ip}"
+            ));
+        }
+    }
+    let new_vips = newly_bound(&plan.addrs);
     if !new_vips.is_empty() && desired.garp_count > 0 {
         // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
         // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
         // a warning, not a reason to undo a working change. `run` retries it.
-        let sent = match cannot_announce(&iface) {
-            Some(why) => Err(why),
-            None => announce(&iface, desired, &new_vips).await,
-        };
-        match sent {
+        match announce(&iface, desired, &new_vips).await {
             Ok(sent) => report.announced = sent,
             Err(e) => {
                 report.warnings.push(format!(
                     "{e}; the VIP(s) are bound and IPVS serves them, but neighbours with a \
                      stale ARP/ND entry reach them only once it expires (`director run` \
-                     retries until it succeeds and announces every VIP when it starts; by \
-                     hand: `arping -U -c 3 -I {} VIP`)",
-                    iface.name
+                     retries until it succeeds and announces every VIP when it starts){}",
+                    by_hand(&iface.name, &new_vips)
                 ));
                 report.unannounced = new_vips;
             }
@@ -456,12 +445,36 @@ pub async fn reconcile(
     Ok(report)
 }
 
-/// Gratuitous ARP / unsolicited NA for `vips` on `iface`, as the configuration asks.
+/// The VIPs address changes bind (added, or re-added after failed DAD): those to announce.
+pub(crate) fn newly_bound(changes: &[Change]) -> Vec<std::net::IpAddr> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddAddr { ip, .. } | Change::ReAddAddr { ip, .. } => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How to announce an IPv4 VIP by hand, for a warning ("" when all are IPv6).
+fn by_hand(ifname: &str, vips: &[std::net::IpAddr]) -> String {
+    vips.iter()
+        .find(|v| v.is_ipv4())
+        .map_or_else(String::new, |v| {
+            format!("; by hand: `arping -U -c 3 -I {ifname} {v}`")
+        })
+}
+
+/// Gratuitous ARP / unsolicited NA for `vips` on `iface`, as the configuration asks; refused
+/// (nothing sent) when the interface could not deliver it ([`cannot_announce`]).
 pub(crate) async fn announce(
     iface: &Link,
     desired: &DirectorDesired,
     vips: &[std::net::IpAddr],
 ) -> Result<u32, String> {
+    if let Some(why) = cannot_announce(iface) {
+        return Err(why);
+    }
     garp::announce(
         &iface.name,
         iface.index,
@@ -486,7 +499,7 @@ fn some_services(keys: &[ServiceKey]) -> String {
 /// Why a gratuitous ARP / unsolicited NA sent on `iface` now would reach no neighbour, if so.
 /// Without a carrier the kernel drops the frames and the send reports success: checked here,
 /// so that the VIPs stay pending and `director run` announces them when the carrier is back.
-pub(crate) fn cannot_announce(iface: &Link) -> Option<String> {
+fn cannot_announce(iface: &Link) -> Option<String> {
     let name = &iface.name;
     match (iface.up, iface.carrier) {
         (true, true) => None,

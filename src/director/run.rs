@@ -298,10 +298,7 @@ impl Passes {
         if self.unannounced.is_empty() {
             return;
         }
-        let Some(iface) = links
-            .iter()
-            .find(|l| l.name == desired.interface && super::cannot_announce(l).is_none())
-        else {
+        let Some(iface) = links.iter().find(|l| l.name == desired.interface) else {
             return;
         };
         match super::announce(iface, desired, &self.unannounced).await {
@@ -377,7 +374,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     coalesce_timers();
     let mut desired = load()?;
-    let _run_lock = super::DIRECTOR_RUN.hold(state_dir)?;
+    let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
     let mut health: HashMap<Target, Health> = HashMap::new();
     let mut passes = Passes {
         adopt: options.adopt,
@@ -390,14 +387,8 @@ pub async fn run(
     // As keepalived does on becoming master: announce every VIP at start, since a restarted
     // director's neighbours may hold entries from a failover or an older MAC — except the
     // ones the first pass has just bound and announced.
-    let just_announced: Vec<std::net::IpAddr> = first
-        .addrs
-        .iter()
-        .filter_map(|c| match c {
-            crate::model::Change::AddAddr { ip, .. }
-            | crate::model::Change::ReAddAddr { ip, .. } => Some(*ip),
-            _ => None,
-        })
+    let just_announced: Vec<std::net::IpAddr> = super::newly_bound(&first.addrs)
+        .into_iter()
         .filter(|ip| !first.unannounced.contains(ip))
         .collect();
     passes.unannounced.extend(
@@ -483,7 +474,6 @@ pub async fn run(
                 }
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
-            passes.announce_pending(&desired).await;
             let now = summary(&desired, &health);
             if now != status {
                 notifier.send(&format!("STATUS={now}"));

@@ -72,17 +72,15 @@ pub async fn apply(handle: &Handle, change: &Change) -> Result<(), KernelError> 
         Change::DelAddr {
             ifname, ip, prefix, ..
         } => link::del_addr(handle, ifname, *ip, *prefix).await?,
+        // A new label, or a new address after failed DAD: both remove and add again.
         Change::RelabelAddr {
             ifname,
             ip,
             prefix,
-            to,
+            to: label,
             ..
-        } => {
-            link::del_addr(handle, ifname, *ip, *prefix).await?;
-            link::add_addr(handle, ifname, *ip, *prefix, to.as_deref()).await?
         }
-        Change::ReAddAddr {
+        | Change::ReAddAddr {
             ifname,
             ip,
             prefix,
