@@ -22,7 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc pkg-config)
+# libc6-dev is only a Recommends of gcc: without it nothing links (no crt1.o, no -lc).
+runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc libc6-dev pkg-config)
 test_pkgs=(iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
 
 missing=()

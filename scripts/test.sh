@@ -5,11 +5,11 @@
 # Needs root; the namespace tests skip loudly without it (and fail when CI is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
 if [ "$(id -u)" -eq 0 ]; then
   scripts/setup.sh --test
 fi
+# rustup's cargo, which setup.sh may just have installed (its PATH does not reach this shell).
+export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

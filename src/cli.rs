@@ -301,7 +301,7 @@ pub struct RealServerArgs {
     #[arg(long, value_name = "sysctl|nft")]
     pub arp: Option<String>,
 
-    /// A LAN-facing interface (repeat); default: every up non-loopback interface with IPv4
+    /// A LAN-facing interface (repeat); default: every non-loopback interface with IPv4, up or down
     #[arg(long = "interface", value_name = "IF")]
     pub interfaces: Vec<String>,
 }

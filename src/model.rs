@@ -61,7 +61,8 @@ pub struct RealServerDesired {
     pub vips: Vec<IpAddr>,
     pub device: Device,
     pub arp: ArpMethod,
-    /// LAN-facing interfaces; `None` = every up, ARP-capable, non-loopback interface with IPv4.
+    /// LAN-facing interfaces; `None` = every ARP-capable, non-loopback interface with IPv4
+    /// (up or down).
     pub interfaces: Option<Vec<String>>,
 }
 
@@ -138,6 +139,16 @@ impl Addr {
     /// True for a host address: /32 for IPv4, /128 for IPv6.
     pub fn is_host(&self) -> bool {
         self.prefix == host_prefix(&self.ip)
+    }
+
+    /// True when the address may be its interface's own rather than a VIP bound beside it:
+    /// the first address of a subnet (a prefix shorter than a host's, and for IPv4 not a
+    /// secondary), which carries the subnet's route and whose removal takes the subnet's
+    /// secondary addresses with it. `--adopt` leaves such an address alone: `director down`
+    /// would delete it.
+    pub fn may_be_interface_own(&self) -> bool {
+        let beside_another = self.is_host() || (self.ip.is_ipv4() && self.secondary);
+        !beside_another
     }
 
     /// True when the kernel uses the address: it is not tentative and its DAD did not fail.

@@ -32,8 +32,9 @@ pub const SUPPRESSING: [(SysctlKey, i64); 2] =
 /// The interfaces facing the LAN, as found on the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LanInterfaces {
-    /// Where ARP must be suppressed: the ones named that exist, or else every up,
-    /// ARP-capable, non-loopback interface that carries an IPv4 address of its own.
+    /// Where ARP must be suppressed: the ones named that exist, or else every ARP-capable,
+    /// non-loopback interface that carries an IPv4 address of its own — down ones included,
+    /// so that one brought up answers no ARP for the VIP before the next pass.
     pub present: Vec<String>,
     /// Named in the configuration but not on the node.
     pub missing: Vec<String>,
@@ -52,7 +53,7 @@ pub fn lan_interfaces(desired: &RealServerDesired, observed: &Observed) -> LanIn
         present: observed
             .links
             .iter()
-            .filter(|l| l.up && !l.loopback && !l.noarp && l.name != desired.device.name())
+            .filter(|l| !l.loopback && !l.noarp && l.name != desired.device.name())
             .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
             .map(|l| l.name.clone())
             .collect(),
@@ -91,22 +92,33 @@ fn check_missing_interfaces(
 }
 
 /// A VIP must not already be an address of any interface other than the VIP device: that
-/// would be the node's own address, and it would answer ARP for it.
+/// would be the node's own address, and it would answer ARP for it. rs-agent's own VIP on the
+/// previous VIP device (the config moved it, e.g. from `lo` to a dummy) is not in the way: the
+/// same plan removes it there. An IPv6 VIP already on the VIP device with another prefix is
+/// refused too: the kernel holds one copy of an IPv6 address per device, so adding the /128
+/// would fail half way through the change.
 fn check_vips_not_elsewhere(
     desired: &RealServerDesired,
     observed: &Observed,
+    state: &RealServerState,
 ) -> Result<(), PlanError> {
     let device = desired.device.name();
+    let ours: Vec<&crate::model::Addr> = owned_addrs(observed, state, Some(device)).collect();
     for vip in &desired.vips {
-        if let Some(a) = observed
-            .addrs
-            .iter()
-            .find(|a| &a.ip == vip && a.ifname != device)
-        {
+        let mut on = observed.addrs.iter().filter(|a| &a.ip == vip);
+        if let Some(a) = on.clone().find(|a| a.ifname != device && !ours.contains(a)) {
             return Err(PlanError(format!(
                 "VIP {vip} is already an address of {} on this node; a real server holds the \
                  VIP only on {device} — remove it from {} or correct the VIP",
                 a.ifname, a.ifname
+            )));
+        }
+        if let Some(a) = on.find(|a| a.ifname == device && vip.is_ipv6() && !a.is_host()) {
+            return Err(PlanError(format!(
+                "VIP {vip} is already on {device} as {vip}/{}, and IPv6 allows one prefix per \
+                 address and device; remove it (ip addr del {vip}/{} dev {device}) so that \
+                 rs-agent binds {vip}/128",
+                a.prefix, a.prefix
             )));
         }
     }
@@ -319,7 +331,7 @@ fn address_changes(
     changes.extend(dad_failed_changes(desired, observed, state));
     let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
     changes.extend(
-        owned_addrs(observed, state)
+        owned_addrs(observed, state, Some(device))
             .filter(|a| !wanted(&a.ifname, &a.ip))
             .map(del_addr),
     );
@@ -339,7 +351,7 @@ fn relabel_changes(
     let to = owned_label(device);
     // Without a label of ours the kernel labels the address with the device name.
     let expected = to.clone().unwrap_or_else(|| device.to_string());
-    owned_addrs(observed, state)
+    owned_addrs(observed, state, Some(device))
         .filter(|a| a.ifname == device && a.ip.is_ipv4() && a.is_host())
         .filter(|a| desired.vips.contains(&a.ip))
         .filter(|a| a.label.as_ref().is_some_and(|l| *l != expected))
@@ -362,7 +374,7 @@ fn dad_failed_changes(
     state: &RealServerState,
 ) -> Vec<Change> {
     let device = desired.device.name();
-    owned_addrs(observed, state)
+    owned_addrs(observed, state, Some(device))
         .filter(|a| a.ifname == device && a.is_host() && a.dad == Dad::Failed)
         .filter(|a| desired.vips.contains(&a.ip))
         .map(|a| Change::ReAddAddr {
@@ -374,13 +386,22 @@ fn dad_failed_changes(
         .collect()
 }
 
-/// Addresses that are ours: recorded in the state file or carrying our marker.
+/// Addresses that are ours: recorded in the state file, or carrying our marker on a device a
+/// real server binds VIPs to — `lo`, the configured `device`, the dummy device we made. The
+/// marker alone is not enough elsewhere: director mode marks its VIPs on the LAN interface the
+/// same way, and a node that is both director and real server must not lose them to `up`/`down`.
 fn owned_addrs<'a>(
     observed: &'a Observed,
     state: &'a RealServerState,
+    device: Option<&'a str>,
 ) -> impl Iterator<Item = &'a crate::model::Addr> + 'a {
+    let vip_device = move |ifname: &str| {
+        Some(ifname) == device
+            || state.dummy.as_deref() == Some(ifname)
+            || observed.link(ifname).is_some_and(|l| l.loopback)
+    };
     observed.addrs.iter().filter(move |a| {
-        a.is_ours()
+        (a.is_ours() && vip_device(&a.ifname))
             || state
                 .addrs
                 .iter()
@@ -404,7 +425,7 @@ pub fn plan_up(
     observed: &Observed,
     state: &RealServerState,
 ) -> Result<Plan, PlanError> {
-    check_vips_not_elsewhere(desired, observed)?;
+    check_vips_not_elsewhere(desired, observed, state)?;
     let mut plan = Plan::default();
     let interfaces = lan_interfaces(desired, observed);
     check_missing_interfaces(&interfaces, state, &mut plan.warnings)?;
@@ -441,9 +462,13 @@ pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
     let dummy_gone = |ifname: &str| state.dummy.as_deref() == Some(ifname);
     plan.changes.extend(
-        owned_addrs(observed, state)
-            .filter(|a| !dummy_gone(&a.ifname))
-            .map(del_addr),
+        owned_addrs(
+            observed,
+            state,
+            state.desired.as_ref().map(|d| d.device.name()),
+        )
+        .filter(|a| !dummy_gone(&a.ifname))
+        .map(del_addr),
     );
     if let Some(dummy) = &state.dummy {
         if observed.link(dummy).is_some() {

@@ -54,6 +54,9 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
 }
 
 /// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
+/// The file is readable by all (0644) whatever the umask (the units set 0077): it holds VIPs
+/// and the sysctl values to restore, nothing secret, and `status` run by a monitoring user
+/// reads it.
 pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), StateError> {
     let path = dir.join(name);
     let werr = |source| StateError::Write {
@@ -69,6 +72,8 @@ pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), 
     std::fs::create_dir_all(dir).map_err(werr)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text + "\n").map_err(werr)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(werr)?;
     std::fs::rename(&tmp, &path).map_err(werr)
 }
 

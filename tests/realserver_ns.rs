@@ -715,8 +715,17 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     preflight(&["check", "--vip", VIP]);
     preflight(&["check", "--vip", VIP, "--arp", "nft"]);
     preflight(&["down"]);
-    // status reads addresses and sysctls unprivileged; nft tables need the capability.
-    rs.rs_agent_ok(&["up", "--vip", VIP]);
+    // status reads addresses and sysctls unprivileged; nft tables need the capability. `up`
+    // runs with the units' umask (0077) in a state directory made as systemd makes it (0755):
+    // the state file stays readable for a monitoring user.
+    std::fs::create_dir_all(&rs.state_dir).expect("state dir");
+    let up = format!(
+        "umask 077 && exec env RS_AGENT_LOG=warn RS_AGENT_STATE_DIR={} {} up --vip {VIP}",
+        rs.state_dir.display(),
+        common::RS_AGENT
+    );
+    let out = rs.ns.try_exec(&["sh", "-c", &up]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = rs_agent_unprivileged(&rs, &["status"]);
     assert_eq!(
         out.status.code(),
@@ -1109,4 +1118,51 @@ fn status_is_not_ok_while_the_nft_table_differs() {
 fn assert_only_director_answers_for_vip(site: &Site) {
     let macs = arping_macs(&site.client, VIP, 3);
     assert_eq!(macs, set(&[&site.director.mac]), "ARP for {VIP}");
+}
+
+/// Adds `ip`/32 on `ifname` in `ns` as director mode binds a VIP (IFA_PROTO marker, label
+/// `<if>:rsagent`), through the library: iproute2 6.1 cannot set an address's protocol.
+fn bind_as_director(ns: &str, ifname: &str, ip: &str) {
+    use std::os::fd::AsRawFd;
+    let ns_file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
+    let ifname = ifname.to_string();
+    let ip: std::net::IpAddr = ip.parse().expect("literal");
+    // setns on a thread of its own: only that thread (and its netlink socket) moves.
+    std::thread::spawn(move || {
+        // SAFETY: plain setns(2) on a valid descriptor; it affects only this thread.
+        let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let handle = rs_agent::kernel::link::connect().expect("rtnetlink");
+            let label = rs_agent::model::owned_label(&ifname);
+            rs_agent::kernel::link::add_addr(&handle, &ifname, ip, 32, label.as_deref())
+                .await
+                .expect("add the director's VIP");
+        });
+    })
+    .join()
+    .expect("bind thread");
+}
+
+/// A node that is director for one VIP and real server for another: the director's VIP on
+/// the LAN interface carries the same marker as the real server's, yet the real server's `up`
+/// and `down` (and `run`'s passes, which plan as `up` does) leave it bound.
+#[test]
+fn real_server_up_and_down_leave_a_director_vip_alone() {
+    if !privileged("real_server_up_and_down_leave_a_director_vip_alone") {
+        return;
+    }
+    let (_lan, rs) = lone_real_server("dirvip");
+    bind_as_director(&rs.ns.name, "eth0", "192.0.2.200");
+    let bound = |rs: &Host| stdout(&rs.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]));
+    assert!(bound(&rs).contains("192.0.2.200/32"), "{}", bound(&rs));
+    let up = rs.rs_agent_ok(&["up", "--vip", VIP]);
+    assert!(!up.contains("192.0.2.200"), "{up}");
+    let down = rs.rs_agent_ok(&["down"]);
+    assert!(!down.contains("192.0.2.200"), "{down}");
+    assert!(bound(&rs).contains("192.0.2.200/32"), "{}", bound(&rs));
 }

@@ -66,6 +66,8 @@ pub struct DirectorReport {
     pub announced: u32,
     /// Newly bound VIPs whose announcement failed (`director run` retries them).
     pub unannounced: Vec<std::net::IpAddr>,
+    /// Why their announcement failed (warned about in `warnings`).
+    pub announce_error: Option<String>,
     /// Configured services that existed and were not rs-agent's, taken over with `--adopt`.
     pub adopted: Vec<ServiceKey>,
     /// Configured VIPs that were bound and not rs-agent's, taken over with `--adopt`.
@@ -110,8 +112,17 @@ impl DirectorReport {
 
     pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if self.is_empty() {
-            return writeln!(out, "nothing to do: {}", self.nothing);
+            writeln!(out, "nothing to do: {}", self.nothing)?;
+        } else {
+            self.print_changes(out)?;
         }
+        for w in &self.warnings {
+            writeln!(out, "warning: {w}")?;
+        }
+        Ok(())
+    }
+
+    fn print_changes(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let verb = if self.dry_run { "would" } else { "did" };
         for line in self.adoptions() {
             writeln!(out, "{verb}: {line}")?;
@@ -136,9 +147,6 @@ impl DirectorReport {
                 "did: sent {} gratuitous ARP/NA announcement(s)",
                 self.announced
             )?;
-        }
-        for w in &self.warnings {
-            writeln!(out, "warning: {w}")?;
         }
         Ok(())
     }
@@ -345,15 +353,18 @@ pub async fn reconcile(
     };
     let plan = plan::plan_scoped(desired, &observed.ipvs, &observed.addrs, &state, scope);
     crate::timing("load state and plan", t);
-    let adopted_vips = match options.adopt {
-        true => plan::unowned_vips(desired, &observed.addrs, &state),
-        false => Vec::new(),
+    let (adopted_vips, declined): (Vec<Addr>, Vec<Addr>) = match options.adopt {
+        true => plan::unowned_vips(desired, &observed.addrs, &state)
+            .into_iter()
+            .partition(|a| !a.may_be_interface_own()),
+        false => Default::default(),
     };
     let mut report = DirectorReport {
         dry_run,
         adopted,
         adopted_vips,
         skipped,
+        warnings: declined.iter().map(not_adopted).collect(),
         nothing: "the IPVS table and VIPs already match the configuration",
         ..DirectorReport::default()
     };
@@ -436,6 +447,7 @@ pub async fn reconcile(
                     by_hand(&iface.name, &new_vips)
                 ));
                 report.unannounced = new_vips;
+                report.announce_error = Some(e);
             }
         }
     }
@@ -454,6 +466,18 @@ pub(crate) fn newly_bound(changes: &[Change]) -> Vec<std::net::IpAddr> {
             _ => None,
         })
         .collect()
+}
+
+/// The warning for a configured VIP bound by someone else that `--adopt` leaves alone
+/// because it may be the interface's own address ([`Addr::may_be_interface_own`]).
+fn not_adopted(a: &Addr) -> String {
+    let (ip, prefix, ifname) = (a.ip, a.prefix, &a.ifname);
+    format!(
+        "VIP {ip}/{prefix} on {ifname} not adopted: it is the first address of its subnet and \
+         may be {ifname}'s own address (`director down` would delete it); it stays bound and \
+         not rs-agent's. If it is only the VIP: `ip addr del {ip}/{prefix} dev {ifname}`, then \
+         `rs-agent director up` binds it as rs-agent's"
+    )
 }
 
 /// How to announce an IPv4 VIP by hand, for a warning ("" when all are IPv6).
@@ -658,5 +682,60 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("--adopt") && m.contains("director.json") && !m.contains('\n'));
+    }
+
+    fn addr(ip: &str, prefix: u8, secondary: bool) -> Addr {
+        Addr {
+            ifname: "eth0".into(),
+            ip: ip.parse().expect("literal"),
+            prefix,
+            label: None,
+            proto: 0,
+            secondary,
+            dad: crate::model::Dad::Done,
+        }
+    }
+
+    /// `--adopt` takes a hand-bound VIP only when it cannot be the interface's own address:
+    /// `down` deletes what was adopted, and deleting the first address of a subnet takes the
+    /// subnet's route (and its secondaries) with it.
+    #[test]
+    fn adopt_leaves_alone_what_may_be_the_interfaces_own_address() {
+        let adoptable = |a: &Addr| !a.may_be_interface_own();
+        assert!(adoptable(&addr("192.0.2.100", 32, false)));
+        assert!(adoptable(&addr("192.0.2.100", 24, true)), "a secondary");
+        assert!(adoptable(&addr("2001:db8::100", 128, false)));
+        assert!(
+            !adoptable(&addr("192.0.2.1", 24, false)),
+            "a subnet's first"
+        );
+        assert!(!adoptable(&addr("2001:db8::1", 64, false)));
+        // IFA_F_SECONDARY on IPv6 is IFA_F_TEMPORARY (a privacy address), not a secondary.
+        assert!(!adoptable(&addr("2001:db8::1", 64, true)));
+        let m = not_adopted(&addr("192.0.2.1", 24, false));
+        assert!(
+            m.starts_with("VIP 192.0.2.1/24 on eth0 not adopted")
+                && m.contains("ip addr del 192.0.2.1/24 dev eth0")
+                && !m.contains('\n'),
+            "{m}"
+        );
+    }
+
+    /// A warning is printed even when there is nothing else to say (an `up --adopt` whose
+    /// only news is a VIP it would not adopt).
+    #[test]
+    fn warnings_are_printed_when_nothing_changes() {
+        let report = DirectorReport {
+            warnings: vec!["VIP 192.0.2.1/24 on eth0 not adopted".into()],
+            nothing: "the IPVS table and VIPs already match the configuration",
+            ..DirectorReport::default()
+        };
+        let mut out = Vec::new();
+        report.print(&mut out).expect("print to a Vec");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "nothing to do: the IPVS table and VIPs already match the configuration\n\
+             warning: VIP 192.0.2.1/24 on eth0 not adopted\n"
+        );
     }
 }

@@ -183,7 +183,9 @@ struct Passes {
     /// The services as the last successful pass applied them (health included); `None` after
     /// a failure, so that the next pass covers everything.
     applied: Option<DirectorDesired>,
-    /// Take over configured services someone else made (`--adopt`).
+    /// Take over configured services and VIPs someone else made (`--adopt`): at the first
+    /// pass only, as the operator asked when starting; one that appears later (a reload that
+    /// names it, a colleague's ipvsadm) is left alone with a warning (`skip_unowned`).
     adopt: bool,
     /// A pass has succeeded: later ones leave configured services someone else made alone
     /// (`skip_unowned`) instead of failing; the first one refuses them (exit 2).
@@ -193,6 +195,9 @@ struct Passes {
     /// VIPs bound by a pass whose announcement failed (e.g. the interface was down): each
     /// later pass tries again until it succeeds or the VIP is no longer configured.
     unannounced: Vec<std::net::IpAddr>,
+    /// Why the last announcement attempt failed, to warn once per cause rather than every
+    /// second (no CAP_NET_RAW, interface down); `None` after a success.
+    announce_error: Option<String>,
 }
 
 /// What started a pass, which decides how much of the kernel it reads.
@@ -239,7 +244,7 @@ impl Passes {
         };
         let options = super::UpOptions {
             dry_run: false,
-            adopt: self.adopt,
+            adopt: self.adopt && !self.started,
             skip_unowned: self.started,
         };
         match super::reconcile(k, &effective, state_dir, options, &scope).await {
@@ -256,6 +261,10 @@ impl Passes {
                 self.applied = Some(applied);
                 self.started = true;
                 self.unannounced.extend(&report.unannounced);
+                if report.announce_error.is_some() {
+                    // Warned about with the report's warnings: retries with this cause are not.
+                    self.announce_error.clone_from(&report.announce_error);
+                }
                 Ok(report)
             }
             Err(e) => {
@@ -268,7 +277,7 @@ impl Passes {
 
     /// Announces the pending VIPs (all of them at start; later the ones a pass bound but could
     /// not announce) that are bound on the interface, if it is up with a carrier; they stay
-    /// pending otherwise (said once, when the first attempt failed) and are tried again every
+    /// pending otherwise (a warning once per cause of failure) and are tried again every
     /// second.
     async fn announce_pending(&mut self, desired: &DirectorDesired) {
         let vips = desired.vips();
@@ -309,8 +318,19 @@ impl Passes {
                     "announced VIP(s)"
                 );
                 self.unannounced.clear();
+                self.announce_error = None;
             }
-            Err(e) => tracing::debug!("announcing VIP(s) again failed: {e}"),
+            // Said once per cause: the VIPs are served meanwhile, and it is retried every second.
+            Err(e) if self.announce_error.as_ref() == Some(&e) => {
+                tracing::debug!("announcing VIP(s) failed again: {e}")
+            }
+            Err(e) => {
+                tracing::warn!(
+                    vips = ?self.unannounced,
+                    "announcing VIP(s) failed, retrying every second until it succeeds: {e}"
+                );
+                self.announce_error = Some(e);
+            }
         }
     }
 
@@ -467,7 +487,8 @@ pub async fn run(
                             ipvs_changes = r.ipvs.len(),
                             netlink_writes = r.writes,
                             addr_changes = r.addrs.len(),
-                            adopted = r.adopted.len(),
+                            adopted_services = r.adopted.len(),
+                            adopted_vips = r.adopted_vips.len(),
                             "reconciled"
                         );
                     }

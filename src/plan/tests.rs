@@ -547,7 +547,7 @@ fn input_errors_against_the_node() {
 }
 
 #[test]
-fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
+fn auto_interfaces_skip_loopback_noarp_and_addressless_but_not_down() {
     let mut obs = node();
     let mut down = link(3, "eth1", Some("veth"));
     down.up = false;
@@ -557,7 +557,23 @@ fn auto_interfaces_skip_loopback_down_noarp_and_addressless() {
     obs.links.push(link(5, "dum0", Some("dummy")));
     obs.addrs.push(addr("dum0", "203.0.113.1", 24, 0));
     let lan = lan_interfaces(&sysctl_desired(), &obs);
-    assert_eq!(lan.present, vec!["eth0".to_string()]);
+    assert_eq!(lan.present, vec!["eth0".to_string(), "eth1".to_string()]);
+}
+
+/// An interface taken down keeps the suppression rs-agent set (a pass must not restore it):
+/// brought up again, it would otherwise answer ARP for the VIP until the next pass.
+#[test]
+fn an_interface_taken_down_keeps_its_suppression() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    if let Some(eth0) = obs.links.iter_mut().find(|l| l.name == "eth0") {
+        eth0.up = false;
+    }
+    let again = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
 }
 
 /// Drift after `up`, one case per row: each must plan exactly the repair, and the repaired
@@ -827,4 +843,66 @@ fn dad_failed_vip_is_re_added_only_when_ours() {
             "proto {proto:#x}, {dad:?}: re-added twice"
         );
     }
+}
+
+/// A node that is both director and real server: director mode marks its VIPs on the LAN
+/// interface with the same IFA_PROTO. The real server's `up` and `down` (even without a state
+/// file) leave them alone; on `lo` the marker still identifies the real server's own VIPs.
+#[test]
+fn director_vips_on_the_lan_interface_are_not_the_real_servers() {
+    let mut obs = node();
+    obs.addrs.push(addr("eth0", "192.0.2.200", 32, ADDR_PROTO));
+    obs.addrs.push(addr("lo", "192.0.2.201", 32, ADDR_PROTO));
+    let director_vip = ip("192.0.2.200");
+    let removes = |plan: &Plan, vip: IpAddr| {
+        plan.changes
+            .iter()
+            .any(|c| matches!(c, Change::DelAddr { ip, .. } if *ip == vip))
+    };
+    let state = RealServerState::default();
+    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
+    assert!(!removes(&up, director_vip), "{:?}", up.changes);
+    assert!(removes(&up, ip("192.0.2.201")), "{:?}", up.changes);
+    let down = plan_down(&state, &obs);
+    assert!(!removes(&down, director_vip), "{:?}", down.changes);
+    assert!(removes(&down, ip("192.0.2.201")), "{:?}", down.changes);
+}
+
+/// Moving the VIPs to another device (lo → dummy → lo) is a plan, not a refusal: rs-agent's
+/// own VIP on the old device is removed by the same plan that binds it on the new one.
+#[test]
+fn moving_the_vip_device_moves_the_vips() {
+    let mut obs = node();
+    let mut state = RealServerState::default();
+    let on_lo = sysctl_desired();
+    let on_dummy = desired(&[VIP], ArpMethod::Sysctl, Device::Dummy("lvs0".into()));
+    for (step, d) in [&on_lo, &on_dummy, &on_lo].into_iter().enumerate() {
+        let plan = plan_up(d, &obs, &state).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        simulate(&mut obs, &plan);
+        record(&mut state, &plan);
+        let device = d.device.name();
+        let holders: Vec<&str> = obs
+            .addrs
+            .iter()
+            .filter(|a| a.ip == ip(VIP))
+            .map(|a| a.ifname.as_str())
+            .collect();
+        assert_eq!(holders, [device], "step {step}: {:?}", plan.changes);
+        let again = plan_up(d, &obs, &state).expect("plan");
+        assert!(again.changes.is_empty(), "step {step}: {:?}", again.changes);
+    }
+}
+
+/// An IPv6 VIP someone bound on the VIP device with a subnet prefix: adding the /128 would
+/// fail in the kernel (one prefix per IPv6 address and device), so it is refused up front.
+#[test]
+fn ipv6_vip_on_the_device_with_another_prefix_is_refused() {
+    let mut obs = node();
+    obs.addrs.push(addr("lo", "2001:db8::100", 64, 0));
+    let d = desired(&["2001:db8::100"], ArpMethod::Sysctl, Device::Loopback);
+    let err = plan_up(&d, &obs, &RealServerState::default()).expect_err("refused");
+    assert!(
+        err.0.contains("ip addr del 2001:db8::100/64 dev lo"),
+        "{err}"
+    );
 }

@@ -376,13 +376,17 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
             )
         },
     )?;
-    // A VIP bound by hand is adopted with the services (and removed by `down`).
+    // A VIP bound by hand is adopted with the services (and removed by `down`); one bound as
+    // the first address of a subnet may be the interface's own: left alone, with a warning.
     hand.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+    hand.ip(&["addr", "add", "192.0.2.101/24", "dev", "eth0"])?;
     let out = ctx.agent(hand, &["director", "up", "--config", cfg, "--adopt"])?;
     ensure(
         out.contains("did: adopt service TCP 192.0.2.100:80")
             && out.contains("did: adopt service FWM 7")
             && out.contains("did: adopt VIP 192.0.2.100 on eth0")
+            && !out.contains("adopt VIP 192.0.2.101")
+            && out.contains("warning: VIP 192.0.2.101/24 on eth0 not adopted")
             && !out.contains("service TCP 192.0.2.100:80 scheduler"),
         || format!("up --adopt:\n{out}"),
     )?;
@@ -423,9 +427,10 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
     ctx.agent(hand, &["director", "down"])?;
     table_is(hand, &[], "after down of the adopted services")?;
     let addrs = hand.ip(&["-o", "addr", "show", "dev", "eth0"])?;
-    ensure(!addrs.contains(&format!("{VIP}/32")), || {
-        format!("the adopted VIP survived down: {addrs}")
-    })
+    ensure(
+        !addrs.contains(&format!("{VIP}/32")) && addrs.contains("192.0.2.101/24"),
+        || format!("down: the adopted VIP survived or the one not adopted went: {addrs}"),
+    )
 }
 
 /// `rs-agent args` in `ns` as user nobody (no capabilities), with a state directory of its own.

@@ -94,6 +94,22 @@ fn dummy_device(ctx: &Ctx) -> Result<(), String> {
     ensure(again.contains("nothing to do"), || {
         format!("second `up` was not a no-op: {again}")
     })?;
+    // Moving the VIP to lo and back is a change, not a refusal: the old device's copy goes
+    // (lvs0 with it), and ARP for the VIP stays off the LAN.
+    ctx.agent(&rs.ns, &["up", "--vip", VIP])?;
+    let on_lo = rs.ns.ip(&["-o", "-4", "addr", "show", "to", VIP])?;
+    ensure(
+        on_lo.contains(" lo ") && rs.ns.ip(&["link", "show", "lvs0"]).is_err(),
+        || format!("after moving to lo: {on_lo}"),
+    )?;
+    ctx.agent(&rs.ns, &["up", "--vip", VIP, "--device", "lvs0"])?;
+    dummy_holds_vip(&rs.ns)?;
+    let held = rs.ns.ip(&["-o", "-4", "addr", "show", "to", VIP])?;
+    ensure(!held.contains(" lo "), || format!("VIP left on lo: {held}"))?;
+    let answers = client.arp_answers(Lab::VIP, 2)?;
+    ensure(answers.is_empty(), || {
+        format!("ARP for the VIP answered by {answers:?} after moving devices")
+    })?;
 
     ctx.agent(&rs.ns, &["down"])?;
     ensure(rs.ns.ip(&["link", "show", "lvs0"]).is_err(), || {
