@@ -72,15 +72,24 @@ pub async fn apply(handle: &Handle, change: &Change) -> Result<(), KernelError> 
         Change::DelAddr {
             ifname, ip, prefix, ..
         } => link::del_addr(handle, ifname, *ip, *prefix).await?,
-        // A new label, or a new address after failed DAD: both remove and add again.
+        // A new label, or a new address after failed DAD: both remove and add again. When the
+        // add fails, a relabelled VIP is put back as it was, so that the rollback of the
+        // changes before this one leaves the node as found (a VIP whose DAD failed was not in
+        // use: there is nothing to put back).
         Change::RelabelAddr {
             ifname,
             ip,
             prefix,
-            to: label,
-            ..
+            from,
+            to,
+        } => {
+            link::del_addr(handle, ifname, *ip, *prefix).await?;
+            if let Err(e) = link::add_addr(handle, ifname, *ip, *prefix, to.as_deref()).await {
+                let _ = link::add_addr(handle, ifname, *ip, *prefix, from.as_deref()).await;
+                return Err(e.into());
+            }
         }
-        | Change::ReAddAddr {
+        Change::ReAddAddr {
             ifname,
             ip,
             prefix,
