@@ -270,11 +270,20 @@ fn parse_real_addr(src: &Src, default_port: u16) -> Result<(IpAddr, u16), Config
     unicast(src, ip).map(|ip| (ip, default_port))
 }
 
-/// IPVS forwards only to unicast destinations (the kernel refuses the others with EINVAL).
+/// IPVS forwards only to unicast destinations (the kernel refuses the others with EINVAL,
+/// half way through an apply): not unspecified, multicast or broadcast, not in 0.0.0.0/8 (the
+/// kernel's "this network", which `inet_addr_type` calls broadcast), and for IPv6 neither
+/// IPv4-mapped (::ffff:0:0/96, not IPV6_ADDR_UNICAST) nor link-local (fe80::/10: a real server
+/// on another host is never reachable by one without an interface to scope it).
 fn unicast(src: &Src, ip: IpAddr) -> Result<IpAddr, ConfigError> {
     let bad = ip.is_unspecified()
         || ip.is_multicast()
-        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        || match ip {
+            IpAddr::V4(v4) => v4.is_broadcast() || v4.octets()[0] == 0,
+            IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().is_some() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        };
     if bad {
         return Err(err(
             &src.at,

@@ -28,9 +28,10 @@ struct Svc {
 }
 
 impl Svc {
-    /// The identity `-a` lines refer back to.
-    fn id(&self) -> (Option<(&'static str, String)>, Option<String>) {
-        (self.addr.clone(), self.fwmark.clone())
+    /// The identity `-a` lines refer back to: a fwmark service is one per family (`-f 7` and
+    /// `-f 7 -6` are two services, as in the kernel).
+    fn id(&self) -> (Option<(&'static str, String)>, Option<String>, bool) {
+        (self.addr.clone(), self.fwmark.clone(), self.ipv6)
     }
 }
 
@@ -310,6 +311,21 @@ mod tests {
         let d = crate::director::config::director(&file, &Default::default()).expect("validates");
         assert_eq!(d.services.len(), 3);
         assert_eq!(d.services[0].reals[1].weight, 3);
+    }
+
+    #[test]
+    fn one_fwmark_in_both_families_is_two_services() {
+        let save = "-A -f 7 -s rr\n-a -f 7 -r 198.51.100.2:0 -g -w 1\n\
+                    -A -f 7 -6 -s rr\n-a -f 7 -6 -r [2001:db8::2]:0 -g -w 2\n";
+        let toml = ipvsadm_save_to_toml(save, "eth0").expect("convert");
+        let file = crate::config::ConfigFile::parse(None, toml.clone()).expect("parses");
+        let desired =
+            crate::director::config::director(&file, &Default::default()).expect("validates");
+        assert_eq!(desired.services.len(), 2, "{toml}");
+        assert!(
+            toml.contains("198.51.100.2") && toml.contains("2001:db8::2"),
+            "{toml}"
+        );
     }
 
     #[test]

@@ -365,14 +365,35 @@ impl Passes {
             tracing::info!(op = %op, "applied");
         }
         let writes = k.client.writes() - writes;
-        super::state::DirectorState::save_desired(state_dir, effective)?;
+        // The table now shows `effective` whether or not the save works: a stale `applied`
+        // would make the reverse flip (a recovery) look like no change at all.
         self.applied = Some(effective.clone());
+        super::state::DirectorState::save_desired(state_dir, effective)?;
         Ok(Some(super::DirectorReport {
             ipvs: ops,
             writes,
             ..Default::default()
         }))
     }
+}
+
+/// Counts one check result toward its server's verdict and logs a flip; true when it flipped.
+fn judge(done: &CheckResult, health: &mut HashMap<Target, Health>, generation: u64) -> bool {
+    if let Err(why) = &done.result {
+        tracing::debug!(target_rs = %done.target, why = %why, "check failed");
+    }
+    if !done.count(health, generation) {
+        return false;
+    }
+    match &done.result {
+        Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
+        Err(why) => tracing::warn!(
+            "{} is DOWN after {} failed check(s): {why}",
+            done.target,
+            done.fall
+        ),
+    }
+    true
 }
 
 /// A one-line summary for logs and systemd's STATUS=.
@@ -442,16 +463,17 @@ pub async fn run(
 
     loop {
         let mut pass = None;
+        // The configuration a SIGHUP replaced, until the pass that applies the new one worked.
+        let mut replaced = None;
         tokio::select! {
             Some(done) = rx.recv() => {
-                if let Err(why) = &done.result {
-                    tracing::debug!(target_rs = %done.target, why = %why, "check failed");
+                // Every result already queued counts toward this one pass: when many servers
+                // fail together (a switch dies), one pass takes them all out.
+                let mut flipped = judge(&done, &mut health, generation);
+                while let Ok(more) = rx.try_recv() {
+                    flipped |= judge(&more, &mut health, generation);
                 }
-                if done.count(&mut health, generation) {
-                    match &done.result {
-                        Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
-                        Err(why) => tracing::warn!("{} is DOWN after {} failed check(s): {why}", done.target, done.fall),
-                    }
+                if flipped {
                     pass = Some(Pass::Health);
                 }
             }
@@ -459,11 +481,9 @@ pub async fn run(
                 match load() {
                     Ok(new) => {
                         tracing::info!("SIGHUP: configuration re-read");
-                        checks.abort_all();
-                        let keep: HashSet<Target> = health::targets(&new).into_iter().map(|(t, _)| t).collect();
-                        health.retain(|t, _| keep.contains(t));
-                        desired = new;
+                        replaced = Some(std::mem::replace(&mut desired, new));
                         generation += 1;
+                        checks.abort_all();
                         checks = spawn_checks(generation, &desired, &tx, &slots);
                         pass = Some(Pass::Scoped);
                     }
@@ -479,7 +499,38 @@ pub async fn run(
             _ = int.recv() => break,
         }
         if let Some(pass) = pass {
-            match passes.reconcile(&desired, &health, state_dir, pass).await {
+            let result = passes.reconcile(&desired, &health, state_dir, pass).await;
+            match (&result, replaced) {
+                (Ok(_), Some(_)) => {
+                    let keep: HashSet<Target> = health::targets(&desired)
+                        .into_iter()
+                        .map(|(t, _)| t)
+                        .collect();
+                    health.retain(|t, _| keep.contains(t));
+                }
+                // A config that validates yet the kernel refuses (a scheduler module it lacks,
+                // an address it will not route): rolled back, and kept out like a config with
+                // an error — otherwise every later pass, health flips included, would fail on it.
+                (Err(e), Some(old)) => {
+                    tracing::error!(
+                        "SIGHUP: the kernel refused the new configuration, keeping the running \
+                         one (fix it, then reload again): {e}"
+                    );
+                    desired = old;
+                    generation += 1;
+                    checks.abort_all();
+                    checks = spawn_checks(generation, &desired, &tx, &slots);
+                    if let Err(e) = passes
+                        .reconcile(&desired, &health, state_dir, Pass::Full)
+                        .await
+                    {
+                        tracing::error!("reconcile failed, retrying at the next event: {e}");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match result {
                 Ok(r) => {
                     r.warnings.iter().for_each(|w| tracing::warn!("{w}"));
                     if !r.is_empty() {

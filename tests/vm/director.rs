@@ -879,7 +879,36 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
                 String::from_utf8_lossy(&out.stderr)
             )
         },
-    )
+    )?;
+    // A reload that validates but the kernel refuses (Debian 12's 6.1 kernel has no
+    // ip_vs_twos): rolled back and kept out, so the running configuration goes on being
+    // enforced — the next hand edit is repaired as before, and no half of it stays.
+    let twos = "\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 8443\n\
+                scheduler = \"twos\"\nreals = [\"192.0.2.11:8443\"]\n";
+    write(ctx, "reload.toml", &(more + twos))?;
+    director.signal("HUP")?;
+    std::thread::sleep(Duration::from_secs(2));
+    table_is(&lab.director.ns, &want, "after a reload the kernel refuses")?;
+    lab.director.ns.run(
+        "ipvsadm",
+        &[
+            "-e",
+            "-t",
+            "192.0.2.100:8080",
+            "-r",
+            "192.0.2.11:8080",
+            "-g",
+            "-w",
+            "7",
+        ],
+    )?;
+    eventually(Duration::from_secs(20), || {
+        table_is(
+            &lab.director.ns,
+            &want,
+            "a hand edit after the refused reload",
+        )
+    })
 }
 
 /// The two check types the other checks do not use, end to end: an HTTPS check (against

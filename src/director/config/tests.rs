@@ -227,6 +227,18 @@ fn refuses_what_cannot_work() {
             "d.toml:6:10: 0.0.0.0 is not a unicast address",
         ),
         (
+            svc("reals = [\"0.1.2.3\"]", ""),
+            "d.toml:6:10: 0.1.2.3 is not a unicast address",
+        ),
+        (
+            svc("reals = [\"[fe80::2]:80\"]", ""),
+            "d.toml:6:10: fe80::2 is not a unicast address",
+        ),
+        (
+            svc("reals = [\"[::ffff:198.51.100.2]:80\"]", ""),
+            "d.toml:6:10: ::ffff:198.51.100.2 is not a unicast address",
+        ),
+        (
             svc("", &REAL.replace("198.51.100.2", "198.51.100.2:8080")),
             "d.toml:8:11: port 8080 differs from the service's port 80, which dr and tunnel forwarding cannot change",
         ),
