@@ -12,13 +12,16 @@ use crate::model::{owned_label, Addr, Change, Dad};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-/// Service attributes equal, ignoring the kernel-maintained HASHED flag.
+/// Service attributes equal, ignoring the kernel-maintained HASHED flag. A persistence
+/// engine someone set (`ipvsadm --pe sip`; rs-agent sets none) is a difference too: the edit,
+/// which carries no engine, removes it.
 fn same_service(want: &ServiceDesired, have: &ObservedService) -> bool {
     let (w, h) = (&want.service, &have.service);
     w.scheduler == h.scheduler
         && w.flags.0 == h.flags.0 & !ServiceFlags::HASHED.0
         && w.timeout == h.timeout
         && w.netmask == h.netmask
+        && w.pe_name == h.pe_name
 }
 
 /// Ops that turn `have` into `want` for the services in `want`, and delete the `remove` ones.
@@ -55,7 +58,11 @@ pub fn diff(
                 .find(|o| o.dest.addr == d.addr && o.dest.port == d.port)
             {
                 None => adds.push(IpvsOp::AddDest(key.clone(), d.clone())),
-                Some(o) if &o.dest != d => adds.push(IpvsOp::EditDest(key.clone(), d.clone())),
+                // A GUE or GRE tunnel (set by hand) differs from the IPIP one configured; the
+                // edit, which carries no tunnel type, makes it IPIP.
+                Some(o) if &o.dest != d || o.tun_type != 0 => {
+                    adds.push(IpvsOp::EditDest(key.clone(), d.clone()))
+                }
                 Some(_) => {}
             }
         }
@@ -258,6 +265,7 @@ pub fn dest_ops(old: &DirectorDesired, new: &DirectorDesired) -> Option<Vec<Ipvs
                 .iter()
                 .map(|d| ObservedDestination {
                     dest: d.clone(),
+                    tun_type: 0,
                     active_conns: 0,
                     inactive_conns: 0,
                     persist_conns: 0,

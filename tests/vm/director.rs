@@ -400,6 +400,33 @@ fn adopt_hand_made(ctx: &Ctx, hand: &Netns, cfg: &str, original: &[String]) -> R
     ensure(again.contains("nothing to do"), || {
         format!("up after adopting was not a no-op: {again}")
     })?;
+    // What rs-agent never sets, set by hand on services now its own — a GUE tunnel, the SIP
+    // persistence engine — is drift: `status` is NOT OK and `up` puts the table back.
+    for edit in [
+        "-e -f 7 -r 203.0.113.9:0 -i --tun-type gue --tun-port 6080 -w 2",
+        "-E -u 192.0.2.100:53 -s sh -b sh-fallback,sh-port -p 60 --pe sip",
+    ] {
+        let args: Vec<&str> = edit.split(' ').collect();
+        hand.run("ipvsadm", &args)?;
+        ensure(saved(hand)? != original, || {
+            format!("`ipvsadm {edit}` changed nothing")
+        })?;
+        let out = ctx.agent_output(hand, &["director", "status", "--config", cfg])?;
+        ensure(out.status.code() == Some(1), || {
+            format!(
+                "status after `ipvsadm {edit}`: exit {:?}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
+        ctx.agent(hand, &["director", "up", "--config", cfg])?;
+        ensure(saved(hand)? == original, || {
+            format!(
+                "up after `ipvsadm {edit}`:\n{}",
+                saved(hand).unwrap_or_default().join("\n")
+            )
+        })?;
+    }
     let service = [
         "--interface",
         "eth0",

@@ -60,6 +60,7 @@ fn have(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ObservedService {
             .iter()
             .map(|(a, w)| ObservedDestination {
                 dest: real(a, *w),
+                tun_type: 0,
                 active_conns: 0,
                 inactive_conns: 0,
                 persist_conns: 0,
@@ -546,4 +547,20 @@ fn only_vips_bound_and_usable_on_the_interface_are_announced() {
         ip("192.0.2.102"),
     ];
     assert_eq!(announceable(&pending, "eth0", &addrs), vec![ip(VIP)]);
+}
+
+/// What rs-agent never sets — a persistence engine, a GUE/GRE tunnel type — differs from the
+/// configuration when someone set it by hand: `up` edits it away and `status` is not OK.
+#[test]
+fn a_persistence_engine_or_tunnel_type_set_by_hand_is_drift() {
+    let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
+    let owned = owning(&[key(VIP, 80)], &[VIP]);
+    let mut sip = have(VIP, "rr", &[(RS1, 1)]);
+    sip.service.pe_name = Some("sip".into());
+    let p = plan_up(&d, &[sip], &[vip_addr(VIP)], &owned);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditService(service(VIP, 80, "rr"))]);
+    let mut gue = have(VIP, "rr", &[(RS1, 1)]);
+    gue.destinations[0].tun_type = 1;
+    let p = plan_up(&d, &[gue], &[vip_addr(VIP)], &owned);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 1))]);
 }

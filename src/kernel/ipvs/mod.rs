@@ -270,6 +270,10 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedDestination {
     pub dest: Destination,
+    /// IPVS_DEST_ATTR_TUN_TYPE of a tunnel destination: 0 IPIP (what rs-agent's `tunnel`
+    /// means, and all it makes), 1 GUE, 2 GRE (`ipvsadm --tun-type`).
+    #[serde(default)]
+    pub tun_type: u8,
     pub active_conns: u32,
     pub inactive_conns: u32,
     pub persist_conns: u32,

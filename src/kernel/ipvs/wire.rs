@@ -75,6 +75,7 @@ const DEST_PERSIST_CONNS: u16 = 9;
 const DEST_STATS: u16 = 10;
 const DEST_ADDR_FAMILY: u16 = 11;
 const DEST_STATS64: u16 = 12;
+const DEST_TUN_TYPE: u16 = 13;
 
 // IPVS_INFO_ATTR_*
 const INFO_VERSION: u16 = 1;
@@ -519,6 +520,10 @@ pub fn parse_dest(payload: &[u8], af: AddressFamily) -> Result<ObservedDestinati
             upper_threshold: u32_or0(DEST_U_THRESH)?,
             lower_threshold: u32_or0(DEST_L_THRESH)?,
         },
+        // A u8; absent before Linux 5.3 (IPIP then, the only tunnel there was).
+        tun_type: find(&list, DEST_TUN_TYPE)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0),
         active_conns: u32_or0(DEST_ACTIVE_CONNS)?,
         inactive_conns: u32_or0(DEST_INACT_CONNS)?,
         persist_conns: u32_or0(DEST_PERSIST_CONNS)?,

@@ -177,6 +177,7 @@ fn dest_round_trip_and_stats() {
     let mut extra = Vec::new();
     put(&mut extra, DEST_ACTIVE_CONNS, &5u32.to_ne_bytes());
     nest(&mut extra, DEST_STATS64, |b| put(b, 1, &9u64.to_ne_bytes()));
+    put(&mut extra, DEST_TUN_TYPE, &[1u8]); // GUE
     attrs.extend_from_slice(&extra);
     let len = (attrs.len() - dest_start) as u16;
     attrs[dest_start..dest_start + 2].copy_from_slice(&len.to_ne_bytes());
@@ -186,6 +187,7 @@ fn dest_round_trip_and_stats() {
     assert_eq!(got.dest, d);
     assert_eq!(got.active_conns, 5);
     assert_eq!(got.stats.conns, 9);
+    assert_eq!(got.tun_type, 1);
 }
 
 #[test]
