@@ -320,17 +320,23 @@ fn sched_flags(
         let bit = match f.get_ref().as_str() {
             "sh-fallback" | "mh-fallback" => ServiceFlags::SCHED_SH_FALLBACK,
             "sh-port" | "mh-port" => ServiceFlags::SCHED_SH_PORT,
+            // By number, for any scheduler (the kernel takes them; ipvsadm-save prints them so
+            // for schedulers other than sh and mh).
+            "flag-1" => ServiceFlags::SCHED_SH_FALLBACK,
+            "flag-2" => ServiceFlags::SCHED_SH_PORT,
             "flag-3" => ServiceFlags::SCHED3,
             other => {
                 return Err(file.err_at(
                     f,
                     format!(
-                        "unknown scheduler flag {other:?}; expected sh-fallback, sh-port or flag-3"
+                        "unknown scheduler flag {other:?}; expected sh-fallback, sh-port, \
+                         flag-1, flag-2 or flag-3"
                     ),
                 ))
             }
         };
-        if bit != ServiceFlags::SCHED3 && scheduler != "sh" && scheduler != "mh" {
+        let by_number = f.get_ref().starts_with("flag-");
+        if !by_number && scheduler != "sh" && scheduler != "mh" {
             return Err(file.err_at(
                 f,
                 format!(

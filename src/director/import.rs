@@ -314,6 +314,22 @@ mod tests {
     }
 
     #[test]
+    fn numbered_scheduler_flags_of_any_scheduler_import() {
+        let save = "-A -t 192.0.2.100:80 -s wlc -b flag-1,flag-2\n\
+                    -a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1\n";
+        let toml = ipvsadm_save_to_toml(save, "eth0").expect("convert");
+        let file = crate::config::ConfigFile::parse(None, toml.clone()).expect("parses");
+        let d = crate::director::config::director(&file, &Default::default()).expect("validates");
+        let flags = d.services[0].service.flags.0;
+        use crate::kernel::ipvs::ServiceFlags;
+        assert_eq!(
+            flags,
+            ServiceFlags::SCHED_SH_FALLBACK.0 | ServiceFlags::SCHED_SH_PORT.0,
+            "{toml}"
+        );
+    }
+
+    #[test]
     fn one_fwmark_in_both_families_is_two_services() {
         let save = "-A -f 7 -s rr\n-a -f 7 -r 198.51.100.2:0 -g -w 1\n\
                     -A -f 7 -6 -s rr\n-a -f 7 -6 -r [2001:db8::2]:0 -g -w 2\n";
