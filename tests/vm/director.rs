@@ -872,26 +872,25 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         table_is(&lab.director.ns, &want, "after SIGHUP")
     })?;
     // Drift in the service the reload did not touch: the full pass (every 5 s) repairs it.
-    lab.director.ns.run(
-        "ipvsadm",
-        &[
-            "-e",
-            "-t",
-            "192.0.2.100:8080",
-            "-r",
-            "192.0.2.11:8080",
-            "-g",
-            "-w",
-            "9",
-        ],
-    )?;
-    eventually(Duration::from_secs(20), || {
-        table_is(
-            &lab.director.ns,
-            &want,
-            "after a hand edit of the other service",
-        )
-    })?;
+    let hand_edit_is_repaired = |weight: &str, what: &str| {
+        lab.director.ns.run(
+            "ipvsadm",
+            &[
+                "-e",
+                "-t",
+                "192.0.2.100:8080",
+                "-r",
+                "192.0.2.11:8080",
+                "-g",
+                "-w",
+                weight,
+            ],
+        )?;
+        eventually(Duration::from_secs(20), || {
+            table_is(&lab.director.ns, &want, what)
+        })
+    };
+    hand_edit_is_repaired("9", "after a hand edit of the other service")?;
     let out = download
         .join()
         .map_err(|_| "download thread panicked".to_string())??;
@@ -916,26 +915,7 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
     director.signal("HUP")?;
     std::thread::sleep(Duration::from_secs(2));
     table_is(&lab.director.ns, &want, "after a reload the kernel refuses")?;
-    lab.director.ns.run(
-        "ipvsadm",
-        &[
-            "-e",
-            "-t",
-            "192.0.2.100:8080",
-            "-r",
-            "192.0.2.11:8080",
-            "-g",
-            "-w",
-            "7",
-        ],
-    )?;
-    eventually(Duration::from_secs(20), || {
-        table_is(
-            &lab.director.ns,
-            &want,
-            "a hand edit after the refused reload",
-        )
-    })
+    hand_edit_is_repaired("7", "a hand edit after the refused reload")
 }
 
 /// The two check types the other checks do not use, end to end: an HTTPS check (against
