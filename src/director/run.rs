@@ -98,23 +98,74 @@ async fn check_loop(
     }
 }
 
-fn spawn_checks(
+/// One running check task and what it was started with.
+struct Running {
+    check: HealthCheck,
+    /// The configuration generation it was started under: its results count only while it is
+    /// the task checking its target (a result queued by a task a reload replaced is dropped).
     generation: u64,
-    desired: &DirectorDesired,
-    tx: &mpsc::Sender<CheckResult>,
-    slots: &Arc<Semaphore>,
-) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for (target, check) in health::targets(desired) {
-        set.spawn(check_loop(
-            generation,
-            target,
-            check,
-            tx.clone(),
-            slots.clone(),
-        ));
+    task: tokio::task::AbortHandle,
+}
+
+/// The check tasks, one per target. A reload restarts only the targets whose check changed
+/// (or that are new) and stops the removed ones: an unchanged target keeps its schedule, its
+/// in-flight check and its queued results, so a reload never delays a detection.
+#[derive(Default)]
+struct Checks {
+    set: JoinSet<()>,
+    running: HashMap<Target, Running>,
+}
+
+impl Checks {
+    /// Makes the running tasks match `desired`'s checks; new ones start under `generation`.
+    fn sync(
+        &mut self,
+        generation: u64,
+        desired: &DirectorDesired,
+        tx: &mpsc::Sender<CheckResult>,
+        slots: &Arc<Semaphore>,
+    ) {
+        let want: HashMap<Target, HealthCheck> = health::targets(desired).into_iter().collect();
+        self.running.retain(|target, r| {
+            let keep = want.get(target) == Some(&r.check);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for (target, check) in want {
+            if self.running.contains_key(&target) {
+                continue;
+            }
+            let task = self.set.spawn(check_loop(
+                generation,
+                target.clone(),
+                check.clone(),
+                tx.clone(),
+                slots.clone(),
+            ));
+            self.running.insert(
+                target,
+                Running {
+                    check,
+                    generation,
+                    task,
+                },
+            );
+        }
+        // Reap the aborted tasks, so that reloads do not pile up finished entries.
+        while self.set.try_join_next().is_some() {}
     }
-    set
+
+    /// The generation whose results count for `target`; `None` once it is no longer checked.
+    fn generation_of(&self, target: &Target) -> Option<u64> {
+        self.running.get(target).map(|r| r.generation)
+    }
+
+    fn abort_all(&mut self) {
+        self.set.abort_all();
+        self.running.clear();
+    }
 }
 
 /// Lets the kernel delay this process's timer wakeups by up to 5 ms (PR_SET_TIMERSLACK; the
@@ -156,7 +207,8 @@ pub async fn check_only<T>(
     coalesce_timers();
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
-    let mut checks = spawn_checks(0, desired, &tx, &slots);
+    let mut checks = Checks::default();
+    checks.sync(0, desired, &tx, &slots);
     let mut health: HashMap<Target, Health> = HashMap::new();
     tokio::pin!(until);
     let out = loop {
@@ -377,11 +429,20 @@ impl Passes {
     }
 }
 
-/// Counts one check result toward its server's verdict and logs a flip; true when it flipped.
-fn judge(done: &CheckResult, health: &mut HashMap<Target, Health>, generation: u64) -> bool {
+/// Counts one check result toward its server's verdict (under `generation`, the one of the
+/// task now checking that server; `None`: no longer checked) and logs a flip; true when it
+/// flipped.
+fn judge(
+    done: &CheckResult,
+    health: &mut HashMap<Target, Health>,
+    generation: Option<u64>,
+) -> bool {
     if let Err(why) = &done.result {
         tracing::debug!(target_rs = %done.target, why = %why, "check failed");
     }
+    let Some(generation) = generation else {
+        return false;
+    };
     if !done.count(health, generation) {
         return false;
     }
@@ -454,7 +515,8 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
     let mut generation = 0;
-    let mut checks = spawn_checks(generation, &desired, &tx, &slots);
+    let mut checks = Checks::default();
+    checks.sync(generation, &desired, &tx, &slots);
     let mut drift = tokio::time::interval(options.reconcile_interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await;
@@ -469,9 +531,9 @@ pub async fn run(
             Some(done) = rx.recv() => {
                 // Every result already queued counts toward this one pass: when many servers
                 // fail together (a switch dies), one pass takes them all out.
-                let mut flipped = judge(&done, &mut health, generation);
+                let mut flipped = judge(&done, &mut health, checks.generation_of(&done.target));
                 while let Ok(more) = rx.try_recv() {
-                    flipped |= judge(&more, &mut health, generation);
+                    flipped |= judge(&more, &mut health, checks.generation_of(&more.target));
                 }
                 if flipped {
                     pass = Some(Pass::Health);
@@ -483,8 +545,7 @@ pub async fn run(
                         tracing::info!("SIGHUP: configuration re-read");
                         replaced = Some(std::mem::replace(&mut desired, new));
                         generation += 1;
-                        checks.abort_all();
-                        checks = spawn_checks(generation, &desired, &tx, &slots);
+                        checks.sync(generation, &desired, &tx, &slots);
                         pass = Some(Pass::Scoped);
                     }
                     Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
@@ -518,8 +579,7 @@ pub async fn run(
                     );
                     desired = old;
                     generation += 1;
-                    checks.abort_all();
-                    checks = spawn_checks(generation, &desired, &tx, &slots);
+                    checks.sync(generation, &desired, &tx, &slots);
                     if let Err(e) = passes
                         .reconcile(&desired, &health, state_dir, Pass::Full)
                         .await
@@ -600,5 +660,56 @@ mod tests {
             "fall = 2 failures must flip"
         );
         assert!(health.values().all(|h| !h.up));
+    }
+
+    /// Two services with an hour-long TCP check (the tasks only sleep), port 81's rise as given.
+    fn two_checked_services(rise_81: u32, with_81: bool) -> DirectorDesired {
+        let service = |port: u32, rise: u32| {
+            format!(
+                "[[director.service]]\nvip = \"192.0.2.100\"\nport = {port}\nscheduler = \"rr\"\n\
+                 reals = [\"198.51.100.2\", \"198.51.100.3\"]\n\
+                 [director.service.check]\ntype = \"tcp\"\ninterval_ms = 3600000\nrise = {rise}\n"
+            )
+        };
+        let mut text = "[director]\ninterface = \"eth0\"\n".to_string() + &service(80, 2);
+        if with_81 {
+            text += &service(81, rise_81);
+        }
+        let file = crate::config::ConfigFile::parse(None, text).expect("parses");
+        crate::director::config::director(&file, &Default::default()).expect("validates")
+    }
+
+    /// A reload restarts only the checks that changed: an unchanged target keeps its task
+    /// (and the generation its results count under), a changed one gets a new task, a
+    /// removed one is no longer checked (its queued results are dropped).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reload_restarts_only_the_checks_that_changed() {
+        let slots = Arc::new(Semaphore::new(4));
+        let (tx, _rx) = mpsc::channel::<CheckResult>(16);
+        let mut checks = Checks::default();
+        checks.sync(0, &two_checked_services(2, true), &tx, &slots);
+        assert_eq!(checks.running.len(), 4);
+        let on = |port: u16| Target {
+            service: ServiceKey::Addr {
+                protocol: Protocol::Tcp,
+                addr: [192, 0, 2, 100].into(),
+                port,
+            },
+            addr: [198, 51, 100, 2].into(),
+            port,
+        };
+        checks.sync(1, &two_checked_services(3, true), &tx, &slots);
+        assert_eq!(checks.generation_of(&on(80)), Some(0), "unchanged: kept");
+        assert_eq!(
+            checks.generation_of(&on(81)),
+            Some(1),
+            "rise changed: restarted"
+        );
+        assert_eq!(checks.running.len(), 4);
+        checks.sync(2, &two_checked_services(3, false), &tx, &slots);
+        assert_eq!(checks.generation_of(&on(80)), Some(0));
+        assert_eq!(checks.generation_of(&on(81)), None, "removed: not checked");
+        assert_eq!(checks.running.len(), 2);
+        checks.abort_all();
     }
 }
