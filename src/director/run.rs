@@ -11,7 +11,7 @@ use super::plan::{self, changed_services, Scope};
 use crate::agent::AgentError;
 use crate::notify::{watchdog_tick, Notifier};
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,17 +114,20 @@ struct Running {
 struct Checks {
     set: JoinSet<()>,
     running: HashMap<Target, Running>,
+    /// Bumped by each `sync`: the generation the tasks it starts run under.
+    generation: u64,
 }
 
 impl Checks {
-    /// Makes the running tasks match `desired`'s checks; new ones start under `generation`.
+    /// Makes the running tasks match `desired`'s checks; new ones start under a new generation.
     fn sync(
         &mut self,
-        generation: u64,
         desired: &DirectorDesired,
         tx: &mpsc::Sender<CheckResult>,
         slots: &Arc<Semaphore>,
     ) {
+        self.generation += 1;
+        let generation = self.generation;
         let want: HashMap<Target, HealthCheck> = health::targets(desired).into_iter().collect();
         self.running.retain(|target, r| {
             let keep = want.get(target) == Some(&r.check);
@@ -160,6 +163,10 @@ impl Checks {
     /// The generation whose results count for `target`; `None` once it is no longer checked.
     fn generation_of(&self, target: &Target) -> Option<u64> {
         self.running.get(target).map(|r| r.generation)
+    }
+
+    fn is_checked(&self, target: &Target) -> bool {
+        self.running.contains_key(target)
     }
 
     fn abort_all(&mut self) {
@@ -208,7 +215,7 @@ pub async fn check_only<T>(
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
     let mut checks = Checks::default();
-    checks.sync(0, desired, &tx, &slots);
+    checks.sync(desired, &tx, &slots);
     let mut health: HashMap<Target, Health> = HashMap::new();
     tokio::pin!(until);
     let out = loop {
@@ -216,7 +223,7 @@ pub async fn check_only<T>(
             Some(done) = rx.recv() => {
                 let counter = if done.result.is_ok() { &tally.ok } else { &tally.failed };
                 counter.set(counter.get() + 1);
-                if done.count(&mut health, 0) {
+                if checks.generation_of(&done.target).is_some_and(|g| done.count(&mut health, g)) {
                     tally.flips.set(tally.flips.get() + 1);
                 }
             }
@@ -514,9 +521,8 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
-    let mut generation = 0;
     let mut checks = Checks::default();
-    checks.sync(generation, &desired, &tx, &slots);
+    checks.sync(&desired, &tx, &slots);
     let mut drift = tokio::time::interval(options.reconcile_interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await;
@@ -544,8 +550,7 @@ pub async fn run(
                     Ok(new) => {
                         tracing::info!("SIGHUP: configuration re-read");
                         replaced = Some(std::mem::replace(&mut desired, new));
-                        generation += 1;
-                        checks.sync(generation, &desired, &tx, &slots);
+                        checks.sync(&desired, &tx, &slots);
                         pass = Some(Pass::Scoped);
                     }
                     Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
@@ -562,13 +567,7 @@ pub async fn run(
         if let Some(pass) = pass {
             let result = passes.reconcile(&desired, &health, state_dir, pass).await;
             match (&result, replaced) {
-                (Ok(_), Some(_)) => {
-                    let keep: HashSet<Target> = health::targets(&desired)
-                        .into_iter()
-                        .map(|(t, _)| t)
-                        .collect();
-                    health.retain(|t, _| keep.contains(t));
-                }
+                (Ok(_), Some(_)) => health.retain(|t, _| checks.is_checked(t)),
                 // A config that validates yet the kernel refuses (a scheduler module it lacks,
                 // an address it will not route): rolled back, and kept out like a config with
                 // an error — otherwise every later pass, health flips included, would fail on it.
@@ -578,8 +577,7 @@ pub async fn run(
                          one (fix it, then reload again): {e}"
                     );
                     desired = old;
-                    generation += 1;
-                    checks.sync(generation, &desired, &tx, &slots);
+                    checks.sync(&desired, &tx, &slots);
                     if let Err(e) = passes
                         .reconcile(&desired, &health, state_dir, Pass::Full)
                         .await
@@ -687,7 +685,7 @@ mod tests {
         let slots = Arc::new(Semaphore::new(4));
         let (tx, _rx) = mpsc::channel::<CheckResult>(16);
         let mut checks = Checks::default();
-        checks.sync(0, &two_checked_services(2, true), &tx, &slots);
+        checks.sync(&two_checked_services(2, true), &tx, &slots);
         assert_eq!(checks.running.len(), 4);
         let on = |port: u16| Target {
             service: ServiceKey::Addr {
@@ -698,16 +696,21 @@ mod tests {
             addr: [198, 51, 100, 2].into(),
             port,
         };
-        checks.sync(1, &two_checked_services(3, true), &tx, &slots);
-        assert_eq!(checks.generation_of(&on(80)), Some(0), "unchanged: kept");
+        let first = checks.generation_of(&on(80)).expect("checked");
+        checks.sync(&two_checked_services(3, true), &tx, &slots);
+        assert_eq!(
+            checks.generation_of(&on(80)),
+            Some(first),
+            "unchanged: kept"
+        );
         assert_eq!(
             checks.generation_of(&on(81)),
-            Some(1),
+            Some(first + 1),
             "rise changed: restarted"
         );
         assert_eq!(checks.running.len(), 4);
-        checks.sync(2, &two_checked_services(3, false), &tx, &slots);
-        assert_eq!(checks.generation_of(&on(80)), Some(0));
+        checks.sync(&two_checked_services(3, false), &tx, &slots);
+        assert_eq!(checks.generation_of(&on(80)), Some(first));
         assert_eq!(checks.generation_of(&on(81)), None, "removed: not checked");
         assert_eq!(checks.running.len(), 2);
         checks.abort_all();
