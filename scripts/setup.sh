@@ -50,8 +50,18 @@ need_rust() {
   local v; v=$(rustc --version | awk '{print $2}')
   [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" != "1.85.0" ]
 }
+# rustup-init is fetched from static.rust-lang.org (where sh.rustup.rs's script fetches it
+# from), so a network that resolves only that host works too.
 if need_rust; then
-  [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y -q --profile minimal -c clippy,rustfmt
+  if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "setup.sh: installing a Rust toolchain (rustup, minimal profile)"
+    init=$(mktemp)
+    curl -sSf --proto '=https' --tlsv1.2 -o "$init" \
+      "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
+    chmod +x "$init"
+    "$init" -y -q --profile minimal -c clippy,rustfmt
+    rm -f "$init"
+  fi
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
