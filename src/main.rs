@@ -142,6 +142,7 @@ async fn run_director(
                 dry_run: args.dry_run,
                 adopt: args.adopt,
                 skip_unowned: false,
+                defer_announce: false,
             };
             let report = director::up(&desired, cli_state, options).await?;
             printed_after_change(report.print(&mut out), report.changed())?;

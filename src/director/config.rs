@@ -962,8 +962,8 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
         Some(ms) => Duration::from_millis(int_in(file, ms, 0, 10_000, "garp_interval_ms")? as u64),
         None => Duration::from_millis(200),
     };
-    // Announcing holds up `director run`'s loop (checks, signals, the watchdog) while it
-    // waits between rounds: keep one announcement's span short.
+    // `director up` waits for the whole announcement, and a neighbour that missed the first
+    // rounds should not wait long for the next: keep one announcement's span short.
     let span = garp_interval * garp_count.saturating_sub(1);
     if span > MAX_GARP_SPAN {
         let msg = format!(

@@ -56,6 +56,10 @@ pub struct UpOptions {
     /// the pass. `director run` after its first pass: a reload that names a service someone
     /// else made must not stop every later pass, health changes of all services included.
     pub skip_unowned: bool,
+    /// Leave announcing the VIPs a pass binds to the caller (they come back in
+    /// `DirectorReport::unannounced`): `director run` sends announcements in the background, so
+    /// that their rounds never hold up check results, reloads or the watchdog.
+    pub defer_announce: bool,
 }
 
 /// What a director command did, for the CLI.
@@ -433,11 +437,13 @@ pub async fn reconcile(
         }
     }
     let new_vips = newly_bound(&plan.addrs);
-    if !new_vips.is_empty() && desired.garp_count > 0 {
+    if !new_vips.is_empty() && desired.garp_count > 0 && options.defer_announce {
+        report.unannounced = new_vips;
+    } else if !new_vips.is_empty() && desired.garp_count > 0 {
         // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
         // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
         // a warning, not a reason to undo a working change. `run` retries it.
-        match announce(&iface, desired, &new_vips).await {
+        match announce(&iface, desired.garp_count, desired.garp_interval, &new_vips).await {
             Ok(sent) => report.announced = sent,
             Err(e) => {
                 report.warnings.push(format!(
@@ -493,21 +499,14 @@ fn by_hand(ifname: &str, vips: &[std::net::IpAddr]) -> String {
 /// (nothing sent) when the interface could not deliver it ([`cannot_announce`]).
 pub(crate) async fn announce(
     iface: &Link,
-    desired: &DirectorDesired,
+    count: u32,
+    interval: std::time::Duration,
     vips: &[std::net::IpAddr],
 ) -> Result<u32, String> {
     if let Some(why) = cannot_announce(iface) {
         return Err(why);
     }
-    garp::announce(
-        &iface.name,
-        iface.index,
-        &iface.mac,
-        vips,
-        desired.garp_count,
-        desired.garp_interval,
-    )
-    .await
+    garp::announce(&iface.name, iface.index, &iface.mac, vips, count, interval).await
 }
 
 /// A few service keys for a message, and how many more.

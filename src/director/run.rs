@@ -305,6 +305,7 @@ impl Passes {
             dry_run: false,
             adopt: self.adopt && !self.started,
             skip_unowned: self.started,
+            defer_announce: true,
         };
         match super::reconcile(k, &effective, state_dir, options, &scope).await {
             Ok(report) => {
@@ -334,61 +335,64 @@ impl Passes {
         }
     }
 
-    /// Announces the pending VIPs (all of them at start; later the ones a pass bound but could
-    /// not announce) that are bound on the interface, if it is up with a carrier; they stay
-    /// pending otherwise (a warning once per cause of failure) and are tried again every
-    /// second.
-    async fn announce_pending(&mut self, desired: &DirectorDesired) {
+    /// Starts announcing the pending VIPs (all of them at start; later the ones a pass bound)
+    /// that are bound on the interface, if it is up with a carrier, in a task of its own: its
+    /// rounds (up to 10 s in all) run beside check results, reloads and the watchdog. `None`
+    /// when there is nothing to send now; VIPs that cannot be sent now stay pending and are
+    /// tried again every second.
+    async fn start_announcing(&mut self, desired: &DirectorDesired) -> Option<Announcing> {
         let vips = desired.vips();
         self.unannounced.retain(|v| vips.contains(v));
         self.unannounced.sort_unstable();
         self.unannounced.dedup();
-        let Some(k) = self.kernel.as_ref() else {
-            return;
-        };
+        let k = self.kernel.as_ref()?;
         if self.unannounced.is_empty() || desired.garp_count == 0 {
             self.unannounced.clear();
-            return;
+            return None;
         }
-        let links = match crate::kernel::link::links(&k.handle).await {
-            Ok(links) => links,
-            Err(e) => return tracing::debug!("listing links to announce VIPs: {e}"),
-        };
+        let links = crate::kernel::link::links(&k.handle)
+            .await
+            .map_err(|e| tracing::debug!("listing links to announce VIPs: {e}"))
+            .ok()?;
         // Only what the director serves: a VIP not bound here (someone else's whose DAD
         // failed, or removed meanwhile; a pass that binds it announces it then) is dropped.
-        match crate::kernel::link::addrs(&k.handle, &links).await {
-            Ok(addrs) => {
-                self.unannounced =
-                    plan::announceable(&self.unannounced, &desired.interface, &addrs);
-            }
-            Err(e) => return tracing::debug!("listing addresses to announce VIPs: {e}"),
-        }
+        let addrs = crate::kernel::link::addrs(&k.handle, &links)
+            .await
+            .map_err(|e| tracing::debug!("listing addresses to announce VIPs: {e}"))
+            .ok()?;
+        self.unannounced = plan::announceable(&self.unannounced, &desired.interface, &addrs);
         if self.unannounced.is_empty() {
-            return;
+            return None;
         }
-        let Some(iface) = links.iter().find(|l| l.name == desired.interface) else {
-            return;
-        };
-        match super::announce(iface, desired, &self.unannounced).await {
+        let iface = links.into_iter().find(|l| l.name == desired.interface)?;
+        let vips = std::mem::take(&mut self.unannounced);
+        let (count, interval) = (desired.garp_count, desired.garp_interval);
+        let task = tokio::spawn({
+            let vips = vips.clone();
+            async move { super::announce(&iface, count, interval, &vips).await }
+        });
+        Some(Announcing { vips, task })
+    }
+
+    /// Takes in how an announcement ended: failed VIPs are pending again, warned about once
+    /// per cause (the VIPs are served meanwhile, and it is retried every second).
+    fn announced(&mut self, vips: Vec<std::net::IpAddr>, result: Result<u32, String>) {
+        match result {
             Ok(sent) => {
-                tracing::info!(
-                    vips = ?self.unannounced,
-                    sent,
-                    "announced VIP(s)"
-                );
-                self.unannounced.clear();
+                tracing::info!(vips = ?vips, sent, "announced VIP(s)");
                 self.announce_error = None;
             }
-            // Said once per cause: the VIPs are served meanwhile, and it is retried every second.
-            Err(e) if self.announce_error.as_ref() == Some(&e) => {
-                tracing::debug!("announcing VIP(s) failed again: {e}")
-            }
             Err(e) => {
-                tracing::warn!(
-                    vips = ?self.unannounced,
-                    "announcing VIP(s) failed, retrying every second until it succeeds: {e}"
-                );
-                self.announce_error = Some(e);
+                if self.announce_error.as_ref() == Some(&e) {
+                    tracing::debug!("announcing VIP(s) failed again: {e}");
+                } else {
+                    tracing::warn!(
+                        vips = ?vips,
+                        "announcing VIP(s) failed, retrying every second until it succeeds: {e}"
+                    );
+                    self.announce_error = Some(e);
+                }
+                self.unannounced.extend(vips);
             }
         }
     }
@@ -434,6 +438,27 @@ impl Passes {
             ..Default::default()
         }))
     }
+}
+
+/// An announcement being sent by its own task.
+struct Announcing {
+    vips: Vec<std::net::IpAddr>,
+    task: tokio::task::JoinHandle<Result<u32, String>>,
+}
+
+/// Resolves when the announcement in flight ends (with its VIPs and outcome); never when none
+/// is.
+async fn announcement_end(
+    announcing: &mut Option<Announcing>,
+) -> (Vec<std::net::IpAddr>, Result<u32, String>) {
+    let Some(a) = announcing else {
+        return std::future::pending().await;
+    };
+    let result = match (&mut a.task).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("the announcing task ended: {e}")),
+    };
+    (std::mem::take(&mut a.vips), result)
 }
 
 /// Counts one check result toward its server's verdict (under `generation`, the one of the
@@ -493,20 +518,11 @@ pub async fn run(
         .reconcile(&desired, &health, state_dir, Pass::Full)
         .await?;
     first.warnings.iter().for_each(|w| tracing::warn!("{w}"));
-    // As keepalived does on becoming master: announce every VIP at start, since a restarted
-    // director's neighbours may hold entries from a failover or an older MAC — except the
-    // ones the first pass has just bound and announced.
-    let just_announced: Vec<std::net::IpAddr> = super::newly_bound(&first.addrs)
-        .into_iter()
-        .filter(|ip| !first.unannounced.contains(ip))
-        .collect();
-    passes.unannounced.extend(
-        desired
-            .vips()
-            .into_iter()
-            .filter(|v| !just_announced.contains(v)),
-    );
-    passes.announce_pending(&desired).await;
+    // As keepalived does on becoming master: announce every VIP at start (the ones the first
+    // pass bound included), since a restarted director's neighbours may hold entries from a
+    // failover or an older MAC.
+    passes.unannounced = desired.vips();
+    let mut announcing = passes.start_announcing(&desired).await;
     let notifier = Notifier::from_env();
     let mut status = summary(&desired, &health);
     notifier.send("READY=1");
@@ -557,8 +573,12 @@ pub async fn run(
                 }
             }
             _ = drift.tick() => pass = Some(Pass::Full),
-            _ = announce_retry.tick(), if !passes.unannounced.is_empty() => {
-                passes.announce_pending(&desired).await;
+            (vips, result) = announcement_end(&mut announcing) => {
+                announcing = None;
+                passes.announced(vips, result);
+            }
+            _ = announce_retry.tick(), if !passes.unannounced.is_empty() && announcing.is_none() => {
+                announcing = passes.start_announcing(&desired).await;
             }
             _ = watchdog_tick(&mut watchdog) => notifier.send("WATCHDOG=1"),
             _ = term.recv() => break,
@@ -604,6 +624,10 @@ pub async fn run(
                 }
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
+            // VIPs the pass bound are announced now, not at the next retry tick.
+            if announcing.is_none() && !passes.unannounced.is_empty() {
+                announcing = passes.start_announcing(&desired).await;
+            }
             let now = summary(&desired, &health);
             if now != status {
                 notifier.send(&format!("STATUS={now}"));
@@ -613,6 +637,9 @@ pub async fn run(
     }
     notifier.send("STOPPING=1");
     checks.abort_all();
+    if let Some(a) = announcing {
+        a.task.abort();
+    }
     tracing::info!("stopping; the director stays configured (`rs-agent director down` removes it)");
     Ok(())
 }

@@ -611,9 +611,11 @@ fn health_failover(ctx: &Ctx) -> Result<(), String> {
 /// A VIP bound while the director's interface is down cannot be announced: `up` says so
 /// (exit 0: the table and the VIP stand) and `run` announces it once the link is up — a
 /// client's stale neighbour entry for the VIP then points at the director (the kernel itself
-/// sends no gratuitous ARP on link up, so only rs-agent's retry can fix it).
+/// sends no gratuitous ARP on link up, so only rs-agent's retry can fix it). Then a run that
+/// starts with a 10 s announcement (11 rounds 1 s apart) and a failing real server: the
+/// server is quiesced while the announcement is still being sent.
 fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
-    let lab = Lab::build("dga", ctx)?;
+    let mut lab = Lab::build("dga", ctx)?;
     let cfg = write(ctx, "announce.toml", &lab_config(None, 1))?;
     lab.director.ns.ip(&["link", "set", Node::IFACE, "down"])?;
     let out = ctx.agent_output(&lab.director.ns, &["director", "up", "--config", &cfg])?;
@@ -642,7 +644,38 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
     lab.director.ns.ip(&["link", "set", Node::IFACE, "up"])?;
     eventually(Duration::from_secs(10), || {
         client_knows_director(&lab, "after the director's link came up")
-    })
+    })?;
+    drop(_run);
+    let long = lab_config(Some("type = \"http\"\npath = \"/\""), 1).replace(
+        "garp_count = 1\n",
+        "garp_count = 11\ngarp_interval_ms = 1000\n",
+    );
+    let cfg = write(ctx, "announce-long.toml", &long)?;
+    let _run = director_run_with(ctx, &lab, &cfg, "dga", &["--reconcile-interval", "3600"])?;
+    let stopped = Instant::now();
+    lab.stop_http(0);
+    wait_weight(
+        &lab.director.ns,
+        "192.0.2.11:80",
+        0,
+        Duration::from_secs(20),
+        "after its web server stopped during an announcement",
+    )?;
+    let detected = stopped.elapsed();
+    // fall 2 x interval 1 s plus a pass: well inside the 10 s the announcement lasts, unless
+    // the announcement holds up the check results.
+    ensure(detected < Duration::from_secs(8), || {
+        format!("rs1 quiesced {detected:?} after its web server stopped, while the 10 s start-up announcement ran: the announcement held the check results up")
+    })?;
+    // The announcement goes on meanwhile: its next rounds correct a stale entry again.
+    stale_vip_entry(&lab)?;
+    eventually(Duration::from_secs(4), || {
+        client_knows_director(&lab, "after a flip during the announcement")
+    })?;
+    eprintln!(
+        "director_announce_after_link_up: quiesced {detected:?} after the stop, mid-announcement"
+    );
+    Ok(())
 }
 
 /// A MAC no host has: a client's neighbour entry for the VIP pointing there is stale.
