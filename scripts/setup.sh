@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine for rs-agent: the packages it runs with, a Rust toolchain new
 # enough to build it (Debian's rustc is too old), the release build, and the binary in
-# /usr/local/sbin. With --test it instead installs what the three test tiers need (arping,
-# socat, and for the VM tier qemu, a Debian kernel with IPVS, ipvsadm and virtme-ng) and builds
-# nothing: scripts/test.sh builds what it tests.
+# /usr/local/sbin. With --test it instead installs what the test tiers need (procps, arping,
+# socat, openssl, systemd-analyze; for the VM tier qemu, a Debian kernel with IPVS, ipvsadm,
+# busybox-static and virtme-ng; keepalived for bench/) and builds nothing: scripts/test.sh
+# builds what it tests.
 # Idempotent: run it again any time. Needs root (apt-get, /usr/local/sbin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ fi
 
 # libc6-dev is only a Recommends of gcc: without it nothing links (no crt1.o, no -lc).
 runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc libc6-dev pkg-config)
-test_pkgs=(iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
+test_pkgs=(procps iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
 
 missing=()
 for p in "${runtime_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -41,7 +42,9 @@ fi
 # virtme-ng boots the VM test tier's kernel (pip, not in Debian 12).
 if [ "$want_test" = 1 ] && ! command -v vng >/dev/null 2>&1; then
   echo "setup.sh: installing virtme-ng (pip)"
-  pip install -q virtme-ng 2>/dev/null || pip install -q --break-system-packages virtme-ng
+  # Debian 12's pip refuses the system Python without --break-system-packages (PEP 668); an
+  # older pip does not know the option.
+  pip install -q --break-system-packages virtme-ng 2>/dev/null || pip install -q virtme-ng
 fi
 
 # Rust >= 1.85 (rtnetlink 0.24); Debian 12 ships 1.63, so use rustup when cargo is missing/old.
@@ -55,12 +58,13 @@ need_rust() {
 if need_rust; then
   if [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     echo "setup.sh: installing a Rust toolchain (rustup, minimal profile)"
-    init=$(mktemp)
+    tmpd=$(mktemp -d)
+    trap 'rm -rf "$tmpd"' EXIT
+    init="$tmpd/rustup-init" # rustup-init decides what it is from its own file name
     curl -sSf --proto '=https' --tlsv1.2 -o "$init" \
       "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
     chmod +x "$init"
-    "$init" -y -q --profile minimal -c clippy,rustfmt
-    rm -f "$init"
+    "$init" -y -q --profile minimal --no-modify-path -c clippy,rustfmt
   fi
   export PATH="$HOME/.cargo/bin:$PATH"
 fi

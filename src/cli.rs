@@ -82,7 +82,7 @@ pub enum Command {
     Drain,
     /// Clear the drain flag: the /health endpoint answers 200 again and the director restores the weight
     Undrain,
-    /// The balancer side: VIPs, gratuitous ARP and kernel IPVS services (see `director --help`)
+    /// The balancer side: VIPs, gratuitous ARP and kernel IPVS services
     #[command(subcommand)]
     Director(DirectorCommand),
 }

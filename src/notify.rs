@@ -45,8 +45,15 @@ impl Notifier {
             }
         }
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        (usec > 0).then(|| Duration::from_micros(usec / 2))
+        ping_interval(usec)
     }
+}
+
+/// How often to send WATCHDOG=1 for a watchdog period of `usec` microseconds (0: none): half
+/// the period, as sd_watchdog_enabled(3) advises, and never under 1 ms — a period of a few
+/// microseconds (a typo in `WatchdogSec=`) would otherwise make a zero or busy interval.
+fn ping_interval(usec: u64) -> Option<Duration> {
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
 fn open(path: &str) -> std::io::Result<(UnixDatagram, std::os::unix::net::SocketAddr)> {
@@ -67,5 +74,20 @@ pub async fn watchdog_tick(timer: &mut Option<tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ping_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn the_watchdog_is_pinged_at_half_its_period_and_never_in_a_busy_loop() {
+        assert_eq!(ping_interval(0), None);
+        assert_eq!(ping_interval(30_000_000), Some(Duration::from_secs(15)));
+        // WATCHDOG_USEC=1 would be a zero period, which tokio's interval refuses (a panic).
+        assert_eq!(ping_interval(1), Some(Duration::from_millis(1)));
+        assert_eq!(ping_interval(1_500), Some(Duration::from_millis(1)));
     }
 }
