@@ -489,6 +489,22 @@ fn judge(
     true
 }
 
+/// Judges `first` and every result already queued behind it, so that they count toward one
+/// pass: when many servers fail together (a switch dies), one pass takes them all out. True
+/// when a verdict flipped.
+fn judge_queued(
+    first: &CheckResult,
+    rx: &mut mpsc::Receiver<CheckResult>,
+    health: &mut HashMap<Target, Health>,
+    checks: &Checks,
+) -> bool {
+    let mut flipped = judge(first, health, checks.generation_of(&first.target));
+    while let Ok(more) = rx.try_recv() {
+        flipped |= judge(&more, health, checks.generation_of(&more.target));
+    }
+    flipped
+}
+
 /// A one-line summary for logs and systemd's STATUS=.
 fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> String {
     let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
@@ -551,13 +567,7 @@ pub async fn run(
         let mut replaced = None;
         tokio::select! {
             Some(done) = rx.recv() => {
-                // Every result already queued counts toward this one pass: when many servers
-                // fail together (a switch dies), one pass takes them all out.
-                let mut flipped = judge(&done, &mut health, checks.generation_of(&done.target));
-                while let Ok(more) = rx.try_recv() {
-                    flipped |= judge(&more, &mut health, checks.generation_of(&more.target));
-                }
-                if flipped {
+                if judge_queued(&done, &mut rx, &mut health, &checks) {
                     pass = Some(Pass::Health);
                 }
             }
@@ -740,6 +750,36 @@ mod tests {
         assert_eq!(checks.generation_of(&on(80)), Some(first));
         assert_eq!(checks.generation_of(&on(81)), None, "removed: not checked");
         assert_eq!(checks.running.len(), 2);
+        checks.abort_all();
+    }
+
+    /// Four servers fail together (fall = 2, both failures of each already queued): the
+    /// results are judged at once, so one health pass takes all four out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn results_queued_together_count_toward_one_pass() {
+        let slots = Arc::new(Semaphore::new(4));
+        let (tx, mut rx) = mpsc::channel::<CheckResult>(16);
+        let desired = two_checked_services(2, true);
+        let mut checks = Checks::default();
+        checks.sync(&desired, &tx, &slots);
+        let targets: Vec<Target> = checks.running.keys().cloned().collect();
+        assert_eq!(targets.len(), 4);
+        for target in targets.iter().chain(&targets) {
+            let generation = checks.generation_of(target).expect("checked");
+            let result = CheckResult {
+                target: target.clone(),
+                ..failed(generation, 2)
+            };
+            tx.try_send(result).expect("room in the channel");
+        }
+        let mut health = HashMap::new();
+        let first = rx.recv().await.expect("queued");
+        assert!(judge_queued(&first, &mut rx, &mut health, &checks));
+        assert!(rx.try_recv().is_err(), "results left for another pass");
+        let down = targets
+            .iter()
+            .filter(|t| health.get(*t).is_some_and(|h| !h.up));
+        assert_eq!(down.count(), 4, "{health:?}");
         checks.abort_all();
     }
 }
