@@ -371,7 +371,11 @@ impl Passes {
             let vips = vips.clone();
             async move { super::announce(&iface, count, interval, &vips).await }
         });
-        Some(Announcing { vips, task })
+        Some(Announcing {
+            vips,
+            interface: desired.interface.clone(),
+            task,
+        })
     }
 
     /// Takes in how an announcement ended: failed VIPs are pending again, warned about once
@@ -443,7 +447,21 @@ impl Passes {
 /// An announcement being sent by its own task.
 struct Announcing {
     vips: Vec<std::net::IpAddr>,
+    interface: String,
     task: tokio::task::JoinHandle<Result<u32, String>>,
+}
+
+impl Announcing {
+    /// Whether this announcement must stop after a pass: it claims a VIP that is no longer
+    /// configured (its later rounds would pull traffic from the node that now holds it) or is
+    /// sent on an interface the director no longer uses, or the pass bound VIPs that are to
+    /// be announced at once (`pending`; the new announcement takes this one's VIPs along).
+    fn superseded(&self, desired: &DirectorDesired, pending: &[std::net::IpAddr]) -> bool {
+        let vips = desired.vips();
+        !pending.is_empty()
+            || self.interface != desired.interface
+            || self.vips.iter().any(|v| !vips.contains(v))
+    }
 }
 
 /// Resolves when the announcement in flight ends (with its VIPs and outcome); never when none
@@ -634,7 +652,12 @@ pub async fn run(
                 }
                 Err(e) => tracing::error!("reconcile failed, retrying at the next event: {e}"),
             }
-            // VIPs the pass bound are announced now, not at the next retry tick.
+            // VIPs the pass bound are announced now, not at the next retry tick or after the
+            // announcement in flight; one for a VIP no longer configured stops.
+            if let Some(a) = announcing.take_if(|a| a.superseded(&desired, &passes.unannounced)) {
+                a.task.abort();
+                passes.unannounced.extend(a.vips);
+            }
             if announcing.is_none() && !passes.unannounced.is_empty() {
                 announcing = passes.start_announcing(&desired).await;
             }
@@ -751,6 +774,24 @@ mod tests {
         assert_eq!(checks.generation_of(&on(81)), None, "removed: not checked");
         assert_eq!(checks.running.len(), 2);
         checks.abort_all();
+    }
+
+    /// An announcement in flight stops when a pass bound VIPs to announce (it is restarted
+    /// with them), when it claims a VIP no longer configured, or when the interface changed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_announcement_stops_when_its_vips_or_interface_change() {
+        let desired = two_checked_services(2, false);
+        let vip: std::net::IpAddr = [192, 0, 2, 100].into();
+        let other: std::net::IpAddr = [192, 0, 2, 101].into();
+        let announcing = |vips: Vec<std::net::IpAddr>, interface: &str| Announcing {
+            vips,
+            interface: interface.to_string(),
+            task: tokio::spawn(async { Ok(0) }),
+        };
+        assert!(!announcing(vec![vip], "eth0").superseded(&desired, &[]));
+        assert!(announcing(vec![vip], "eth0").superseded(&desired, &[other]));
+        assert!(announcing(vec![vip, other], "eth0").superseded(&desired, &[]));
+        assert!(announcing(vec![vip], "eth1").superseded(&desired, &[]));
     }
 
     /// Four servers fail together (fall = 2, both failures of each already queued): the

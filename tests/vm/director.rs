@@ -101,7 +101,7 @@ fn lvs_dr_lab(ctx: &Ctx) -> Result<(), String> {
     ctx.agent(&lab.rs1.ns, &["up", "--vip", VIP, "--arp", "sysctl"])?;
     ctx.agent(&lab.rs2.ns, &["up", "--vip", VIP, "--arp", "nft"])?;
     // A stale entry for the VIP pointing nowhere: gratuitous ARP must override it.
-    stale_vip_entry(&lab)?;
+    stale_entry(&lab, VIP)?;
     let args = [
         "director",
         "up",
@@ -122,7 +122,7 @@ fn lvs_dr_lab(ctx: &Ctx) -> Result<(), String> {
     ensure(out.contains("gratuitous ARP"), || {
         format!("no announcement reported: {out}")
     })?;
-    client_knows_director(&lab, "after gratuitous ARP")?;
+    client_knows_director(&lab, VIP, "after gratuitous ARP")?;
     table_is(
         &lab.director.ns,
         &[
@@ -634,7 +634,7 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
         || "up on a down interface did not leave the table configured".to_string(),
     )?;
     ctx.agent(&lab.director.ns, &["director", "down"])?;
-    stale_vip_entry(&lab)?;
+    stale_entry(&lab, VIP)?;
     let _run = director_run_with(ctx, &lab, &cfg, "dga", &["--reconcile-interval", "1"])?;
     std::thread::sleep(Duration::from_millis(1500));
     let before = lab.client.ns.ip(&["neigh", "show", VIP])?;
@@ -643,7 +643,7 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
     })?;
     lab.director.ns.ip(&["link", "set", Node::IFACE, "up"])?;
     eventually(Duration::from_secs(10), || {
-        client_knows_director(&lab, "after the director's link came up")
+        client_knows_director(&lab, VIP, "after the director's link came up")
     })?;
     drop(_run);
     let long = lab_config(Some("type = \"http\"\npath = \"/\""), 1).replace(
@@ -668,26 +668,63 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
         format!("rs1 quiesced {detected:?} after its web server stopped, while the 10 s start-up announcement ran: the announcement held the check results up")
     })?;
     // The announcement goes on meanwhile: its next rounds correct a stale entry again.
-    stale_vip_entry(&lab)?;
+    stale_entry(&lab, VIP)?;
     eventually(Duration::from_secs(4), || {
-        client_knows_director(&lab, "after a flip during the announcement")
+        client_knows_director(&lab, VIP, "after a flip during the announcement")
     })?;
+    drop(_run);
+    dropped_vip_is_no_longer_announced(ctx, &lab, &long)?;
     eprintln!(
         "director_announce_after_link_up: quiesced {detected:?} after the stop, mid-announcement"
     );
     Ok(())
 }
 
+/// A reload that drops one of two VIPs during the 10 s start-up announcement: the dropped one
+/// is no longer announced (its later rounds would pull the traffic back from whichever node
+/// took it over).
+fn dropped_vip_is_no_longer_announced(ctx: &Ctx, lab: &Lab, long: &str) -> Result<(), String> {
+    const NEW_VIP: &str = "192.0.2.101";
+    stale_entry(lab, VIP)?;
+    stale_entry(lab, NEW_VIP)?;
+    let second = format!(
+        "\n[[director.service]]\nvip = \"{NEW_VIP}\"\nport = 80\nscheduler = \"rr\"\n\n\
+         [[director.service.real]]\naddress = \"192.0.2.12\"\n"
+    );
+    let cfg = write(ctx, "announce-move.toml", &format!("{long}{second}"))?;
+    let run = director_run_with(ctx, lab, &cfg, "dga", &["--reconcile-interval", "3600"])?;
+    eventually(Duration::from_secs(5), || {
+        client_knows_director(lab, VIP, "from the start-up announcement")?;
+        client_knows_director(lab, NEW_VIP, "from the start-up announcement")
+    })?;
+    // Only the second VIP's service (the first one's settings): nothing new to announce.
+    write(ctx, "announce-move.toml", &long.replace(VIP, NEW_VIP))?;
+    run.signal("HUP")?;
+    eventually(Duration::from_secs(5), || {
+        let addrs = lab.director.ns.ip(&["addr", "show", Node::IFACE])?;
+        ensure(!addrs.contains(&format!("{VIP}/")), || {
+            format!("{VIP} still bound after the reload dropped it: {addrs}")
+        })
+    })?;
+    stale_entry(lab, VIP)?;
+    // Two of the announcement's 1 s rounds.
+    std::thread::sleep(Duration::from_millis(2500));
+    let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
+    ensure(neigh.contains(BOGUS_MAC), || {
+        format!("{VIP} was announced after a reload removed it: client's entry {neigh:?}")
+    })
+}
+
 /// A MAC no host has: a client's neighbour entry for the VIP pointing there is stale.
 const BOGUS_MAC: &str = "02:00:00:00:00:99";
 
-/// Gives the lab's client a stale neighbour entry for the VIP (pointing at [`BOGUS_MAC`]),
-/// which only an announcement from the director corrects.
-fn stale_vip_entry(lab: &Lab) -> Result<(), String> {
+/// Gives the lab's client a stale neighbour entry for `ip` (pointing at [`BOGUS_MAC`]), which
+/// only an announcement from the director corrects.
+fn stale_entry(lab: &Lab, ip: &str) -> Result<(), String> {
     let args = [
         "neigh",
         "replace",
-        VIP,
+        ip,
         "lladdr",
         BOGUS_MAC,
         "dev",
@@ -698,12 +735,12 @@ fn stale_vip_entry(lab: &Lab) -> Result<(), String> {
     lab.client.ns.ip(&args).map(drop)
 }
 
-/// The client's neighbour entry for the VIP names the director's MAC.
-fn client_knows_director(lab: &Lab, when: &str) -> Result<(), String> {
-    let neigh = lab.client.ns.ip(&["neigh", "show", VIP])?;
+/// The client's neighbour entry for `ip` names the director's MAC.
+fn client_knows_director(lab: &Lab, ip: &str, when: &str) -> Result<(), String> {
+    let neigh = lab.client.ns.ip(&["neigh", "show", ip])?;
     ensure(neigh.contains(&lab.director.mac), || {
         format!(
-            "client's entry for the VIP {when}: {neigh:?}, want {}",
+            "client's entry for {ip} {when}: {neigh:?}, want {}",
             lab.director.mac
         )
     })
