@@ -3,7 +3,7 @@
 # enough to build it (Debian's rustc is too old), the release build, and the binary in
 # /usr/local/sbin. With --test it instead installs what the test tiers need (procps, arping,
 # socat, openssl, systemd-analyze; for the VM tier qemu, a Debian kernel with IPVS, ipvsadm,
-# busybox-static and virtme-ng; keepalived for bench/) and builds nothing: scripts/test.sh
+# busybox-static, file and virtme-ng; keepalived for bench/) and builds nothing: scripts/test.sh
 # builds what it tests.
 # Idempotent: run it again any time. Needs root (apt-get, /usr/local/sbin).
 set -euo pipefail
@@ -25,7 +25,7 @@ fi
 
 # libc6-dev is only a Recommends of gcc: without it nothing links (no crt1.o, no -lc).
 runtime_pkgs=(nftables iproute2 kmod ca-certificates curl gcc libc6-dev pkg-config)
-test_pkgs=(procps iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
+test_pkgs=(procps file iputils-arping socat openssl python3 python3-pip qemu-system-x86 linux-image-amd64 ipvsadm busybox-static keepalived systemd)
 
 missing=()
 for p in "${runtime_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

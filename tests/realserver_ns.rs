@@ -679,6 +679,7 @@ fn check_rejects_every_setting_run_rejects() {
 /// rs-agent in `rs`'s namespace as nobody, without any capability.
 fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
     let state = format!("RS_AGENT_STATE_DIR={}", rs.state_dir.display());
+    let bin = rs.world_runnable_rs_agent();
     let mut full = vec![
         "setpriv",
         "--reuid=65534",
@@ -688,7 +689,7 @@ fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
         "env",
         "RS_AGENT_LOG=warn",
         &state,
-        common::RS_AGENT,
+        &bin,
     ];
     full.extend_from_slice(args);
     rs.ns.try_exec(&full)

@@ -138,7 +138,8 @@ fn orphaned(name: &str) -> bool {
 }
 
 /// Deletes the namespaces of test processes that no longer exist, and their state
-/// directories and logs in the temporary directory (`rsa-...-<pid>-<n>`, `...-run.log`).
+/// directories, logs and binary copies in the temporary directory (`rsa-...-<pid>-<n>`,
+/// `...-run.log`, `...-bin`).
 /// Drop guards clean up after a panic, but not after a process that was killed (a CI job
 /// cancelled, a timeout): the first namespace a test process creates sweeps what such
 /// processes left behind.
@@ -154,7 +155,10 @@ fn sweep_dead_owners() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if orphaned(name.strip_suffix("-run.log").unwrap_or(&name)) {
+        let owner = name
+            .strip_suffix("-run.log")
+            .or_else(|| name.strip_suffix("-bin"));
+        if orphaned(owner.unwrap_or(&name)) {
             let path = entry.path();
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
@@ -342,6 +346,35 @@ impl Host {
         stdout(&out)
     }
 
+    /// rs-agent copied where any user can run it (`<state dir>-bin/rs-agent`, mode 0755), for
+    /// tests that run it as nobody: the checkout may sit under a 0700 directory (/root, or a
+    /// home adduser made on Debian 12) that nobody cannot traverse. Removed with the host.
+    pub fn world_runnable_rs_agent(&self) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.bin_dir();
+        let bin = dir.join("rs-agent");
+        if !bin.exists() {
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            let copy = dir.join("rs-agent.partial");
+            std::fs::copy(RS_AGENT, &copy)
+                .unwrap_or_else(|e| panic!("copying {RS_AGENT} to {}: {e}", copy.display()));
+            for path in [&dir, &copy] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                    .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", path.display()));
+            }
+            std::fs::rename(&copy, &bin)
+                .unwrap_or_else(|e| panic!("renaming {}: {e}", copy.display()));
+        }
+        bin.to_string_lossy().into_owned()
+    }
+
+    fn bin_dir(&self) -> PathBuf {
+        let mut name = self.state_dir.as_os_str().to_owned();
+        name.push("-bin");
+        PathBuf::from(name)
+    }
+
     pub fn exec(&self, args: &[&str]) -> Output {
         self.ns.exec(args)
     }
@@ -354,6 +387,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state_dir);
+        let _ = std::fs::remove_dir_all(self.bin_dir());
     }
 }
 

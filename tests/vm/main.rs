@@ -99,6 +99,10 @@ fn host_main(filters: &[String]) -> ExitCode {
     if find_in_path("qemu-system-x86_64").is_none() {
         return skip("qemu-system-x86_64 not in PATH; apt install qemu-system-x86");
     }
+    // virtme-ng reads the kernel image with file(1); without it the guest runs nothing.
+    if find_in_path("file").is_none() {
+        return skip("`file` not in PATH (virtme-ng needs it); apt install file");
+    }
     let kernel = match find_kernel() {
         Ok(k) => k,
         Err(why) => return skip(&why),
