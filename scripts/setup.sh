@@ -43,8 +43,8 @@ fi
 if [ "$want_test" = 1 ] && ! command -v vng >/dev/null 2>&1; then
   echo "setup.sh: installing virtme-ng (pip)"
   # Debian 12's pip refuses the system Python without --break-system-packages (PEP 668); an
-  # older pip does not know the option.
-  pip install -q --break-system-packages virtme-ng 2>/dev/null || pip install -q virtme-ng
+  # older pip does not know the option. Pinned: the version the VM tier was last verified with.
+  pip install -q --break-system-packages virtme-ng==1.42 2>/dev/null || pip install -q virtme-ng==1.42
 fi
 
 # Rust >= 1.85 (rtnetlink 0.24); Debian 12 ships 1.63, so use rustup when cargo is missing/old.
