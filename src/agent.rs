@@ -58,6 +58,23 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What to say when there is nothing to do.
     pub nothing: &'static str,
+    /// [`Apply::KeepProgress`] only: the changes the kernel refused, each with its error. The
+    /// ones in `applied` were made and kept; the plan's later phases wait for the next pass.
+    pub failed: Vec<String>,
+}
+
+/// How a pass applies its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// `up` and `run`'s first pass: all or nothing — a failure rolls back what the pass did,
+    /// leaving the node as found.
+    AllOrNothing,
+    /// `run`'s repairs: phase by phase ([`Change::phase`]); every change of a phase is tried,
+    /// and a failure stops the pass before the next phase. What was made is kept: the node
+    /// as found was drifted, and the phase order (suppression before VIPs, VIPs removed
+    /// before suppression) makes every such prefix safe — a repair that fails on one VIP
+    /// neither undoes the ARP suppression it restored nor holds back the other VIPs.
+    KeepProgress,
 }
 
 impl Report {
@@ -147,7 +164,7 @@ pub async fn up(
             Some(lock)
         }
     };
-    reconcile_locked(&handle, desired, state_dir, dry_run).await
+    reconcile_locked(&handle, desired, state_dir, dry_run, Apply::AllOrNothing).await
 }
 
 /// One pass of the pipeline, observe → plan_up → apply: `up` runs it once, `run` on every
@@ -156,14 +173,11 @@ async fn reconcile(
     handle: &Handle,
     desired: &RealServerDesired,
     state_dir: &Path,
-    dry_run: bool,
+    how: Apply,
 ) -> Result<Report, AgentError> {
-    // One pass at a time per state directory, from load to save (a dry run changes nothing).
-    let _lock = match dry_run {
-        true => None,
-        false => Some(lock_passes(state_dir).await?),
-    };
-    reconcile_locked(handle, desired, state_dir, dry_run).await
+    // One pass at a time per state directory, from load to save.
+    let _lock = lock_passes(state_dir).await?;
+    reconcile_locked(handle, desired, state_dir, false, how).await
 }
 
 /// [`reconcile`] under the pass lock the caller holds (none needed for a dry run).
@@ -172,6 +186,7 @@ async fn reconcile_locked(
     desired: &RealServerDesired,
     state_dir: &Path,
     dry_run: bool,
+    how: Apply,
 ) -> Result<Report, AgentError> {
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
@@ -201,6 +216,21 @@ async fn reconcile_locked(
         return Ok(report);
     }
     journal.save(state_dir)?;
+    if how == Apply::KeepProgress {
+        let (applied, failed) = apply_phases(handle, &plan.changes).await;
+        // Ownership of what was made; the journal saved above (which also claims what was
+        // not made) stands if this save fails.
+        let mut kept = state;
+        kept.desired = Some(desired.clone());
+        for c in &applied {
+            kept.record(c);
+            kept.forget(c);
+        }
+        kept.save(state_dir)?;
+        report.applied = applied;
+        report.failed = failed;
+        return Ok(report);
+    }
     if let Err(error) = apply_all(handle, &plan.changes, &mut journal).await {
         let (complete, rollback) = rollback(handle, &plan.changes, error.applied).await;
         // Only a complete rollback gives the old ownership back; after an incomplete one the
@@ -237,6 +267,29 @@ async fn apply_all(
         journal.forget(change);
     }
     Ok(())
+}
+
+/// [`Apply::KeepProgress`]: applies `changes` (sorted by phase) phase by phase, trying every
+/// change of a phase and stopping before the next phase after a failure; the changes made,
+/// and each failed one with its error.
+async fn apply_phases(handle: &Handle, changes: &[Change]) -> (Vec<Change>, Vec<String>) {
+    let mut applied = Vec::new();
+    let mut failed = Vec::new();
+    let mut phase = None;
+    for change in changes {
+        if !failed.is_empty() && phase != Some(change.phase()) {
+            break;
+        }
+        phase = Some(change.phase());
+        match kernel::apply(handle, change).await {
+            Ok(()) => {
+                tracing::info!(change = %change, "applied");
+                applied.push(change.clone());
+            }
+            Err(e) => failed.push(format!("{change}: {e}")),
+        }
+    }
+    (applied, failed)
 }
 
 /// Undoes the first `applied` changes in reverse order; whether that fully worked, and what

@@ -97,8 +97,11 @@ is put back by the same observe → plan → apply pass that `up` runs, and logg
 When a pass runs:
   - on rtnetlink link and address events (debounced by 2 ms; a lost event means a full resync);
   - every --interval (default 2s, config `check_interval_ms`): sysctls and nft send no events;
-  - on SIGHUP, after re-reading the config file: only the difference is applied.
-A failed pass is logged and retried with backoff (200 ms doubling to 30 s); the agent keeps running.
+  - on SIGHUP, after re-reading the config file: only the difference is applied; a reload the
+    kernel refuses (e.g. an IPv6 VIP with IPv6 disabled) is undone, the running config kept.
+A repair keeps what it made when a later step fails (suppression is never undone because one
+VIP cannot be bound); a failed pass is logged and retried with backoff (200 ms doubling to 30 s);
+the agent keeps running.
 
 Stopping: SIGTERM or SIGINT exits 0 and leaves the node configured, so that stopping the agent
 never drops traffic. `rs-agent down` is the only way to unconfigure.

@@ -136,15 +136,27 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     })
 }
 
-/// Serves until the task is dropped; each connection bounded by a timeout.
+/// Connections served at once; one more is closed at once. A director checks once per
+/// interval, so a handful is plenty; the bound keeps idle clients from taking every file
+/// descriptor (the agent's own passes need some: the lock, nft, /proc/sys).
+const MAX_CONNECTIONS: usize = 32;
+
+/// Serves until the task is dropped; each connection bounded by a timeout, at most
+/// [`MAX_CONNECTIONS`] at once.
 pub async fn serve(listener: TcpListener, state_dir: PathBuf) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "health endpoint: {MAX_CONNECTIONS} connections open; closing");
+            continue;
+        };
         let dir = state_dir.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(REQUEST_TIMEOUT, serve_one(stream, &dir)).await {
                 Ok(Err(e)) => tracing::debug!(%peer, "health endpoint: {e}"),
                 Err(_) => tracing::debug!(%peer, "health endpoint: request timed out"),

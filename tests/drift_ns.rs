@@ -348,6 +348,9 @@ fn run_keeps_repairing_when_a_listed_interface_disappears() {
         agent.log()
     );
     agent.assert_alive();
+    let log = agent.log();
+    let warned = log.matches("\"eth1\" is listed in the configuration but no longer exists");
+    assert_eq!(warned.count(), 1, "want one warning naming eth1:\n{log}");
     assert_only_director_answers(&site, VIP, "after eth1 disappeared");
     let status = rs.rs_agent(&["status"]);
     let text = stdout(&status);
@@ -355,6 +358,108 @@ fn run_keeps_repairing_when_a_listed_interface_disappears() {
     assert!(
         text.contains("\"eth1\"") && text.contains("NOT OK"),
         "{text}"
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+    rs.rs_agent_ok(&["down"]);
+}
+
+/// The kernel refuses part of the configuration (IPv6 disabled on `lo`, so the IPv6 VIP
+/// cannot be bound): a reload that asks for it is undone, the running configuration kept and
+/// no pass fails after it; and a repair that fails on that VIP keeps the ARP suppression it
+/// restored in the same pass — the IPv4 VIP is never left answering ARP.
+#[test]
+fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
+    if !privileged("a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair") {
+        return;
+    }
+    const VIP6: &str = "2001:db8::100";
+    let site = site("refused", 1);
+    let rs = &site.servers[0];
+    let config = rs.state_dir.join("rs-agent.toml");
+    let write = |vips: &[&str]| {
+        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+        let toml = format!(
+            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 200\n",
+            list.join(", ")
+        );
+        std::fs::write(&config, toml).expect("writing the config file");
+    };
+    let v6_bound = || stdout(&rs.exec(&["ip", "-6", "addr", "show", "dev", "lo"])).contains(VIP6);
+    let hup = |agent: &Agent| common::run(&["kill", "-HUP", &agent.run.child.id().to_string()]);
+    write(&[VIP]);
+    let path = config.to_string_lossy().into_owned();
+    let mut agent = Agent::start(rs, &["--config", &path]);
+
+    // A reload the kernel refuses goes back to the running configuration.
+    rs.ns.sysctl("net.ipv6.conf.lo.disable_ipv6", "1");
+    write(&[VIP, VIP6]);
+    hup(&agent);
+    let undone = poll(REPAIR_LIMIT, || {
+        agent
+            .log()
+            .contains("the kernel refused the new configuration")
+    });
+    assert!(undone, "refused reload not undone:\n{}", agent.log());
+    // Several check intervals: the running configuration passes, nothing fails any more.
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.assert_alive();
+    let status = rs.rs_agent(&["status"]);
+    assert!(status.status.success(), "{}", stdout(&status));
+    assert!(
+        !agent.log().contains("repair failed"),
+        "passes kept failing after the reload was undone:\n{}",
+        agent.log()
+    );
+    assert!(vip_line(rs, VIP).is_some() && !v6_bound());
+
+    // The same reload once the kernel takes it.
+    rs.ns.sysctl("net.ipv6.conf.lo.disable_ipv6", "0");
+    hup(&agent);
+    assert!(
+        poll(REPAIR_LIMIT, v6_bound),
+        "IPv6 VIP not bound after the reload:\n{}",
+        agent.log()
+    );
+
+    // Drift the kernel half refuses to repair: the sysctls reset and IPv6 off on lo (which
+    // drops the IPv6 VIP). The pass restores the sysctls, fails on the IPv6 VIP, and keeps
+    // the sysctls (a rollback would put them back to 0: ARP flux for the IPv4 VIP).
+    rs.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.conf.eth0.arp_ignore=0",
+        "net.ipv4.conf.eth0.arp_announce=0",
+        "net.ipv6.conf.lo.disable_ipv6=1",
+    ]);
+    let failed = poll(REPAIR_LIMIT, || agent.log().contains("repair failed"));
+    assert!(failed, "no failed repair reported:\n{}", agent.log());
+    for _ in 0..5 {
+        let values = (
+            rs.ns.sysctl_get("net.ipv4.conf.eth0.arp_ignore"),
+            rs.ns.sysctl_get("net.ipv4.conf.eth0.arp_announce"),
+        );
+        assert_eq!(
+            values,
+            ("1".to_string(), "2".to_string()),
+            "ARP suppression not kept while the IPv6 VIP fails:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_only_director_answers(&site, VIP, "while the IPv6 VIP cannot be bound");
+    agent.assert_alive();
+    assert!(agent.log().contains("kept the"), "{}", agent.log());
+
+    // IPv6 back: the retry binds the IPv6 VIP (backoff is at most a few seconds by now).
+    rs.ns.sysctl("net.ipv6.conf.lo.disable_ipv6", "0");
+    let repaired = poll(Duration::from_secs(10), || {
+        v6_bound() && rs.rs_agent(&["status"]).status.success()
+    });
+    assert!(
+        repaired,
+        "not repaired once IPv6 was back:\n{}",
+        agent.log()
     );
     assert!(agent.stop().success(), "{}", agent.log());
     rs.rs_agent_ok(&["down"]);

@@ -964,6 +964,25 @@ fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
     assert_same_snapshot(&before, &rs.snapshot(), "up and down with a closed stdout");
 }
 
+/// Opens argv[3] idle connections to argv[1]:argv[2] and prints how many the server closed
+/// within 0.3 s.
+const IDLE_CLIENTS: &str = r#"
+import socket, sys, time
+conns = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
+         for _ in range(int(sys.argv[3]))]
+time.sleep(0.3)
+closed = 0
+for c in conns:
+    c.setblocking(False)
+    try:
+        closed += c.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print(closed)
+"#;
+
 #[test]
 fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
     if !privileged("drain_says_who_serves_it_status_shows_it_and_down_clears_it") {
@@ -994,6 +1013,15 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
         std::process::Stdio::null(),
     );
     agent.wait_configured(&rs, String::new);
+    // Idle clients cannot hold more than 32 connections (each would hold a descriptor the
+    // agent's passes need): of 40 opened at once, 8 are closed at once.
+    let out = rs.exec(&["python3", "-c", IDLE_CLIENTS, &rs.ip, "8081", "40"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "8",
+        "closed of 40 idle: {}",
+        stderr(&out)
+    );
     let said = rs.rs_agent_ok(&["drain"]);
     let pid = agent.child.id();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! `up` runs (observe → plan_up → apply) — on a link/address event, on a timer (sysctls and
 //! nft tables send no events) and on SIGHUP — so a repair is exactly an `up`.
 
-use super::{reconcile, AgentError};
+use super::{reconcile, AgentError, Apply, Report};
 use crate::kernel::events::{Event, Events};
 use crate::kernel::{self, KernelError};
 use crate::model::RealServerDesired;
@@ -62,6 +62,19 @@ struct Daemon<'a> {
     next: Instant,
     trigger: Trigger,
     status: String,
+    /// The settings a SIGHUP replaced, until a pass with the new ones worked: a reload the
+    /// kernel refuses is undone rather than failing every later pass.
+    replaced: Option<RunSettings>,
+    /// The last pass's warnings, to log each when it appears rather than every pass.
+    warnings: Vec<String>,
+    /// The signals, installed before the first pass (a SIGHUP during it must not kill us).
+    signals: Signals,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 /// Applies like `up` (all-or-nothing; an error here ends the command), then keeps the node
@@ -82,9 +95,16 @@ pub async fn run(
         None => None,
     };
     let handle = kernel::link::connect().map_err(KernelError::from)?;
+    // Installed before the first pass: a signal's default action would end the process, and
+    // systemd counts death by SIGHUP as a clean exit (no restart).
+    let signals = Signals {
+        term: signal_stream(SignalKind::terminate(), "SIGTERM")?,
+        int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
+        hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
+    };
     // Subscribe before the first pass, so that no change after it goes unnoticed.
     let mut events = subscribe();
-    let first = reconcile(&handle, &settings.desired, state_dir, false).await?;
+    let first = reconcile(&handle, &settings.desired, state_dir, Apply::AllOrNothing).await?;
     for w in &first.warnings {
         tracing::warn!("{w}");
     }
@@ -103,6 +123,9 @@ pub async fn run(
         failures: 0,
         trigger: Trigger::Tick,
         status: String::new(),
+        replaced: None,
+        warnings: first.warnings,
+        signals,
     };
     let _endpoint = endpoint.map(|listener| {
         tracing::info!(listen = ?daemon.settings.health_listen, "serving the drain state on /health");
@@ -153,15 +176,12 @@ impl Daemon<'_> {
         load: &impl Fn() -> Result<RunSettings, AgentError>,
         events: &mut Option<Events>,
     ) -> Result<(), AgentError> {
-        let mut term = signal_stream(SignalKind::terminate(), "SIGTERM")?;
-        let mut int = signal_stream(SignalKind::interrupt(), "SIGINT")?;
-        let mut hup = signal_stream(SignalKind::hangup(), "SIGHUP")?;
         let mut watchdog = watchdog_timer();
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => self.reload(load),
+                _ = self.signals.term.recv() => break,
+                _ = self.signals.int.recv() => break,
+                _ = self.signals.hup.recv() => self.reload(load),
                 event = next_event(events) => match event {
                     Some(event) => self.on_event(event),
                     None => {
@@ -210,7 +230,13 @@ impl Daemon<'_> {
                 } else {
                     tracing::info!("configuration reloaded (SIGHUP); unchanged");
                 }
-                self.settings = settings;
+                let old = std::mem::replace(&mut self.settings, settings);
+                // The configuration to go back to if the kernel refuses this one: the one
+                // running, if it worked (a second reload before the pass that tries the first
+                // keeps the older). One that was failing is nothing to go back to.
+                if self.failures == 0 {
+                    self.replaced.get_or_insert(old);
+                }
                 // A reload is worth a pass even while backing off: the fix may be in it.
                 self.failures = 0;
                 self.soon(Trigger::Reload);
@@ -219,43 +245,88 @@ impl Daemon<'_> {
         }
     }
 
-    /// One pipeline pass; failures are logged and retried with bounded backoff.
+    /// One pipeline pass; failures are logged and retried with bounded backoff. A pass is a
+    /// repair ([`Apply::KeepProgress`]): what it made stays even when a change fails.
     async fn pass(&mut self) {
         let trigger = self.trigger;
         self.trigger = Trigger::Tick;
-        let result = reconcile(&self.handle, &self.settings.desired, self.state_dir, false).await;
-        match result {
+        let desired = &self.settings.desired;
+        let result = reconcile(&self.handle, desired, self.state_dir, Apply::KeepProgress).await;
+        let failure = match result {
             Ok(report) => {
+                self.made(&report, trigger);
+                match report.failed.as_slice() {
+                    [] => None,
+                    [one] => Some(format!("{one}{}", kept(&report))),
+                    [first, more @ ..] => Some(format!(
+                        "{first} (and {} more change(s) refused){}",
+                        more.len(),
+                        kept(&report)
+                    )),
+                }
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        match failure {
+            None => {
                 if self.failures > 0 {
                     tracing::info!("repair succeeded after {} failed attempt(s)", self.failures);
                 }
                 self.failures = 0;
-                for change in &report.applied {
-                    tracing::info!(trigger = trigger.as_str(), "repaired: {change}");
-                }
-                self.repairs += report.applied.len() as u64;
-                if report.applied.is_empty() {
-                    tracing::debug!(trigger = trigger.as_str(), "no drift");
-                }
+                self.replaced = None;
                 self.next = Instant::now() + self.settings.interval;
             }
-            Err(e) => {
-                self.failures = self.failures.saturating_add(1);
-                let delay = backoff(self.failures);
-                // A first failure is often a race with whoever is changing the node.
-                let ms = delay.as_millis();
-                if self.failures == 1 {
-                    tracing::warn!(attempt = 1, "repair failed: {e}; retrying in {ms} ms");
-                } else {
-                    tracing::error!(
-                        attempt = self.failures,
-                        "repair failed: {e}; retrying in {ms} ms"
-                    );
-                }
-                self.next = Instant::now() + delay;
-            }
+            Some(e) => self.failed(&e),
         }
         self.publish_status();
+    }
+
+    /// Logs and counts what a pass made, and its warnings when they change.
+    fn made(&mut self, report: &Report, trigger: Trigger) {
+        for change in &report.applied {
+            tracing::info!(trigger = trigger.as_str(), "repaired: {change}");
+        }
+        self.repairs += report.applied.len() as u64;
+        if report.applied.is_empty() && report.failed.is_empty() {
+            tracing::debug!(trigger = trigger.as_str(), "no drift");
+        }
+        for w in report
+            .warnings
+            .iter()
+            .filter(|w| !self.warnings.contains(w))
+        {
+            tracing::warn!("{w}");
+        }
+        self.warnings.clone_from(&report.warnings);
+    }
+
+    /// A pass failed: back off and retry — or, when it was the first pass after a reload,
+    /// go back to the configuration that worked (the kernel refuses the new one: a module
+    /// it lacks, IPv6 disabled for an IPv6 VIP), as `director run` does.
+    fn failed(&mut self, e: &str) {
+        if let Some(old) = self.replaced.take() {
+            tracing::error!(
+                "SIGHUP: the kernel refused the new configuration, going back to the running                  one (fix it, then reload again): {e}"
+            );
+            self.settings = old;
+            self.failures = 0;
+            self.next = Instant::now();
+            self.trigger = Trigger::Reload;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff(self.failures);
+        // A first failure is often a race with whoever is changing the node.
+        let ms = delay.as_millis();
+        if self.failures == 1 {
+            tracing::warn!(attempt = 1, "repair failed: {e}; retrying in {ms} ms");
+        } else {
+            tracing::error!(
+                attempt = self.failures,
+                "repair failed: {e}; retrying in {ms} ms"
+            );
+        }
+        self.next = Instant::now() + delay;
     }
 
     fn publish_status(&mut self) {
@@ -286,6 +357,14 @@ impl Daemon<'_> {
             d.device.name(),
             d.arp
         )
+    }
+}
+
+/// What a partly failed pass kept, for its error line.
+fn kept(report: &Report) -> String {
+    match report.applied.len() {
+        0 => "; nothing else was changed".to_string(),
+        n => format!("; kept the {n} change(s) made (the rest waits for the retry)"),
     }
 }
 
