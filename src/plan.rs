@@ -42,6 +42,18 @@ pub struct LanInterfaces {
 
 /// The LAN interfaces of `desired` on this node.
 pub fn lan_interfaces(desired: &RealServerDesired, observed: &Observed) -> LanInterfaces {
+    lan_for(desired, observed, None)
+}
+
+/// [`lan_interfaces`] for a pass: an auto-detected interface rs-agent has configured (its
+/// sysctls, its nft mangle rule) stays one while it has no IPv4 address (a DHCP renewal, an
+/// `ip addr flush`), so that its suppression is kept rather than lifted — as for one taken
+/// down.
+fn lan_for(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: Option<&RealServerState>,
+) -> LanInterfaces {
     if let Some(names) = &desired.interfaces {
         let (present, missing) = names
             .iter()
@@ -54,11 +66,35 @@ pub fn lan_interfaces(desired: &RealServerDesired, observed: &Observed) -> LanIn
             .links
             .iter()
             .filter(|l| !l.loopback && !l.noarp && l.name != desired.device.name())
-            .filter(|l| observed.primary_v4(&l.name, &desired.vips).is_some())
+            .filter(|l| {
+                observed.primary_v4(&l.name, &desired.vips).is_some()
+                    || state.is_some_and(|s| configured_before(s, observed, &l.name))
+            })
             .map(|l| l.name.clone())
             .collect(),
         missing: vec![],
     }
+}
+
+/// Whether rs-agent has suppressed ARP on `iface` (sysctls it owns there, or a mangle rule
+/// for it in its own arp table).
+fn configured_before(state: &RealServerState, observed: &Observed, iface: &str) -> bool {
+    state.sysctls.iter().any(|s| s.iface == iface) || previous_rip(state, observed, iface).is_some()
+}
+
+/// The RIP rs-agent's own arp table mangles VIPs to on `iface`, if it has such a rule.
+fn previous_rip(
+    state: &RealServerState,
+    observed: &Observed,
+    iface: &str,
+) -> Option<std::net::Ipv4Addr> {
+    if !state.nft_tables.contains(&NftFamily::Arp) {
+        return None;
+    }
+    observed.nft.arp.as_ref()?.iter().find_map(|r| match r {
+        NftRule::MangleArpFrom { iface: i, rip, .. } if i == iface => Some(*rip),
+        _ => None,
+    })
 }
 
 /// A listed interface that is missing: one rs-agent configured before has gone away (a
@@ -227,26 +263,70 @@ fn restore_sysctl(owned: &crate::state::OwnedSysctl, observed: &Observed) -> Opt
 }
 
 /// The rules rs-agent's nft tables must hold (sorted, per family).
+///
+/// A LAN interface without an IPv4 address has no RIP to announce. One rs-agent configured
+/// before (it lost its address: a DHCP renewal, an `ip addr flush`) keeps the rule it had,
+/// with a warning, so that the other repairs go on; one it never configured is bad input.
 pub fn desired_nft_rules(
     desired: &RealServerDesired,
     observed: &Observed,
     lan: &[String],
+    state: &RealServerState,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<NftRule>, PlanError> {
     if desired.arp != ArpMethod::Nft {
         return Ok(vec![]);
     }
     let mut rules = Vec::new();
+    let mut rips = Vec::new();
+    for iface in lan {
+        let rip = match observed.primary_v4(iface, &desired.vips) {
+            Some(rip) => Some(rip),
+            None => {
+                let kept = previous_rip(state, observed, iface);
+                let listed_before = state
+                    .desired
+                    .as_ref()
+                    .and_then(|d| d.interfaces.as_ref())
+                    .is_some_and(|names| names.contains(iface));
+                let first_v4 = desired.vips.iter().find(|v| v.is_ipv4());
+                match (kept, first_v4) {
+                    (_, None) => None,
+                    (Some(rip), Some(_)) => {
+                        warnings.push(format!(
+                            "interface \"{iface}\" has no IPv4 address any more; its ARP \
+                             mangle rule keeps the last RIP {rip} — give it an address again, \
+                             or remove it from the configuration"
+                        ));
+                        Some(rip)
+                    }
+                    (None, Some(_)) if listed_before => {
+                        warnings.push(format!(
+                            "interface \"{iface}\" has no IPv4 address any more; skipped (no \
+                             RIP to announce in place of the VIPs) — give it an address again, \
+                             or remove it from the configuration"
+                        ));
+                        None
+                    }
+                    (None, Some(vip)) => {
+                        return Err(PlanError(format!(
+                            "interface {iface:?} has no IPv4 address to announce in place of \
+                             VIP {vip} (the RIP); give it one, or use --arp sysctl"
+                        )))
+                    }
+                }
+            }
+        };
+        if let Some(rip) = rip {
+            rips.push((iface, rip));
+        }
+    }
     for vip in &desired.vips {
         match vip {
             IpAddr::V4(v4) => {
                 rules.push(NftRule::DropArpFor { vip: *v4 });
-                for iface in lan {
-                    let rip = observed.primary_v4(iface, &desired.vips).ok_or_else(|| {
-                        PlanError(format!(
-                            "interface {iface:?} has no IPv4 address to announce in place of \
-                             VIP {v4} (the RIP); give it one, or use --arp sysctl"
-                        ))
-                    })?;
+                for (iface, rip) in &rips {
+                    let (iface, rip) = (*iface, *rip);
                     rules.push(NftRule::MangleArpFrom {
                         iface: iface.clone(),
                         vip: *v4,
@@ -427,10 +507,10 @@ pub fn plan_up(
 ) -> Result<Plan, PlanError> {
     check_vips_not_elsewhere(desired, observed, state)?;
     let mut plan = Plan::default();
-    let interfaces = lan_interfaces(desired, observed);
+    let interfaces = lan_for(desired, observed, Some(state));
     check_missing_interfaces(&interfaces, state, &mut plan.warnings)?;
     let lan = interfaces.present;
-    let rules = desired_nft_rules(desired, observed, &lan)?;
+    let rules = desired_nft_rules(desired, observed, &lan, state, &mut plan.warnings)?;
     if lan.is_empty() && desired.vips.iter().any(IpAddr::is_ipv4) {
         plan.warnings.push(
             "no LAN-facing interface found (none is up with an IPv4 address); name them with \

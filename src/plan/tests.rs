@@ -801,6 +801,56 @@ fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
     }
 }
 
+/// A LAN interface that loses its IPv4 address (a DHCP renewal, `ip addr flush`) after `up`:
+/// listed or auto-detected, with either method, it keeps its suppression (sysctls not
+/// restored, the nft mangle rule kept with the last RIP) and a deleted VIP is still repaired
+/// — a missing RIP must not stop every repair, nor lift suppression. Never configured, it is
+/// bad input as before.
+#[test]
+fn an_interface_that_loses_its_address_keeps_its_suppression() {
+    for arp in [ArpMethod::Sysctl, ArpMethod::Nft] {
+        for listed in [false, true] {
+            let mut obs = node();
+            obs.links.push(link(3, "eth1", Some("veth")));
+            obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
+            for key in SysctlKey::ALL {
+                obs.sysctls.insert(("eth1".into(), key), 0);
+            }
+            let want = RealServerDesired {
+                interfaces: listed.then(|| vec!["eth0".into(), "eth1".into()]),
+                ..desired(&[VIP], arp, Device::Loopback)
+            };
+            let mut state = RealServerState {
+                desired: Some(want.clone()),
+                ..RealServerState::default()
+            };
+            let up = plan_up(&want, &obs, &state).expect("plan");
+            simulate(&mut obs, &up);
+            record(&mut state, &up);
+            obs.addrs.retain(|a| a.ifname != "eth1" && a.ip != ip(VIP));
+            let case = format!("{arp}, listed {listed}");
+            let repair = plan_up(&want, &obs, &state).expect(&case);
+            assert_eq!(repair.changes, vec![add_vip("lo", VIP)], "{case}");
+            if arp == ArpMethod::Nft {
+                assert!(
+                    repair
+                        .warnings
+                        .iter()
+                        .any(|w| w.contains("\"eth1\"") && w.contains("198.51.100.2")),
+                    "{case}: {:?}",
+                    repair.warnings
+                );
+            }
+            // Never configured by rs-agent: refused as before.
+            if listed && arp == ArpMethod::Nft {
+                let err = plan_up(&want, &obs, &RealServerState::default())
+                    .expect_err("an addressless interface never configured");
+                assert!(err.0.contains("has no IPv4 address"), "{err}");
+            }
+        }
+    }
+}
+
 /// A VIP whose duplicate address detection failed is not bound: ours is re-added (without
 /// DAD) in one pass, someone else's is left alone, a tentative one is waited for.
 #[test]
