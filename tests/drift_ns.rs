@@ -451,6 +451,20 @@ fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
     agent.assert_alive();
     assert!(agent.log().contains("kept the"), "{}", agent.log());
 
+    // The passes keep failing and back off (6.4 s after the 6th); an IPv4 VIP deleted
+    // meanwhile is repaired on its event, not when the backoff ends.
+    let backed_off = poll(Duration::from_secs(15), || {
+        agent.log().contains("attempt=6")
+    });
+    assert!(backed_off, "no 6th failed attempt:\n{}", agent.log());
+    rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+    let back = poll(Duration::from_secs(2), || vip_line(rs, VIP).is_some());
+    assert!(
+        back,
+        "IPv4 VIP not repaired on its event while passes back off:\n{}",
+        agent.log()
+    );
+
     // IPv6 back: the retry binds the IPv6 VIP (backoff is at most a few seconds by now).
     rs.ns.sysctl("net.ipv6.conf.lo.disable_ipv6", "0");
     let repaired = poll(Duration::from_secs(10), || {

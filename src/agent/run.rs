@@ -60,6 +60,9 @@ struct Daemon<'a> {
     failures: u32,
     /// When the next pass runs (a tick, a debounced event, or a retry).
     next: Instant,
+    /// When the last pass ended: while passes fail, events are handled no sooner than
+    /// `MIN_BACKOFF` after it.
+    last_pass: Instant,
     trigger: Trigger,
     status: String,
     /// The settings a SIGHUP replaced, until a pass with the new ones worked: a reload the
@@ -117,6 +120,7 @@ pub async fn run(
         handle,
         state_dir,
         next: Instant::now() + settings.interval,
+        last_pass: Instant::now(),
         settings,
         notifier: Notifier::from_env(),
         repairs: 0,
@@ -210,10 +214,16 @@ impl Daemon<'_> {
         self.soon(Trigger::Event(event));
     }
 
-    /// Runs a pass after the debounce time, unless a pass is due sooner or we are backing off.
+    /// Runs a pass after the debounce time, unless one is due sooner. While passes fail (a
+    /// change the kernel keeps refusing), an event still brings the retry forward — a VIP
+    /// deleted meanwhile must not wait for a backoff of up to 30 s — but no sooner than
+    /// `MIN_BACKOFF` after the last pass, so that events cannot make the retries spin.
     fn soon(&mut self, trigger: Trigger) {
-        let at = Instant::now() + DEBOUNCE;
-        if self.failures == 0 && at < self.next {
+        let mut at = Instant::now() + DEBOUNCE;
+        if self.failures > 0 {
+            at = at.max(self.last_pass + MIN_BACKOFF);
+        }
+        if at < self.next {
             self.next = at;
             self.trigger = trigger;
         }
@@ -252,6 +262,7 @@ impl Daemon<'_> {
         self.trigger = Trigger::Tick;
         let desired = &self.settings.desired;
         let result = reconcile(&self.handle, desired, self.state_dir, Apply::KeepProgress).await;
+        self.last_pass = Instant::now();
         let failure = match result {
             Ok(report) => {
                 self.made(&report, trigger);

@@ -83,11 +83,24 @@ pub fn write(iface: &str, key: SysctlKey, value: i64) -> Result<(), SysctlError>
 pub fn observe<'a>(ifaces: impl IntoIterator<Item = &'a str>) -> Result<Sysctls, SysctlError> {
     let mut out = Sysctls::new();
     for iface in std::iter::once("all").chain(ifaces) {
-        if !PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}")).exists() {
+        let dir = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{iface}"));
+        if !dir.exists() {
             continue;
         }
         for key in SysctlKey::ALL {
-            out.insert((iface.to_string(), key), read(iface, key)?);
+            match read(iface, key) {
+                Ok(value) => {
+                    out.insert((iface.to_string(), key), value);
+                }
+                // Gone since it was listed (deleted, renamed, moved to another namespace): as
+                // if it had not been there, rather than a failed pass; the next pass sees it
+                // gone.
+                Err(_) if iface != "all" && !dir.exists() => {
+                    out.retain(|(i, _), _| i != iface);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(out)
