@@ -283,8 +283,15 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
     let log = agent.log();
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(
-        !log.lines()
-            .any(|l| l.contains("repaired: ") && l.contains(VIP) && !l.contains(VIP2)),
+        log.contains(&format!("reload applied: add address {VIP2}/32 to lo")),
+        "the reload's change is not logged as such:\n{log}"
+    );
+    assert!(
+        !log.lines().any(
+            |l| (l.contains("repaired: ") || l.contains("reload applied: "))
+                && l.contains(VIP)
+                && !l.contains(VIP2)
+        ),
         "the first VIP was touched on reload:\n{log}"
     );
     // Same address, same label, never removed: the line is unchanged.

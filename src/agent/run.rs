@@ -60,6 +60,8 @@ struct Daemon<'a> {
     failures: u32,
     /// When the next pass runs (a tick, a debounced event, or a retry).
     next: Instant,
+    /// Where /health is served (fixed at start; a reload cannot move it).
+    serving: Option<std::net::SocketAddr>,
     /// When the last pass ended: while passes fail, events are handled no sooner than
     /// `MIN_BACKOFF` after it.
     last_pass: Instant,
@@ -121,6 +123,7 @@ pub async fn run(
         state_dir,
         next: Instant::now() + settings.interval,
         last_pass: Instant::now(),
+        serving: settings.health_listen,
         settings,
         notifier: Notifier::from_env(),
         repairs: 0,
@@ -232,8 +235,11 @@ impl Daemon<'_> {
     fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, AgentError>) {
         match load() {
             Ok(settings) => {
-                if settings.health_listen != self.settings.health_listen {
-                    tracing::warn!("SIGHUP: a new health_listen takes effect only after a restart");
+                if settings.health_listen != self.serving {
+                    tracing::warn!(
+                        serving = ?self.serving,
+                        "SIGHUP: a new health_listen takes effect only after a restart"
+                    );
                 }
                 if settings != self.settings {
                     tracing::info!("configuration reloaded (SIGHUP); reconciling the difference");
@@ -293,11 +299,18 @@ impl Daemon<'_> {
     }
 
     /// Logs and counts what a pass made, and its warnings when they change.
+    /// Changes a reload asked for are not repairs: logged as `reload applied:` and not
+    /// counted, so that the repair count measures drift.
     fn made(&mut self, report: &Report, trigger: Trigger) {
         for change in &report.applied {
-            tracing::info!(trigger = trigger.as_str(), "repaired: {change}");
+            match trigger {
+                Trigger::Reload => tracing::info!("reload applied: {change}"),
+                _ => tracing::info!(trigger = trigger.as_str(), "repaired: {change}"),
+            }
         }
-        self.repairs += report.applied.len() as u64;
+        if !matches!(trigger, Trigger::Reload) {
+            self.repairs += report.applied.len() as u64;
+        }
         if report.applied.is_empty() && report.failed.is_empty() {
             tracing::debug!(trigger = trigger.as_str(), "no drift");
         }
