@@ -154,7 +154,8 @@ fn subscribe() -> Option<Events> {
         Ok(events) => Some(events),
         Err(e) => {
             tracing::warn!(
-                "cannot subscribe to link/address events: {e}; checking on the timer only"
+                "cannot subscribe to link/address events: {e}; checking on the timer, and \
+                 subscribing again at each pass"
             );
             None
         }
@@ -198,7 +199,17 @@ impl Daemon<'_> {
                     }
                 },
                 _ = watchdog_tick(&mut watchdog) => self.notifier.send("WATCHDOG=1"),
-                _ = sleep_until(self.next) => self.pass().await,
+                _ = sleep_until(self.next) => {
+                    // A subscription that failed (at start, or on renewal) is tried again at
+                    // every pass, quietly: the timer covers meanwhile.
+                    if events.is_none() {
+                        *events = Events::subscribe().ok();
+                        if events.is_some() {
+                            tracing::info!("subscribed to link/address events again");
+                        }
+                    }
+                    self.pass().await
+                }
             }
         }
         tracing::info!(

@@ -543,6 +543,13 @@ pub async fn run(
     coalesce_timers();
     let mut desired = load()?;
     let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
+    // Installed before the first pass (seconds for a large table): a signal's default action
+    // would end the process, and systemd counts death by SIGHUP as a clean exit (no restart).
+    let signal_err =
+        |e: std::io::Error| AgentError::Input(format!("installing signal handlers: {e}"));
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut health: HashMap<Target, Health> = HashMap::new();
     let mut passes = Passes {
         adopt: options.adopt,
@@ -564,11 +571,6 @@ pub async fn run(
     let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
     tracing::info!(summary = %summary(&desired, &health), "director configured; checking real servers");
 
-    let signal_err =
-        |e: std::io::Error| AgentError::Input(format!("installing signal handlers: {e}"));
-    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
-    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
     let (tx, mut rx) = mpsc::channel::<CheckResult>(1024);
     let mut checks = Checks::default();
