@@ -758,29 +758,36 @@ fn removed_vip_is_unbound_before_its_nft_rules_go() {
     assert!(!shown[1].contains("192.0.2.100 "), "{shown:?}");
 }
 
+/// [`node`] with a second LAN interface eth1 (198.51.100.2/24), after `up` of `want`: the
+/// node as observed and the state file.
+fn up_with_eth1(want: &RealServerDesired) -> (Observed, RealServerState) {
+    let mut obs = node();
+    obs.links.push(link(3, "eth1", Some("veth")));
+    obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
+    for key in SysctlKey::ALL {
+        obs.sysctls.insert(("eth1".into(), key), 0);
+    }
+    let mut state = RealServerState {
+        desired: Some(want.clone()),
+        ..RealServerState::default()
+    };
+    let up = plan_up(want, &obs, &state).expect("plan");
+    simulate(&mut obs, &up);
+    record(&mut state, &up);
+    (obs, state)
+}
+
 /// A listed interface that rs-agent configured and that then disappeared: the pass skips it
 /// with a warning and still repairs the rest (a deleted VIP); one never configured is an
 /// input error (a typo), nothing touched.
 #[test]
 fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
     for arp in [ArpMethod::Sysctl, ArpMethod::Nft] {
-        let mut obs = node();
-        obs.links.push(link(3, "eth1", Some("veth")));
-        obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
-        for key in SysctlKey::ALL {
-            obs.sysctls.insert(("eth1".into(), key), 0);
-        }
         let want = RealServerDesired {
             interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             ..desired(&[VIP], arp, Device::Loopback)
         };
-        let mut state = RealServerState {
-            desired: Some(want.clone()),
-            ..RealServerState::default()
-        };
-        let up = plan_up(&want, &obs, &state).expect("plan");
-        simulate(&mut obs, &up);
-        record(&mut state, &up);
+        let (mut obs, state) = up_with_eth1(&want);
         obs.links.retain(|l| l.name != "eth1");
         obs.addrs.retain(|a| a.ifname != "eth1");
         obs.sysctls.retain(|(iface, _), _| iface != "eth1");
@@ -810,23 +817,11 @@ fn vanished_listed_interface_is_skipped_and_the_rest_repaired() {
 fn an_interface_that_loses_its_address_keeps_its_suppression() {
     for arp in [ArpMethod::Sysctl, ArpMethod::Nft] {
         for listed in [false, true] {
-            let mut obs = node();
-            obs.links.push(link(3, "eth1", Some("veth")));
-            obs.addrs.push(addr("eth1", "198.51.100.2", 24, 0));
-            for key in SysctlKey::ALL {
-                obs.sysctls.insert(("eth1".into(), key), 0);
-            }
             let want = RealServerDesired {
                 interfaces: listed.then(|| vec!["eth0".into(), "eth1".into()]),
                 ..desired(&[VIP], arp, Device::Loopback)
             };
-            let mut state = RealServerState {
-                desired: Some(want.clone()),
-                ..RealServerState::default()
-            };
-            let up = plan_up(&want, &obs, &state).expect("plan");
-            simulate(&mut obs, &up);
-            record(&mut state, &up);
+            let (mut obs, state) = up_with_eth1(&want);
             obs.addrs.retain(|a| a.ifname != "eth1" && a.ip != ip(VIP));
             let case = format!("{arp}, listed {listed}");
             let repair = plan_up(&want, &obs, &state).expect(&case);
