@@ -97,6 +97,15 @@ fn previous_rip(
     })
 }
 
+/// Whether the configuration rs-agent last applied listed `iface` (`interfaces = [...]`).
+fn listed_before(state: &RealServerState, iface: &str) -> bool {
+    state
+        .desired
+        .as_ref()
+        .and_then(|d| d.interfaces.as_ref())
+        .is_some_and(|names| names.iter().any(|n| n == iface))
+}
+
 /// A listed interface that is missing: one rs-agent configured before has gone away (a
 /// VLAN or hot-plugged NIC removed) and is skipped with a warning, so that `run` keeps
 /// repairing everything else; one it never configured is most likely a typo and refused.
@@ -106,12 +115,8 @@ fn check_missing_interfaces(
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanError> {
     for name in &lan.missing {
-        let applied_before = state
-            .desired
-            .as_ref()
-            .and_then(|d| d.interfaces.as_ref())
-            .is_some_and(|names| names.contains(name))
-            || state.sysctls.iter().any(|s| &s.iface == name);
+        let applied_before =
+            listed_before(state, name) || state.sysctls.iter().any(|s| &s.iface == name);
         if !applied_before {
             return Err(PlanError(format!(
                 "interface \"{name}\" does not exist on this node; name an existing LAN \
@@ -278,47 +283,30 @@ pub fn desired_nft_rules(
         return Ok(vec![]);
     }
     let mut rules = Vec::new();
+    // The RIP each LAN interface announces in place of the IPv4 VIPs (none needed without one).
     let mut rips = Vec::new();
-    for iface in lan {
-        let rip = match observed.primary_v4(iface, &desired.vips) {
-            Some(rip) => Some(rip),
-            None => {
-                let kept = previous_rip(state, observed, iface);
-                let listed_before = state
-                    .desired
-                    .as_ref()
-                    .and_then(|d| d.interfaces.as_ref())
-                    .is_some_and(|names| names.contains(iface));
-                let first_v4 = desired.vips.iter().find(|v| v.is_ipv4());
-                match (kept, first_v4) {
-                    (_, None) => None,
-                    (Some(rip), Some(_)) => {
-                        warnings.push(format!(
-                            "interface \"{iface}\" has no IPv4 address any more; its ARP \
-                             mangle rule keeps the last RIP {rip} — give it an address again, \
-                             or remove it from the configuration"
-                        ));
-                        Some(rip)
-                    }
-                    (None, Some(_)) if listed_before => {
-                        warnings.push(format!(
-                            "interface \"{iface}\" has no IPv4 address any more; skipped (no \
-                             RIP to announce in place of the VIPs) — give it an address again, \
-                             or remove it from the configuration"
-                        ));
-                        None
-                    }
-                    (None, Some(vip)) => {
-                        return Err(PlanError(format!(
-                            "interface {iface:?} has no IPv4 address to announce in place of \
-                             VIP {vip} (the RIP); give it one, or use --arp sysctl"
-                        )))
-                    }
-                }
-            }
-        };
-        if let Some(rip) = rip {
+    let first_v4 = desired.vips.iter().find(|v| v.is_ipv4());
+    for iface in lan.iter().filter(|_| first_v4.is_some()) {
+        if let Some(rip) = observed.primary_v4(iface, &desired.vips) {
             rips.push((iface, rip));
+        } else if let Some(rip) = previous_rip(state, observed, iface) {
+            warnings.push(format!(
+                "interface \"{iface}\" has no IPv4 address any more; its ARP mangle rule \
+                 keeps the last RIP {rip} — give it an address again, or remove it from the \
+                 configuration"
+            ));
+            rips.push((iface, rip));
+        } else if listed_before(state, iface) {
+            warnings.push(format!(
+                "interface \"{iface}\" has no IPv4 address any more; skipped (no RIP to \
+                 announce in place of the VIPs) — give it an address again, or remove it from \
+                 the configuration"
+            ));
+        } else if let Some(vip) = first_v4 {
+            return Err(PlanError(format!(
+                "interface {iface:?} has no IPv4 address to announce in place of VIP {vip} (the \
+                 RIP); give it one, or use --arp sysctl"
+            )));
         }
     }
     for vip in &desired.vips {
@@ -326,11 +314,10 @@ pub fn desired_nft_rules(
             IpAddr::V4(v4) => {
                 rules.push(NftRule::DropArpFor { vip: *v4 });
                 for (iface, rip) in &rips {
-                    let (iface, rip) = (*iface, *rip);
                     rules.push(NftRule::MangleArpFrom {
-                        iface: iface.clone(),
+                        iface: (*iface).clone(),
                         vip: *v4,
-                        rip,
+                        rip: *rip,
                     });
                 }
             }

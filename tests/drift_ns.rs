@@ -404,7 +404,7 @@ fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
     let undone = poll(REPAIR_LIMIT, || {
         agent
             .log()
-            .contains("the kernel refused the new configuration")
+            .contains("the kernel refused the new configuration, going back to the running one")
     });
     assert!(undone, "refused reload not undone:\n{}", agent.log());
     // Several check intervals: the running configuration passes, nothing fails any more.

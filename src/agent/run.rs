@@ -341,7 +341,8 @@ impl Daemon<'_> {
     fn failed(&mut self, e: &str) {
         if let Some(old) = self.replaced.take() {
             tracing::error!(
-                "SIGHUP: the kernel refused the new configuration, going back to the running                  one (fix it, then reload again): {e}"
+                "SIGHUP: the kernel refused the new configuration, going back to the running \
+                 one (fix it, then reload again): {e}"
             );
             self.settings = old;
             self.failures = 0;
