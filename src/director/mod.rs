@@ -68,10 +68,8 @@ pub struct DirectorReport {
     pub ipvs: Vec<IpvsOp>,
     pub addrs: Vec<Change>,
     pub announced: u32,
-    /// Newly bound VIPs whose announcement failed (`director run` retries them).
+    /// Newly bound VIPs left for the caller to announce (`defer_announce`: `director run`).
     pub unannounced: Vec<std::net::IpAddr>,
-    /// Why their announcement failed (warned about in `warnings`).
-    pub announce_error: Option<String>,
     /// Configured services that existed and were not rs-agent's, taken over with `--adopt`.
     pub adopted: Vec<ServiceKey>,
     /// Configured VIPs that were bound and not rs-agent's, taken over with `--adopt`.
@@ -437,24 +435,21 @@ pub async fn reconcile(
         }
     }
     let new_vips = newly_bound(&plan.addrs);
-    if !new_vips.is_empty() && desired.garp_count > 0 && options.defer_announce {
+    let to_announce = !new_vips.is_empty() && desired.garp_count > 0;
+    if to_announce && options.defer_announce {
         report.unannounced = new_vips;
-    } else if !new_vips.is_empty() && desired.garp_count > 0 {
+    } else if to_announce {
         // The VIPs are bound and IPVS serves them: a failed announcement (the interface is
         // down, no CAP_NET_RAW) only delays neighbours learning the director's MAC, so it is
-        // a warning, not a reason to undo a working change. `run` retries it.
+        // a warning, not a reason to undo a working change.
         match announce(&iface, desired.garp_count, desired.garp_interval, &new_vips).await {
             Ok(sent) => report.announced = sent,
-            Err(e) => {
-                report.warnings.push(format!(
-                    "{e}; the VIP(s) are bound and IPVS serves them, but neighbours with a \
-                     stale ARP/ND entry reach them only once it expires (`director run` \
-                     retries until it succeeds and announces every VIP when it starts){}",
-                    by_hand(&iface.name, &new_vips)
-                ));
-                report.unannounced = new_vips;
-                report.announce_error = Some(e);
-            }
+            Err(e) => report.warnings.push(format!(
+                "{e}; the VIP(s) are bound and IPVS serves them, but neighbours with a stale \
+                 ARP/ND entry reach them only once it expires (`director run` retries until it \
+                 succeeds and announces every VIP when it starts){}",
+                by_hand(&iface.name, &new_vips)
+            )),
         }
     }
     report.writes = client.writes() - writes_before;

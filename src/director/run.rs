@@ -321,10 +321,6 @@ impl Passes {
                 self.applied = Some(applied);
                 self.started = true;
                 self.unannounced.extend(&report.unannounced);
-                if report.announce_error.is_some() {
-                    // Warned about with the report's warnings: retries with this cause are not.
-                    self.announce_error.clone_from(&report.announce_error);
-                }
                 Ok(report)
             }
             Err(e) => {
