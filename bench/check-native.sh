@@ -4,6 +4,8 @@
 # A benchmark, not a test: it prints figures and never fails on them.
 #
 #   sudo bench/check-native.sh      # knobs: WARMUP=10 SECS=30 TYPES="http tcp" INTERVALS="1000 10000"
+#                                   #        (TYPES also: http-reuse, an http check with
+#                                   #        reuse_connection = true: one kept connection per server)
 #                                   #        MODES="rs-agent blocking" (also: blocking-rst blocking-reuse)
 #                                   #        PERF=/tmp/cn.perf (perf record -g each run to PERF.MODE.TYPE.MS)
 #                                   #        SPLIT=1 (real servers' side on the other CPU; see below)
@@ -64,8 +66,9 @@ config() { # TYPE INTERVAL_MS
     for port in $(seq $PORTS); do
         printf '\n[[director.service]]\nvip = "192.0.2.100"\nport = %s\nscheduler = "wlc"\n' "$port"
         printf 'reals = [%s]\n' "$(reals | sed "s/.*/\"&:$port\"/" | paste -sd,)"
-        printf '\n[director.service.check]\ntype = "%s"\n' "$1"
-        [ "$1" = http ] && printf 'path = "/"\n'
+        printf '\n[director.service.check]\ntype = "%s"\n' "${1%-reuse}"
+        [ "$1" != tcp ] && printf 'path = "/"\n'
+        [ "$1" = http-reuse ] && printf 'reuse_connection = true\n'
         printf 'interval_ms = %s\ntimeout_ms = 1000\nrise = 2\nfall = 2\n' "$2"
     done
 }

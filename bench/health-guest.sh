@@ -17,7 +17,8 @@
 # usage: health-guest.sh OUT AGENT IPVS_WATCH BENCH_LISTENER
 # env:   RUNS (detection runs per implementation and kind, default 10), DETECT_KINDS ("kill
 #        status"), COST_SECS (30),
-#        COST_WARMUP (10), COST_TYPES ("http"; e.g. "http tcp"), COST_INTERVALS (check
+#        COST_WARMUP (10), COST_TYPES ("http"; e.g. "http tcp http-reuse": http-reuse is
+#        rs-agent's http check with reuse_connection = true), COST_INTERVALS (check
 #        interval in ms, "1000"; e.g. "1000 10000"), SKIP_DETECT, SKIP_COST,
 #        PROFILE=1 (after each cost window, 10 s of `perf record -e cpu-clock` on the checker
 #        processes; reports in OUT/perf-*.txt), AGENT_B=PATH (a second rs-agent build, e.g.
@@ -249,8 +250,9 @@ rs_agent_cost_conf() {
     printf '[director]\ninterface = "eth0"\ngarp_count = 0\n'
     for port in $COST_PORTS; do
         printf '\n[[director.service]]\nvip = "192.0.2.100"\nport = %s\nscheduler = "wlc"\n' "$port"
-        printf '\n[director.service.check]\ntype = "%s"\n' "$type"
-        [ "$type" = http ] && printf 'path = "/"\n'
+        printf '\n[director.service.check]\ntype = "%s"\n' "${type%-reuse}"
+        [ "$type" != tcp ] && printf 'path = "/"\n'
+        [ "$type" = http-reuse ] && printf 'reuse_connection = true\n'
         printf 'interval_ms = %s\ntimeout_ms = 1000\nrise = 2\nfall = 2\n' "$interval"
         for rs in $(cost_reals); do
             printf '\n[[director.service.real]]\naddress = "%s"\n' "$rs"
@@ -261,7 +263,9 @@ rs_agent_cost_conf() {
 keepalived_cost_conf() {
     local type=$1 interval port rs check
     interval=$(awk "BEGIN{print $2/1000}")
-    if [ "$type" = http ]; then
+    # keepalived has no keep-alive check: http-reuse runs its usual HTTP_GET (a new connection
+    # per check) beside rs-agent's reuse_connection = true.
+    if [ "$type" != tcp ]; then
         check="HTTP_GET { url { path / status_code 200 } connect_timeout 1 retry 1 delay_before_retry $interval }"
     else
         check="TCP_CHECK { connect_timeout 1 retry 1 delay_before_retry $interval }"

@@ -12,7 +12,7 @@
 #
 # env: RUNS (detection runs per implementation and kind, default 10), DETECT_KINDS ("kill status"),
 #      COST_SECS (30), COST_WARMUP (10),
-#      COST_TYPES ("http", or "http tcp"), COST_INTERVALS (ms, default "1000 10000"), SKIP_DETECT=1, SKIP_COST=1, PROFILE=1 (perf), STRACE=1,
+#      COST_TYPES ("http", or "http tcp http-reuse"), COST_INTERVALS (ms, default "1000 10000"), SKIP_DETECT=1, SKIP_COST=1, PROFILE=1 (perf), STRACE=1,
 #      AGENT_B=PATH (another rs-agent binary, also measured in the cost bench),
 #      RS_AGENT_VM_KERNEL (default: highest /boot/vmlinuz-* with modules), HBENCH_TIMEOUT (s).
 set -eu

@@ -1,7 +1,9 @@
 //! Benchmark helper (bench/health.sh): the 2,000 "real servers" of the checking-cost bench.
 //! Listens on 0.0.0.0 at each given port, answers any HTTP request with `200 ok` (a bare TCP
-//! connect just gets closed), and every 500 ms writes the number of connections accepted so far
-//! to COUNT_FILE, so the bench can verify that each checker really ran ~2,000 checks a second.
+//! connect just gets closed; a client asking for keep-alive gets its connection kept), and every
+//! 500 ms writes the number of exchanges so far (connections accepted, plus requests after the
+//! first on a kept one) to COUNT_FILE, so the bench can verify that each checker really ran
+//! ~2,000 checks a second.
 //! One tokio thread: cheap enough not to starve the checker under emulation (busybox httpd
 //! would fork 2,000 times a second).
 //!
@@ -30,6 +32,8 @@ use tokio::net::{TcpListener, TcpStream};
 const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
 const FAILING: &[u8] =
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfail\n";
+const KEPT_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+const KEPT_FAILING: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nfail\n";
 
 /// What every connection shares: the failing switch and the request log.
 #[derive(Default)]
@@ -38,33 +42,50 @@ struct Shared {
     log: RefCell<Option<File>>,
 }
 
-async fn serve(mut stream: TcpStream, shared: Rc<Shared>) {
+/// Answers the requests of one connection: one and close, or, when the client asks for a kept
+/// connection (HTTP/1.1 `Connection: keep-alive`, as rs-agent's `reuse_connection` checks do),
+/// each request on it, counting every request after the first in `extra` (so that with the
+/// connection itself, counted when accepted, every check is counted once).
+async fn serve(mut stream: TcpStream, shared: Rc<Shared>, extra: Rc<Cell<u64>>) {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    let read = async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.extend_from_slice(&chunk[..n]),
+    for served in 0u64.. {
+        // The first request comes with the connection; a kept one may idle for an interval.
+        let wait = Duration::from_secs(if served == 0 { 2 } else { 60 });
+        let read = async {
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
             }
+            true
+        };
+        if !matches!(tokio::time::timeout(wait, read).await, Ok(true)) {
+            return;
         }
-    };
-    if tokio::time::timeout(Duration::from_secs(2), read)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    if !request.is_empty() {
+        if served > 0 {
+            extra.set(extra.get() + 1);
+        }
+        let keep = String::from_utf8_lossy(&request)
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: keep-alive\r\n");
+        request.clear();
         let failing = shared.failing.get();
         if let Some(log) = shared.log.borrow_mut().as_mut() {
             let status = if failing { 503 } else { 200 };
             let _ = writeln!(log, "{} {status}", monotonic_ns());
         }
-        let _ = stream
-            .write_all(if failing { FAILING } else { RESPONSE })
-            .await;
-        let _ = stream.shutdown().await;
+        let answer = match (keep, failing) {
+            (true, false) => KEPT_RESPONSE,
+            (true, true) => KEPT_FAILING,
+            (false, false) => RESPONSE,
+            (false, true) => FAILING,
+        };
+        if stream.write_all(answer).await.is_err() || !keep {
+            let _ = stream.shutdown().await;
+            return;
+        }
     }
 }
 
@@ -74,7 +95,7 @@ async fn accept_loop(listener: TcpListener, accepted: Rc<Cell<u64>>, shared: Rc<
         match listener.accept().await {
             Ok((stream, _)) => {
                 accepted.set(accepted.get() + 1);
-                tokio::task::spawn_local(serve(stream, shared.clone()));
+                tokio::task::spawn_local(serve(stream, shared.clone(), accepted.clone()));
             }
             Err(e) => {
                 // Counted, and reported now and then: a full fd table must not flood the log.

@@ -17,6 +17,7 @@
 //! what not creating and closing a socket per check would save.
 
 use rs_agent::config::ConfigFile;
+use rs_agent::director::health::http::{framing, Framing};
 use rs_agent::director::health::{self, Probe};
 use rs_agent::director::{self, run::CheckTally};
 use std::io::{Read, Write};
@@ -113,20 +114,7 @@ fn exchange(
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout)); // also bounds a reused socket's connect
     if how != Yardstick::Fin {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: the option value is a linger struct of the size passed.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &linger as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
+        zero_linger(&stream);
     }
     let ok = match request {
         None => true,
@@ -148,6 +136,67 @@ fn exchange(
     ok
 }
 
+/// Arms an abortive close: closing sends a reset, and leaves no TIME_WAIT socket.
+fn zero_linger(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a linger struct of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// An exchange of a `reuse_connection` check, blocking: the request on the kept connection
+/// (a new one when there is none or it got no answer), the response read to its end.
+fn kept_exchange(
+    conn: &mut Option<TcpStream>,
+    to: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> bool {
+    for fresh in [false, true] {
+        let mut stream = match conn.take() {
+            Some(s) if !fresh => s,
+            _ => match TcpStream::connect_timeout(&to, timeout) {
+                Ok(s) => {
+                    // Closed with a reset as rs-agent's are: no TIME_WAIT left at exit.
+                    zero_linger(&s);
+                    s
+                }
+                Err(_) => return false,
+            },
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        if stream.write_all(request).is_err() {
+            continue;
+        }
+        let mut reply = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(n) if n > 0 => reply.extend_from_slice(&chunk[..n]),
+                _ if reply.is_empty() => break,
+                _ => return false,
+            }
+            if let Framing::Whole(whole) = framing(&reply) {
+                if whole.keep {
+                    *conn = Some(stream);
+                }
+                return reply.starts_with(b"HTTP/1.");
+            }
+        }
+    }
+    false
+}
+
 /// The yardstick: every target once per its check interval, one exchange at a time, paced evenly.
 fn blocking(
     desired: &director::config::DirectorDesired,
@@ -156,19 +205,27 @@ fn blocking(
     measure: u64,
 ) -> (f64, f64, f64, u64, u64) {
     let mut plan: Vec<(SocketAddr, Option<Vec<u8>>, Duration, Duration)> = Vec::new();
+    // Per target with `reuse_connection`: `Some(the kept connection, if any)`.
+    let mut kept: Vec<Option<Option<TcpStream>>> = Vec::new();
     for (target, check) in health::targets(desired) {
         let to = SocketAddr::new(target.addr, check.port.unwrap_or(target.port));
-        let request = match &check.probe {
-            Probe::Http(h) => Some(
-                format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-                    h.path, target.addr
-                )
-                .into_bytes(),
+        let (request, keep) = match &check.probe {
+            Probe::Http(h) => (
+                Some(
+                    format!(
+                        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: {}\r\n\r\n",
+                        h.path,
+                        target.addr,
+                        if h.reuse_connection { "keep-alive" } else { "close" },
+                    )
+                    .into_bytes(),
+                ),
+                h.reuse_connection,
             ),
-            _ => None,
+            _ => (None, false),
         };
         plan.push((to, request, check.interval, check.timeout));
+        kept.push(keep.then_some(None));
     }
     let Some(interval) = plan.first().map(|p| p.2) else {
         return (0.0, 0.0, 0.0, 0, 0);
@@ -183,8 +240,13 @@ fn blocking(
         if mark.is_none() && start.elapsed() >= Duration::from_secs(warmup) {
             mark = Some((Instant::now(), cpu_seconds(), checks));
         }
-        let (to, request, _, timeout) = &plan[(i % plan.len() as u64) as usize];
-        if !exchange(*to, request.as_deref(), *timeout, how, &mut spare) {
+        let at = (i % plan.len() as u64) as usize;
+        let (to, request, _, timeout) = &plan[at];
+        let ok = match (&mut kept[at], request) {
+            (Some(conn), Some(request)) => kept_exchange(conn, *to, request, *timeout),
+            _ => exchange(*to, request.as_deref(), *timeout, how, &mut spare),
+        };
+        if !ok {
             failed += 1;
         }
         checks += 1;

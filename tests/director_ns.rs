@@ -7,10 +7,11 @@
 
 mod common;
 
-use common::{assert_same_snapshot, poll, privileged, stderr, stdout, HostSpec, Lan, Netns};
+use common::{
+    assert_same_snapshot, in_netns, poll, privileged, stderr, stdout, HostSpec, Lan, Netns,
+};
 use rs_agent::kernel::{self, link};
 use rs_agent::model::{Addr, Change, Dad};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 const QUICK: [&str; 8] = [
@@ -156,28 +157,6 @@ fn import_rejects_what_it_cannot_convert() {
         "{}",
         stderr(&out)
     );
-}
-
-/// Runs `body` on a thread that has entered `ns`'s network namespace, with a tokio runtime of
-/// its own: the executors, driven directly, see only that namespace.
-fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    body: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
-) -> T {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        // SAFETY: setns on a valid namespace fd; it changes only this thread's namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        body(&rt)
-    })
-    .join()
-    .expect("namespace thread panicked")
 }
 
 /// Applies one change in `ns` the way `director up` does.

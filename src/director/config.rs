@@ -62,6 +62,7 @@ pub struct RawCheck {
     pub status: Option<Spanned<i64>>,
     pub body: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
+    pub reuse_connection: Option<Spanned<bool>>,
     pub command: Option<Spanned<Vec<String>>>,
     pub interval_ms: Option<Spanned<i64>>,
     pub timeout_ms: Option<Spanned<i64>>,
@@ -690,6 +691,7 @@ fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, Con
             },
             body: raw.body.as_ref().map(|b| b.get_ref().clone()),
             host,
+            reuse_connection: raw.reuse_connection.as_ref().is_some_and(|r| *r.get_ref()),
         })
     };
     // A key the type does not use would be silently ignored: say so instead.
@@ -698,6 +700,9 @@ fn check(file: &ConfigFile, raw: &RawCheck, at: &Loc) -> Result<HealthCheck, Con
         raw.status.as_ref().map(|v| ("status", v.span())),
         raw.body.as_ref().map(|v| ("body", v.span())),
         raw.host.as_ref().map(|v| ("host", v.span())),
+        raw.reuse_connection
+            .as_ref()
+            .map(|v| ("reuse_connection", v.span())),
     ];
     let command_key = [raw.command.as_ref().map(|v| ("command", v.span()))];
     let unused: &[Option<(&str, std::ops::Range<usize>)>] = match kind {

@@ -73,12 +73,13 @@ async fn check_loop(
 ) {
     // Start at a random point of the interval so checks do not run in lockstep.
     tokio::time::sleep(check.interval.mul_f64(jitter_fraction(&target))).await;
+    let mut session = probe::Session::default();
     loop {
         let started = tokio::time::Instant::now();
         let result = match slots.acquire().await {
             // Boxed: a probe's state (buffers, TLS) is kilobytes; held inline it would make
             // every idle check task that big, not only the `max_in_flight` running ones.
-            Ok(_permit) => Box::pin(probe::run(&target, &check)).await,
+            Ok(_permit) => Box::pin(probe::run(&target, &check, &mut session)).await,
             Err(_) => return,
         };
         let message = CheckResult {
@@ -129,6 +130,10 @@ impl Checks {
         self.generation += 1;
         let generation = self.generation;
         let want: HashMap<Target, HealthCheck> = health::targets(desired).into_iter().collect();
+        let kept = want.values().filter(|c| c.keeps_connection()).count();
+        if let Some(warning) = fd_shortfall(kept, raise_fd_limit()) {
+            tracing::warn!("{warning}");
+        }
         self.running.retain(|target, r| {
             let keep = want.get(target) == Some(&r.check);
             if !keep {
@@ -184,6 +189,49 @@ fn coalesce_timers() {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread's timers
     // (tokio's current-thread runtime runs every check on it).
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, SLACK_NS, 0, 0, 0) };
+}
+
+/// Lifts the soft limit on open files to the hard one. Checks with `reuse_connection` hold a
+/// connection per real server between checks, and the soft limit is often 1,024 (systemd's
+/// default for services, whose hard limit is 524,288): 2,000 kept connections would otherwise
+/// fail with "Too many open files". Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                ..lim
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Open files kept free for everything but kept connections: checks in flight (256 by
+/// default), netlink sockets, the state file, the log.
+const FD_HEADROOM: u64 = 512;
+
+/// The warning when `kept` connections would not fit the open-file `limit`.
+fn fd_shortfall(kept: usize, limit: u64) -> Option<String> {
+    let needed = kept as u64 + FD_HEADROOM;
+    (kept > 0 && needed > limit).then(|| {
+        format!(
+            "{kept} checks keep a connection open (reuse_connection) but only {limit} files may \
+             be open; checks will fail with \"Too many open files\": raise the limit to at least \
+             {needed} (LimitNOFILE= in the unit) or turn reuse_connection off"
+        )
+    })
 }
 
 /// Counters of `check_only`.
@@ -679,6 +727,27 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::kernel::ipvs::{Protocol, ServiceKey};
+
+    #[test]
+    fn kept_connections_beyond_the_file_limit_are_warned_about() {
+        assert_eq!(fd_shortfall(0, 64), None);
+        assert_eq!(fd_shortfall(2000, 524_288), None);
+        let w = fd_shortfall(2000, 1024).expect("2,000 kept connections do not fit 1,024");
+        assert!(
+            w.contains("2000 checks keep a connection open")
+                && w.contains("only 1024 files")
+                && w.contains("at least 2512 (LimitNOFILE= in the unit)"),
+            "{w}"
+        );
+        // The limit is lifted to the hard one, which is never below the soft one.
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit with a valid pointer to a local rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert!(raise_fd_limit() >= lim.rlim_cur);
+    }
 
     fn failed(generation: u64, fall: u32) -> CheckResult {
         CheckResult {

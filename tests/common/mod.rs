@@ -748,3 +748,25 @@ impl Drop for RunAgent {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `body` on a thread that has entered `ns`'s network namespace, with a tokio runtime of
+/// its own: the executors, driven directly, see only that namespace.
+pub fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    body: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it changes only this thread's namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        body(&rt)
+    })
+    .join()
+    .expect("namespace thread panicked")
+}

@@ -271,6 +271,14 @@ fn refuses_what_cannot_work() {
             "d.toml:11:8: path does not apply to a tcp check; remove it",
         ),
         (
+            svc("", &format!("{REAL}{}", check("type = \"tcp\"\nreuse_connection = true"))),
+            "d.toml:11:20: reuse_connection does not apply to a tcp check; remove it",
+        ),
+        (
+            svc("", &format!("{REAL}{}", check("type = \"http\"\nreuse_connection = \"yes\""))),
+            "d.toml:11:20: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
             svc("", &format!("{REAL}{}", check("type = \"http\"\ncommand = [\"/bin/true\"]"))),
             "d.toml:11:11: command does not apply to a http check",
         ),
@@ -307,6 +315,24 @@ fn refuses_what_cannot_work() {
     ];
     for text in ok {
         parse(&text).unwrap_or_else(|e| panic!("config:\n{text}\nrefused: {e}"));
+    }
+    // reuse_connection reaches the probe of either HTTP type, and is off unless asked for.
+    for (kind, reuse, want) in [
+        ("http", "\nreuse_connection = true", true),
+        ("https", "", false),
+    ] {
+        let text = svc(
+            "",
+            &format!("{REAL}{}", check(&format!("type = \"{kind}\"{reuse}"))),
+        );
+        let d = parse(&text).unwrap_or_else(|e| panic!("config:\n{text}\nrefused: {e}"));
+        let probe = d.services[0].check.as_ref().map(|c| c.probe.clone());
+        match probe {
+            Some(Probe::Http(p) | Probe::Https(p)) => {
+                assert_eq!(p.reuse_connection, want, "{text}")
+            }
+            other => panic!("{text}: {other:?}"),
+        }
     }
 }
 

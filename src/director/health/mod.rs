@@ -6,6 +6,7 @@
 //! sorry server in when every real server of a service is down). The run loop then feeds
 //! that to the ordinary observe → plan → apply pipeline: no second code path.
 
+pub mod http;
 pub mod probe;
 
 use super::config::{DirectorDesired, ServiceDesired};
@@ -36,6 +37,10 @@ pub struct HttpProbe {
     pub body: Option<String>,
     /// Host header; default: the real server's address.
     pub host: Option<String>,
+    /// Keep the connection open between checks (HTTP keep-alive) instead of opening one per
+    /// check: no TCP (and TLS) handshake per check. See docs/health-checks.md.
+    #[serde(default)]
+    pub reuse_connection: bool,
 }
 
 /// What happens to a real server that fails its check.
@@ -61,6 +66,13 @@ pub struct HealthCheck {
     /// Consecutive failures that take an up server out.
     pub fall: u32,
     pub on_failure: OnFailure,
+}
+
+impl HealthCheck {
+    /// True when the check holds its connection open between checks (`reuse_connection`).
+    pub fn keeps_connection(&self) -> bool {
+        matches!(&self.probe, Probe::Http(h) | Probe::Https(h) if h.reuse_connection)
+    }
 }
 
 /// One real server's health: current verdict and the run of results against it.

@@ -1,6 +1,7 @@
 //! The checks themselves: TCP connect, HTTP(S) GET, command. Each is bounded by the check's
 //! timeout as a whole (connect, TLS, request, response) and returns why it failed.
 
+use super::http::{framing, Framing, Whole};
 use super::{HealthCheck, HttpProbe, Probe, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,28 +11,91 @@ use tokio::net::{TcpSocket, TcpStream};
 /// Enough of a response for a status line and a body substring.
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// Runs one check; Ok when healthy, Err with the reason otherwise.
-pub async fn run(target: &Target, check: &HealthCheck) -> Result<(), String> {
+/// A connection kept between checks (`reuse_connection`): plain TCP or TLS.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// What a check task keeps between its checks: with `reuse_connection`, the connection its
+/// last HTTP(S) check left open (boxed, so an idle task stays small); and the HTTP request,
+/// built once.
+#[derive(Default)]
+pub struct Session {
+    conn: Option<Box<dyn Conn>>,
+    request: Option<String>,
+}
+
+/// Runs one check; Ok when healthy, Err with the reason otherwise. An HTTP(S) check with
+/// `reuse_connection` sends its request on the session's connection when it holds one and
+/// leaves the connection there when the server keeps it open.
+pub async fn run(
+    target: &Target,
+    check: &HealthCheck,
+    session: &mut Session,
+) -> Result<(), String> {
     let addr = SocketAddr::new(target.addr, check.port.unwrap_or(target.port));
     let work = async {
         match &check.probe {
             Probe::Tcp => connect(addr).await.map(drop),
-            Probe::Http(http) => {
-                let stream = connect(addr).await?;
-                http_get(stream, addr, http, 80).await
-            }
-            Probe::Https(http) => {
-                let stream = connect(addr).await?;
-                let tls = tls_connect(stream, addr, http).await?;
-                http_get(tls, addr, http, 443).await
-            }
+            Probe::Http(http) => http_check(addr, http, false, session).await,
+            Probe::Https(http) => http_check(addr, http, true, session).await,
             Probe::Command { argv } => command(argv, target, addr).await,
         }
     };
     match tokio::time::timeout(check.timeout, work).await {
         Ok(result) => result,
+        // A kept connection was taken out of the session for the exchange, and is dropped
+        // with it.
         Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
     }
+}
+
+/// An HTTP(S) check: on the kept connection if there is one, else (or if that one gets no
+/// answer) on a new connection.
+async fn http_check(
+    addr: SocketAddr,
+    http: &HttpProbe,
+    tls: bool,
+    session: &mut Session,
+) -> Result<(), String> {
+    let Session {
+        conn: kept,
+        request,
+    } = session;
+    let request: &str =
+        request.get_or_insert_with(|| build_request(addr, http, if tls { 443 } else { 80 }));
+    if let Some(mut conn) = kept.take() {
+        // No answer at all on a kept connection means the server closed it while it was idle
+        // (its keep-alive timeout, a graceful restart): like any HTTP client, try again on a
+        // new connection, which then speaks for the server. A slow or wrong answer counts.
+        if let Ok(answer) = exchange(&mut conn, addr, request, http).await {
+            if answer.keep {
+                *kept = Some(conn);
+            }
+            return answer.judge(http);
+        }
+    }
+    let stream = connect(addr).await?;
+    if tls {
+        let stream = tls_connect(stream, addr, http).await?;
+        fresh(stream, addr, request, http, kept).await
+    } else {
+        fresh(stream, addr, request, http, kept).await
+    }
+}
+
+/// The exchange on a new connection, which is kept when reuse is on and the server allows it.
+async fn fresh<S: Conn + 'static>(
+    mut stream: S,
+    addr: SocketAddr,
+    request: &str,
+    http: &HttpProbe,
+    kept: &mut Option<Box<dyn Conn>>,
+) -> Result<(), String> {
+    let answer = exchange(&mut stream, addr, request, http).await?;
+    if answer.keep {
+        *kept = Some(Box::new(stream));
+    }
+    answer.judge(http)
 }
 
 /// Connects with an abortive close armed: dropping the stream sends a RST instead of the
@@ -51,7 +115,7 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
 
 /// The request line and headers. Without a configured `host`, the Host header is the address
 /// checked, with its port unless it is the scheme's default (RFC 9110, 7.2).
-fn request(addr: SocketAddr, http: &HttpProbe, default_port: u16) -> String {
+fn build_request(addr: SocketAddr, http: &HttpProbe, default_port: u16) -> String {
     let host = http.host.clone().unwrap_or_else(|| {
         let ip = match addr {
             SocketAddr::V4(a) => a.ip().to_string(),
@@ -63,8 +127,13 @@ fn request(addr: SocketAddr, http: &HttpProbe, default_port: u16) -> String {
             format!("{ip}:{}", addr.port())
         }
     });
+    let connection = if http.reuse_connection {
+        "keep-alive"
+    } else {
+        "close"
+    };
     format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rs-agent-health\r\nAccept: */*\r\nConnection: {connection}\r\n\r\n",
         http.path
     )
 }
@@ -99,31 +168,80 @@ pub fn judge(response: &[u8], http: &HttpProbe) -> Result<(), String> {
     Ok(())
 }
 
-async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    addr: SocketAddr,
-    http: &HttpProbe,
-    default_port: u16,
-) -> Result<(), String> {
-    stream
-        .write_all(request(addr, http, default_port).as_bytes())
-        .await
-        .map_err(|e| format!("sending request to {addr}: {e}"))?;
-    let mut response = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    while response.len() < MAX_RESPONSE {
-        match stream.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&chunk[..n]),
-            // A TLS peer that closes without close_notify: judge what arrived.
-            Err(_) if !response.is_empty() => break,
-            Err(e) => return Err(format!("reading from {addr}: {e}")),
-        }
-        if http.body.is_none() && response.contains(&b'\n') {
-            break;
+/// One response as read.
+struct Answer {
+    buf: Vec<u8>,
+    /// Where the response is in `buf`, when it was read whole.
+    whole: Option<Whole>,
+    /// The connection can carry the next check's request.
+    keep: bool,
+}
+
+impl Answer {
+    fn judge(&self, http: &HttpProbe) -> Result<(), String> {
+        match &self.whole {
+            Some(whole) => judge(&whole.response(&self.buf), http),
+            None => judge(&self.buf, http),
         }
     }
-    judge(&response, http)
+}
+
+/// Sends the request and reads the response: up to its end when that can be told (always with
+/// `reuse_connection`), else up to its status line without a body check, else up to the
+/// connection's end; never more than `MAX_RESPONSE`. Err only when nothing at all came back.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    addr: SocketAddr,
+    request: &str,
+    http: &HttpProbe,
+) -> Result<Answer, String> {
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending request to {addr}: {e}"))?;
+    let mut buf = Vec::with_capacity(4096);
+    let cut = |buf: Vec<u8>| Answer {
+        buf,
+        whole: None,
+        keep: false,
+    };
+    loop {
+        match framing(&buf) {
+            // Anything after the response was not asked for: do not read the next answer
+            // from it.
+            Framing::Whole(whole) => {
+                return Ok(Answer {
+                    keep: http.reuse_connection && whole.keep && whole.end == buf.len(),
+                    whole: Some(whole),
+                    buf,
+                })
+            }
+            // The status line is all a check without a body test needs, unless the
+            // connection is to be kept.
+            framed
+                if http.body.is_none()
+                    && buf.contains(&b'\n')
+                    && (!http.reuse_connection || framed == Framing::Unframed) =>
+            {
+                return Ok(cut(buf))
+            }
+            _ if buf.len() >= MAX_RESPONSE => return Ok(cut(buf)),
+            _ => {}
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => {
+                return Err(format!("{addr} closed the connection without answering"))
+            }
+            Ok(0) => return Ok(cut(buf)),
+            Ok(_) => {}
+            // A TLS peer that closes without close_notify: judge what arrived.
+            Err(_) if !buf.is_empty() => return Ok(cut(buf)),
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+    }
 }
 
 /// Accepts any certificate: the check asks "does the server answer", not "is it who it says".
@@ -250,6 +368,7 @@ mod tests {
             status,
             body: body.map(str::to_string),
             host: None,
+            reuse_connection: false,
         }
     }
 
@@ -279,16 +398,18 @@ mod tests {
     #[test]
     fn request_names_host_and_closes() {
         let addr: SocketAddr = "[2001:db8::2]:80".parse().expect("addr");
-        let r = request(addr, &probe(200, None), 80);
+        let r = build_request(addr, &probe(200, None), 80);
         assert!(
             r.starts_with("GET / HTTP/1.1\r\nHost: [2001:db8::2]\r\n"),
             "{r}"
         );
         assert!(r.ends_with("Connection: close\r\n\r\n"));
         let other: SocketAddr = "198.51.100.2:8081".parse().expect("addr");
-        assert!(request(other, &probe(200, None), 80).contains("\r\nHost: 198.51.100.2:8081\r\n"));
+        assert!(
+            build_request(other, &probe(200, None), 80).contains("\r\nHost: 198.51.100.2:8081\r\n")
+        );
         let tls: SocketAddr = "198.51.100.2:443".parse().expect("addr");
-        assert!(request(tls, &probe(200, None), 443).contains("\r\nHost: 198.51.100.2\r\n"));
+        assert!(build_request(tls, &probe(200, None), 443).contains("\r\nHost: 198.51.100.2\r\n"));
     }
 
     #[test]
