@@ -10,7 +10,7 @@ mod common;
 use common::{in_netns, privileged, Netns};
 use rs_agent::config::ConfigFile;
 use rs_agent::director::{self, run::CheckTally};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -28,11 +28,17 @@ struct Server {
     /// Close each connection 30 ms after answering on it, without `Connection: close`: what a
     /// server whose keep-alive timeout is shorter than the check interval does.
     close_idle: AtomicBool,
+    /// Which of `ANSWERS` to send.
+    answer: AtomicUsize,
 }
 
-/// The body comes in two chunks, so a body check only passes on the reassembled body.
-const ANSWER: &[u8] =
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n";
+/// Healthy with a chunked body (in two chunks, so a body check only passes on the reassembled
+/// body); failing (503, with a length, on a connection kept open); healthy with a length.
+const ANSWERS: [&[u8]; 3] = [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n",
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nhealthy\n",
+];
 
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, server: Arc<Server>) {
     let mut request = Vec::new();
@@ -47,7 +53,8 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, server: Arc<Se
         }
         request.clear();
         server.requests.fetch_add(1, Ordering::SeqCst);
-        if stream.write_all(ANSWER).await.is_err() || stream.flush().await.is_err() {
+        let answer = ANSWERS[server.answer.load(Ordering::SeqCst) % ANSWERS.len()];
+        if stream.write_all(answer).await.is_err() || stream.flush().await.is_err() {
             return;
         }
         if server.close_idle.load(Ordering::SeqCst) {
@@ -141,8 +148,10 @@ fn tls_acceptor(dir: &std::path::Path) -> TlsAcceptor {
 }
 
 /// One kept connection carries check after check; a server that closes it while idle costs
-/// no failed check (the check retries on a new connection, as any HTTP client does); a
-/// stopped server is still taken out after `fall` checks. `kind` is http or https.
+/// no failed check (the check retries on a new connection, as any HTTP client does); a 503 on
+/// the kept connection fails the check (no retry) and the next check uses a new connection; a
+/// recovered server's checks share one connection again; a stopped server is still taken out
+/// after `fall` checks. `kind` is http or https.
 fn kept_connection_scenario(test: &str, kind: &'static str) {
     if !privileged(test) {
         return;
@@ -161,29 +170,45 @@ fn kept_connection_scenario(test: &str, kind: &'static str) {
     );
     let file = ConfigFile::parse(None, config).expect("config");
     let desired = director::config::director(&file, &Default::default()).expect("valid config");
-    let (a, b, c) = in_netns(&ns, move |rt| {
+    let [a, b, c, d, e, f] = in_netns(&ns, move |rt| {
         rt.block_on(async move {
             let listener = TcpListener::bind((RS, PORT)).await.expect("listening");
             let server = Arc::new(Server::default());
             let task = tokio::spawn(serve(listener, server.clone(), tls));
             let tally = CheckTally::default();
             let script = async {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                let until_flips = |n: u64| {
+                    let tally = &tally;
+                    async move {
+                        let since = Instant::now();
+                        while tally.flips.get() < n && since.elapsed() < Duration::from_secs(5) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                };
+                let pause = || tokio::time::sleep(Duration::from_secs(2));
+                pause().await;
                 let a = seen(&tally, &server);
                 server.close_idle.store(true, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                pause().await;
                 let b = seen(&tally, &server);
+                server.close_idle.store(false, Ordering::SeqCst);
+                server.answer.store(1, Ordering::SeqCst);
+                until_flips(1).await;
+                let c = seen(&tally, &server);
+                server.answer.store(2, Ordering::SeqCst);
+                until_flips(2).await;
+                let d = seen(&tally, &server);
+                pause().await;
+                let e = seen(&tally, &server);
                 task.abort();
-                let stopped = Instant::now();
-                while tally.flips.get() == 0 && stopped.elapsed() < Duration::from_secs(5) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                (a, b, seen(&tally, &server))
+                until_flips(3).await;
+                [a, b, c, d, e, seen(&tally, &server)]
             };
             director::run::check_only(&desired, 16, &tally, script).await
         })
     });
-    // (ok, failed, flips, accepts, requests)
+    // Each is (ok, failed, flips, accepts, requests).
     let (ok, failed, flips, accepts, requests) = a;
     assert!(ok >= 5, "{kind}: checks in 2 s at 200 ms: {a:?}");
     assert_eq!((failed, flips), (0, 0), "{kind}: {a:?}");
@@ -191,26 +216,49 @@ fn kept_connection_scenario(test: &str, kind: &'static str) {
         accepts, 1,
         "{kind}: every check on the one kept connection: {a:?}"
     );
-    assert!(requests >= ok, "{kind}: {a:?}");
-    let (ok_b, failed_b, flips_b, accepts_b, _) = b;
+    assert!(requests - ok <= 1, "{kind}: one request per check: {a:?}");
     assert_eq!(
-        (failed_b, flips_b),
+        (b.1, b.2),
         (0, 0),
         "{kind}: a kept connection the server closed while idle failed a check: {b:?}"
     );
-    let checks = ok_b - ok;
+    let checks = b.0 - a.0;
     assert!(
-        checks >= 5 && accepts_b - accepts + 1 >= checks,
+        checks >= 5 && b.3 - a.3 + 1 >= checks,
         "{kind}: each check after the first on a new connection: {a:?} then {b:?}"
     );
-    let (_, failed_c, flips_c, _, _) = c;
+    // A 503 on the kept connection is a failed check, not retried, and the next check goes
+    // on a new connection: the server is taken out after fall = 2.
     assert_eq!(
-        flips_c, 1,
-        "{kind}: the stopped server was not taken out: {c:?}"
+        c.2, 1,
+        "{kind}: a server answering 503 was not taken out: {c:?}"
+    );
+    let failures = c.1 - b.1;
+    assert!(
+        failures >= 2,
+        "{kind}: out after fall = 2 failed checks: {b:?} then {c:?}"
     );
     assert!(
-        failed_c >= 2,
-        "{kind}: out after fall = 2 failed checks: {c:?}"
+        c.3 - b.3 + 1 >= failures,
+        "{kind}: each failed check drops its connection: {b:?} then {c:?}"
+    );
+    // Healthy again (rise = 1), and its connection is kept again.
+    assert_eq!(
+        d.2, 2,
+        "{kind}: the recovered server did not come back: {d:?}"
+    );
+    assert!(
+        e.0 - d.0 >= 5 && e.3 - d.3 <= 1 && e.1 == d.1,
+        "{kind}: after recovery the checks share one connection again: {d:?} then {e:?}"
+    );
+    // Stopped: the kept connection is closed, the new one refused.
+    assert_eq!(
+        f.2, 3,
+        "{kind}: the stopped server was not taken out: {f:?}"
+    );
+    assert!(
+        f.1 - e.1 >= 2,
+        "{kind}: out after fall = 2 failed checks: {e:?} then {f:?}"
     );
 }
 

@@ -13,6 +13,7 @@ use crate::notify::{watchdog_tick, Notifier};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -131,8 +132,11 @@ impl Checks {
         let generation = self.generation;
         let want: HashMap<Target, HealthCheck> = health::targets(desired).into_iter().collect();
         let kept = want.values().filter(|c| c.keeps_connection()).count();
-        if let Some(warning) = fd_shortfall(kept, raise_fd_limit()) {
-            tracing::warn!("{warning}");
+        if kept > 0 {
+            let limit = fit_fd_limit(kept as u64 + FD_HEADROOM);
+            if let Some(warning) = fd_shortfall(kept, limit) {
+                tracing::warn!("{warning}");
+            }
         }
         self.running.retain(|target, r| {
             let keep = want.get(target) == Some(&r.check);
@@ -191,31 +195,57 @@ fn coalesce_timers() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, SLACK_NS, 0, 0, 0) };
 }
 
-/// Lifts the soft limit on open files to the hard one. Checks with `reuse_connection` hold a
-/// connection per real server between checks, and the soft limit is often 1,024 (systemd's
-/// default for services, whose hard limit is 524,288): 2,000 kept connections would otherwise
-/// fail with "Too many open files". Returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
+/// The soft open-file limit before `fit_fd_limit` raised it (0: never raised).
+static STARTING_FD_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+fn fd_limit() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                ..lim
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
+    // SAFETY: getrlimit with a valid pointer to a local rlimit.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Raises the soft open-file limit to `needed` (at most the hard limit) when it is lower, and
+/// returns the soft limit now in force. Checks with `reuse_connection` hold a connection per
+/// real server between checks, and the soft limit is often 1,024 (systemd's default for
+/// services, whose hard limit is 524,288): 2,000 kept connections would otherwise fail with
+/// "Too many open files".
+pub fn fit_fd_limit(needed: u64) -> u64 {
+    let Some(lim) = fd_limit() else { return 0 };
+    let want = needed.min(lim.rlim_max);
+    if want <= lim.rlim_cur {
+        return lim.rlim_cur;
     }
-    lim.rlim_cur
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        ..lim
+    };
+    // SAFETY: setrlimit with a valid pointer to a local rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return lim.rlim_cur;
+    }
+    let _ =
+        STARTING_FD_LIMIT.compare_exchange(0, lim.rlim_cur, Ordering::Relaxed, Ordering::Relaxed);
+    want
+}
+
+/// In a child process (a command check), between fork and exec: puts the soft open-file limit
+/// back to what it was before `fit_fd_limit` raised it, so that the raise made for kept
+/// connections is not inherited. Only system calls: safe after fork.
+pub fn restore_fd_limit_in_child() -> std::io::Result<()> {
+    let start = STARTING_FD_LIMIT.load(Ordering::Relaxed);
+    if start == 0 {
+        return Ok(());
+    }
+    let mut lim = fd_limit().ok_or_else(std::io::Error::last_os_error)?;
+    lim.rlim_cur = start.min(lim.rlim_max);
+    // SAFETY: setrlimit with a valid pointer to a local rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Open files kept free for everything but kept connections: checks in flight (256 by
@@ -739,14 +769,16 @@ mod tests {
                 && w.contains("at least 2512 (LimitNOFILE= in the unit)"),
             "{w}"
         );
-        // The limit is lifted to the hard one, which is never below the soft one.
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit with a valid pointer to a local rlimit.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert!(raise_fd_limit() >= lim.rlim_cur);
+        // The soft limit is raised only as far as needed and never above the hard one.
+        let lim = fd_limit().expect("getrlimit");
+        assert_eq!(fit_fd_limit(0), lim.rlim_cur);
+        assert_eq!(fit_fd_limit(lim.rlim_cur), lim.rlim_cur);
+        let want = (lim.rlim_cur + 1).min(lim.rlim_max);
+        assert_eq!(fit_fd_limit(lim.rlim_cur + 1), want);
+        assert_eq!(fd_limit().map(|l| l.rlim_cur), Some(want));
+        if want > lim.rlim_cur {
+            assert_eq!(STARTING_FD_LIMIT.load(Ordering::Relaxed), lim.rlim_cur);
+        }
     }
 
     fn failed(generation: u64, fall: u32) -> CheckResult {

@@ -58,8 +58,19 @@ const STATUS_PREFIX: &[u8] = b"HTTP/1.";
 /// Chunk-size and trailer lines longer than this are malformed, not partial.
 const MAX_LINE: usize = 1024;
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The length of the head at the start of `rest`, up to and including the empty line that
+/// ends it. Lines end in CRLF, or in a bare LF, which RFC 9112 (2.2) lets a recipient accept.
+fn head_len(rest: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(n) = rest[at..].iter().position(|b| *b == b'\n') {
+        at += n + 1;
+        match rest.get(at..) {
+            Some([b'\n', ..]) => return Some(at + 1),
+            Some([b'\r', b'\n', ..]) => return Some(at + 2),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Frames the response at the start of `buf`.
@@ -71,7 +82,7 @@ pub fn framing(buf: &[u8]) -> Framing {
         if rest[..shown] != STATUS_PREFIX[..shown] {
             return Framing::Unframed;
         }
-        let Some(head_len) = find(rest, b"\r\n\r\n").map(|p| p + 4) else {
+        let Some(head_len) = head_len(rest) else {
             return Framing::Partial;
         };
         let Some(head) = Head::parse(&rest[..head_len]) else {
@@ -135,7 +146,7 @@ struct Head {
 impl Head {
     fn parse(head: &[u8]) -> Option<Head> {
         let text = String::from_utf8_lossy(head);
-        let mut lines = text.split("\r\n");
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let mut status_line = lines.next()?.split_whitespace();
         let version = status_line.next()?;
         let status: u16 = status_line.next()?.parse().ok()?;
@@ -173,15 +184,19 @@ impl Head {
         }
         // Transfer-Encoding overrides Content-Length; a coding that does not end in chunked
         // runs to the connection's end (RFC 9112, 6.3, items 3 and 4).
-        let length = match (coded, chunked, length) {
+        let framing = match (coded, chunked, length) {
             (true, true, _) => Length::Chunked,
             (true, false, _) | (false, _, None) => Length::ToClose,
             (false, _, Some(n)) => Length::Bytes(n),
         };
+        // A coded HTTP/1.0 response, or one with both a coding and a length, may have been
+        // framed differently by something on the way: the connection is closed after it
+        // (RFC 9112, 6.1 and 6.3, item 3).
+        let suspect = coded && (http10 || length.is_some());
         Some(Head {
             status,
-            length,
-            keep: !close && (!http10 || keep_alive),
+            length: framing,
+            keep: !close && (!http10 || keep_alive) && !suspect,
         })
     }
 }
@@ -192,7 +207,7 @@ impl Head {
 fn chunks(buf: &[u8], mut at: usize) -> Result<Option<(usize, Vec<Range<usize>>)>, ()> {
     let mut body = Vec::new();
     loop {
-        let Some(line) = line_at(buf, at)? else {
+        let Some((line, next)) = line_at(buf, at)? else {
             return Ok(None);
         };
         let size = buf[at..at + line]
@@ -203,36 +218,46 @@ fn chunks(buf: &[u8], mut at: usize) -> Result<Option<(usize, Vec<Range<usize>>)
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|s| usize::from_str_radix(s, 16).ok())
             .ok_or(())?;
-        at += line + 2;
+        at = next;
         if size == 0 {
             // The trailer section: field lines up to an empty one.
             loop {
-                let Some(line) = line_at(buf, at)? else {
+                let Some((line, next)) = line_at(buf, at)? else {
                     return Ok(None);
                 };
-                at += line + 2;
+                at = next;
                 if line == 0 {
                     return Ok(Some((at, body)));
                 }
             }
         }
+        // The chunk's data, then the end of its line.
         let end = at.checked_add(size).ok_or(())?;
-        match buf.get(end..end + 2) {
-            None => return Ok(None),
-            Some(b"\r\n") => {}
+        let next = match buf.get(end..end.checked_add(2).ok_or(())?.min(buf.len())) {
+            None | Some([] | [b'\r']) => return Ok(None),
+            Some([b'\r', b'\n']) => end + 2,
+            Some([b'\n', ..]) => end + 1,
             Some(_) => return Err(()),
-        }
+        };
         body.push(at..end);
-        at = end + 2;
+        at = next;
     }
 }
 
-/// The length of the CRLF-terminated line at `at` (without the CRLF), `None` if it has not
-/// all arrived, `Err` if it is longer than any sane chunk or trailer line.
-fn line_at(buf: &[u8], at: usize) -> Result<Option<usize>, ()> {
+/// The line at `at`: its length without the line end (CRLF or a bare LF) and where the next
+/// one starts; `None` if it has not all arrived, `Err` if it is longer than any sane chunk or
+/// trailer line.
+fn line_at(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, ()> {
     let rest = &buf[at.min(buf.len())..];
-    match find(rest, b"\r\n") {
-        Some(n) if n <= MAX_LINE => Ok(Some(n)),
+    match rest.iter().position(|b| *b == b'\n') {
+        Some(n) if n <= MAX_LINE => {
+            let len = if n > 0 && rest[n - 1] == b'\r' {
+                n - 1
+            } else {
+                n
+            };
+            Ok(Some((len, at + n + 1)))
+        }
         Some(_) => Err(()),
         None if rest.len() > MAX_LINE => Err(()),
         None => Ok(None),
@@ -284,7 +309,7 @@ mod tests {
     #[test]
     fn a_chunked_body_is_whole_after_the_last_chunk_and_trailers() {
         let buf =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n4;x=y\r\nheal\r\n3\r\nthy\r\n0\r\nX-Trailer: 1\r\n\r\n";
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nheal\r\n3\r\nthy\r\n0\r\nX-Trailer: 1\r\n\r\n";
         let w = whole(buf);
         assert_eq!((w.end, w.keep), (buf.len(), true));
         // The body check sees "healthy", which no chunk holds alone.
@@ -292,6 +317,46 @@ mod tests {
         assert!(response.ends_with("\r\n\r\nhealthy"), "{response:?}");
         for n in 1..buf.len() {
             assert_eq!(framing(&buf[..n]), Framing::Partial, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn a_coding_with_a_length_or_in_http10_is_framed_but_not_kept() {
+        let te_and_length =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let w = whole(te_and_length);
+        assert_eq!((w.end, w.keep), (te_and_length.len(), false));
+        let http10 =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let w = whole(http10);
+        assert_eq!((w.end, w.keep), (http10.len(), false));
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_accepted() {
+        let buf = b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok";
+        let w = whole(buf);
+        assert_eq!((w.end, w.keep), (buf.len(), true));
+        assert_eq!(framing(&buf[..buf.len() - 1]), Framing::Partial);
+        let chunked = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n2\nok\n0\n\n";
+        let w = whole(chunked);
+        assert_eq!(w.end, chunked.len());
+        assert!(w.response(chunked).ends_with(b"\n\nok"));
+        // Mixed: a CRLF head ended by a bare LF.
+        assert_eq!(whole(b"HTTP/1.1 204 No Content\r\nServer: x\r\n\n").end, 37);
+    }
+
+    #[test]
+    fn a_huge_chunk_size_is_partial_or_malformed_never_a_panic() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // The chunk's data would start after the 16-digit size line.
+        let data_at = head.len() + 16 + 2;
+        for size in [usize::MAX, usize::MAX - data_at, usize::MAX - data_at - 1] {
+            let buf = format!("{head}{size:016x}\r\nok");
+            assert!(
+                !matches!(framing(buf.as_bytes()), Framing::Whole(_)),
+                "{size:x}"
+            );
         }
     }
 

@@ -49,8 +49,8 @@ pub async fn run(
     }
 }
 
-/// An HTTP(S) check: on the kept connection if there is one, else (or if that one gets no
-/// answer) on a new connection.
+/// An HTTP(S) check: on the kept connection if there is one, else (or if that one is no longer
+/// usable) on a new connection.
 async fn http_check(
     addr: SocketAddr,
     http: &HttpProbe,
@@ -64,38 +64,54 @@ async fn http_check(
     let request: &str =
         request.get_or_insert_with(|| build_request(addr, http, if tls { 443 } else { 80 }));
     if let Some(mut conn) = kept.take() {
-        // No answer at all on a kept connection means the server closed it while it was idle
-        // (its keep-alive timeout, a graceful restart): like any HTTP client, try again on a
-        // new connection, which then speaks for the server. A slow or wrong answer counts.
-        if let Ok(answer) = exchange(&mut conn, addr, request, http).await {
-            if answer.keep {
-                *kept = Some(conn);
+        // A kept connection the server closed while it was idle (its keep-alive timeout, a
+        // graceful restart) — found out before sending, or by getting no answer at all — is
+        // replaced by a new one, which then speaks for the server, as any HTTP client retries.
+        // A slow, wrong or cut-off answer counts.
+        if still_idle(&mut *conn) {
+            if let Ok(answer) = exchange(&mut conn, addr, request, http).await {
+                return settle(answer, move || conn, http, kept);
             }
-            return answer.judge(http);
         }
     }
     let stream = connect(addr).await?;
     if tls {
-        let stream = tls_connect(stream, addr, http).await?;
-        fresh(stream, addr, request, http, kept).await
+        let mut stream = tls_connect(stream, addr, http).await?;
+        let answer = exchange(&mut stream, addr, request, http).await?;
+        settle(answer, move || Box::new(stream), http, kept)
     } else {
-        fresh(stream, addr, request, http, kept).await
+        let mut stream = stream;
+        let answer = exchange(&mut stream, addr, request, http).await?;
+        settle(answer, move || Box::new(stream), http, kept)
     }
 }
 
-/// The exchange on a new connection, which is kept when reuse is on and the server allows it.
-async fn fresh<S: Conn + 'static>(
-    mut stream: S,
-    addr: SocketAddr,
-    request: &str,
+/// Judges the answer. The connection is kept for the next check only when this one passed and
+/// the server keeps it open: a failing server is checked on a new connection each time.
+fn settle(
+    answer: Answer,
+    conn: impl FnOnce() -> Box<dyn Conn>,
     http: &HttpProbe,
     kept: &mut Option<Box<dyn Conn>>,
 ) -> Result<(), String> {
-    let answer = exchange(&mut stream, addr, request, http).await?;
-    if answer.keep {
-        *kept = Some(Box::new(stream));
+    let verdict = answer.judge(http);
+    if verdict.is_ok() && answer.keep {
+        *kept = Some(conn());
     }
-    answer.judge(http)
+    verdict
+}
+
+/// Whether a kept connection can carry a request: nothing to read and not closed. One the
+/// server closed, or wrote something unasked on (a 408 before closing), cannot. Finding out
+/// costs no extra system call: this read would otherwise be the one that comes back empty
+/// right after the request is sent.
+fn still_idle(conn: &mut dyn Conn) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(conn)
+        .poll_read(&mut cx, &mut buf)
+        .is_pending()
 }
 
 /// Connects with an abortive close armed: dropping the stream sends a RST instead of the
@@ -221,6 +237,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             framed
                 if http.body.is_none()
                     && buf.contains(&b'\n')
+                    && !matches!(status_code(&buf), Some(100..=199))
                     && (!http.reuse_connection || framed == Framing::Unframed) =>
             {
                 return Ok(cut(buf))
@@ -231,7 +248,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match stream.read_buf(&mut buf).await {
+        let room = (MAX_RESPONSE - buf.len()) as u64;
+        match (&mut *stream).take(room).read_buf(&mut buf).await {
             Ok(0) if buf.is_empty() => {
                 return Err(format!("{addr} closed the connection without answering"))
             }
@@ -293,23 +311,37 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+/// The one TLS client configuration of every https check, built at the first. Without session
+/// resumption: each new connection is a full handshake, as a new client's would be, and no
+/// cache of sessions grows with the number of servers.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS setup: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+                .with_no_client_auth();
+            config.resumption = rustls::client::Resumption::disabled();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
 async fn tls_connect(
     stream: TcpStream,
     addr: SocketAddr,
     http: &HttpProbe,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
     let name = match &http.host {
         Some(h) => tls_server_name(h)?,
         None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
     };
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(tls_config()?)
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS handshake with {addr}: {e}"))
@@ -338,6 +370,11 @@ async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
+    // SAFETY: the hook only makes system calls (getrlimit, setrlimit), which are safe between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(crate::director::run::restore_fd_limit_in_child);
+    }
     if let ServiceKey::Addr {
         addr: vip, port, ..
     } = &target.service
@@ -361,6 +398,7 @@ use crate::kernel::ipvs::ServiceKey;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn probe(status: u16, body: Option<&str>) -> HttpProbe {
         HttpProbe {
@@ -370,6 +408,125 @@ mod tests {
             host: None,
             reuse_connection: false,
         }
+    }
+
+    /// One exchange over an in-memory pipe: the server side writes `reply` once the request
+    /// is in (pausing at each NUL), then stays open (`close` false) or closes. Returns
+    /// (verdict, kept).
+    async fn over_pipe(
+        reply: &'static [u8],
+        http: &HttpProbe,
+        close: bool,
+    ) -> (Result<(), String>, bool) {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let addr: SocketAddr = "198.51.100.2:80".parse().expect("addr");
+        let serve = async move {
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match server.read(&mut chunk).await {
+                    Ok(n) if n > 0 => request.extend_from_slice(&chunk[..n]),
+                    _ => return None,
+                }
+            }
+            // A NUL marks a pause: what follows arrives in a later read.
+            for part in reply.split(|b| *b == 0) {
+                server.write_all(part).await.ok()?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (!close).then_some(server)
+        };
+        let request = build_request(addr, http, 80);
+        let (answer, server) = tokio::join!(exchange(&mut client, addr, &request, http), serve);
+        let answer = answer.expect("an answer");
+        let mut kept = None;
+        let verdict = settle(answer, move || Box::new(client), http, &mut kept);
+        drop(server);
+        (verdict, kept.is_some())
+    }
+
+    fn reusing(status: u16, body: Option<&str>) -> HttpProbe {
+        HttpProbe {
+            reuse_connection: true,
+            ..probe(status, body)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_kept_only_after_a_pass_on_a_whole_answer_the_server_keeps() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        type Verdict = (Result<(), String>, bool);
+        let cases: [(&'static [u8], HttpProbe, bool, Verdict); 10] = [
+            (ok, reusing(200, None), false, (Ok(()), true)),
+            (ok, reusing(200, Some("ok")), false, (Ok(()), true)),
+            (ok, probe(200, None), false, (Ok(()), false)),
+            // A failing server gets a new connection at its next check.
+            (
+                b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
+                reusing(200, None),
+                false,
+                (Err("HTTP status 503, expected 200".into()), false),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                reusing(200, None),
+                true,
+                (Ok(()), false),
+            ),
+            // Bytes nobody asked for: the next answer could not be told from them.
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n",
+                reusing(200, None),
+                false,
+                (Ok(()), false),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n",
+                reusing(200, Some("healthy")),
+                false,
+                (Ok(()), true),
+            ),
+            // The status that counts is the final one, not an interim 1xx.
+            (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n\0HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                probe(200, None),
+                false,
+                (Ok(()), false),
+            ),
+            // No length, connection left open: judged on the status line, not kept, no wait.
+            (
+                b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\nstreaming",
+                reusing(200, None),
+                false,
+                (Ok(()), false),
+            ),
+            (
+                b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+                reusing(200, None),
+                false,
+                (Ok(()), true),
+            ),
+        ];
+        for (reply, http, close, want) in cases {
+            let got = tokio::time::timeout(Duration::from_secs(5), over_pipe(reply, &http, close))
+                .await
+                .unwrap_or_else(|_| panic!("no verdict: {:?}", String::from_utf8_lossy(reply)));
+            assert_eq!(got, want, "{:?} {http:?}", String::from_utf8_lossy(reply));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_with_something_to_read_or_closed_is_not_idle() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        assert!(still_idle(&mut client));
+        server
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(!still_idle(&mut client));
+        let (mut client, server) = tokio::io::duplex(1024);
+        drop(server);
+        assert!(!still_idle(&mut client));
     }
 
     #[test]
