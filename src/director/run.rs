@@ -769,8 +769,12 @@ mod tests {
                 && w.contains("at least 2512 (LimitNOFILE= in the unit)"),
             "{w}"
         );
-        // The soft limit is raised only as far as needed and never above the hard one.
-        let lim = fd_limit().expect("getrlimit");
+        // The soft limit is raised only as far as needed and never above the hard one. Lowered
+        // first (always allowed) where it equals the hard one, so that there is room to raise.
+        let mut lim = fd_limit().expect("getrlimit");
+        lim.rlim_cur = lim.rlim_cur.min((lim.rlim_max / 2).max(1024));
+        // SAFETY: setrlimit with a valid pointer to a local rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
         assert_eq!(fit_fd_limit(0), lim.rlim_cur);
         assert_eq!(fit_fd_limit(lim.rlim_cur), lim.rlim_cur);
         let want = (lim.rlim_cur + 1).min(lim.rlim_max);
@@ -779,6 +783,33 @@ mod tests {
         if want > lim.rlim_cur {
             assert_eq!(STARTING_FD_LIMIT.load(Ordering::Relaxed), lim.rlim_cur);
         }
+        // A command check starts with the limit from before the raise.
+        let check = HealthCheck {
+            probe: health::Probe::Command {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("[ \"$(ulimit -n)\" = {} ]", lim.rlim_cur),
+                ],
+            },
+            port: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            rise: 1,
+            fall: 1,
+            on_failure: health::OnFailure::Quiesce,
+        };
+        let target = failed(0, 1).target;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = runtime.block_on(probe::run(&target, &check, &mut Default::default()));
+        assert_eq!(
+            result,
+            Ok(()),
+            "the command check saw another open-file limit"
+        );
     }
 
     fn failed(generation: u64, fall: u32) -> CheckResult {
