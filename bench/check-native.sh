@@ -5,7 +5,9 @@
 #
 #   sudo bench/check-native.sh      # knobs: WARMUP=10 SECS=30 TYPES="http tcp" INTERVALS="1000 10000"
 #                                   #        (TYPES also: http-reuse, an http check with
-#                                   #        reuse_connection = true: one kept connection per server)
+#                                   #        reuse_connection = true: one kept connection per server;
+#                                   #        https and https-reuse, against a TLS listener on ports
+#                                   #        8011-8014, rs-agent only: the yardstick has no TLS)
 #                                   #        MODES="rs-agent blocking" (also: blocking-rst blocking-reuse)
 #                                   #        PERF=/tmp/cn.perf (perf record -g each run to PERF.MODE.TYPE.MS)
 #                                   #        SPLIT=1 (real servers' side on the other CPU; see below)
@@ -32,6 +34,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DIR=rsa-cn-dir
 SRV=rsa-cn-srv
 PORTS="8001 8004"
+TLS_PORTS="8011 8014" # https and https-reuse: a second bench_listener speaking TLS
 WORK=$(mktemp -d /tmp/rsa-check-native.XXXXXX)
 LISTENER_PID=""
 
@@ -39,10 +42,11 @@ LISTENER_PID=""
 
 cleanup() {
     set +e
-    if [ -n "$LISTENER_PID" ]; then
-        kill "$LISTENER_PID" 2>/dev/null
-        wait "$LISTENER_PID" 2>/dev/null
-    fi
+    local pid
+    for pid in $LISTENER_PID; do
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
     ip netns del "$DIR" 2>/dev/null || true
     ip netns del "$SRV" 2>/dev/null || true
     rm -rf "$WORK"
@@ -63,12 +67,14 @@ reals() {
 config() { # TYPE INTERVAL_MS
     local port rs
     printf '[director]\ninterface = "v0"\ngarp_count = 0\n'
-    for port in $(seq $PORTS); do
+    local ports=$PORTS
+    case $1 in https*) ports=$TLS_PORTS ;; esac
+    for port in $(seq $ports); do
         printf '\n[[director.service]]\nvip = "192.0.2.100"\nport = %s\nscheduler = "wlc"\n' "$port"
         printf 'reals = [%s]\n' "$(reals | sed "s/.*/\"&:$port\"/" | paste -sd,)"
         printf '\n[director.service.check]\ntype = "%s"\n' "${1%-reuse}"
         [ "$1" != tcp ] && printf 'path = "/"\n'
-        [ "$1" = http-reuse ] && printf 'reuse_connection = true\n'
+        case $1 in *-reuse) printf 'reuse_connection = true\n' ;; esac
         printf 'interval_ms = %s\ntimeout_ms = 1000\nrise = 2\nfall = 2\n' "$2"
     done
 }
@@ -125,6 +131,13 @@ napi_ticks() { # utime + stime of the NAPI threads, in clock ticks
 
 ip netns exec "$SRV" $PIN_SRV "$TARGET/release/examples/bench_listener" "$WORK/conns" $(seq $PORTS) &
 LISTENER_PID=$!
+case " $TYPES " in *" https"*)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=bench -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    BENCH_TLS="$WORK/cert.pem:$WORK/key.pem" ip netns exec "$SRV" $PIN_SRV \
+        "$TARGET/release/examples/bench_listener" "$WORK/tls-conns" $(seq $TLS_PORTS) &
+    LISTENER_PID+=" $!"
+esac
 sleep 1
 
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPU(s): $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -132,8 +145,12 @@ echo "# 2,000 real servers (4 services x 500), timeout 1 s, rise/fall 2; ${WARMU
 for type in $TYPES; do
     for interval in $INTERVALS; do
         config "$type" "$interval" >"$WORK/cost.toml"
+        conns=$WORK/conns
+        case $type in https*) conns=$WORK/tls-conns ;; esac
         for mode in ${MODES:-rs-agent blocking}; do
-            before=$(cat "$WORK/conns" 2>/dev/null || echo 0)
+            # The blocking yardstick speaks no TLS.
+            case $type/$mode in https*/blocking*) continue ;; esac
+            before=$(cat "$conns" 2>/dev/null || echo 0)
             # Over the measured window: the NAPI threads' CPU (NAPI=1), and half way through
             # it the TIME_WAIT sockets on each side.
             (
@@ -152,7 +169,7 @@ for type in $TYPES; do
                 "$TARGET/release/examples/check_cost" "$WORK/cost.toml" "$WARMUP" "$SECS" \
                 $([ "$mode" != rs-agent ] && echo "$mode"))
             wait "$sampler" || true
-            after=$(cat "$WORK/conns" 2>/dev/null || echo 0)
+            after=$(cat "$conns" 2>/dev/null || echo 0)
             echo "type=$type interval_ms=$interval $line server_accepts_total=$((after - before)) $(cat "$WORK/tw")"
             # The next run starts without this one's TIME_WAIT sockets (they last 60 s).
             ip netns exec "$DIR" ss -K state time-wait >/dev/null 2>&1 || true

@@ -9,6 +9,8 @@
 //!
 //! `bench_listener COUNT_FILE PORT...`
 //!
+//! With `BENCH_TLS=CERT.pem:KEY.pem` in the environment every port speaks HTTPS instead.
+//!
 //! For the detection bench's phase-free measurement: with `BENCH_LOG=FILE` in the environment
 //! every answered request is appended to FILE as `<CLOCK_MONOTONIC ns> <status>`, and SIGUSR1
 //! switches the answers from `200 OK` to `503 Service Unavailable` (the web application broke,
@@ -25,9 +27,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
 const FAILING: &[u8] =
@@ -46,7 +50,11 @@ struct Shared {
 /// connection (HTTP/1.1 `Connection: keep-alive`, as rs-agent's `reuse_connection` checks do),
 /// each request on it, counting every request after the first in `extra` (so that with the
 /// connection itself, counted when accepted, every check is counted once).
-async fn serve(mut stream: TcpStream, shared: Rc<Shared>, extra: Rc<Cell<u64>>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    shared: Rc<Shared>,
+    extra: Rc<Cell<u64>>,
+) {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     for served in 0u64.. {
@@ -89,13 +97,63 @@ async fn serve(mut stream: TcpStream, shared: Rc<Shared>, extra: Rc<Cell<u64>>) 
     }
 }
 
-async fn accept_loop(listener: TcpListener, accepted: Rc<Cell<u64>>, shared: Rc<Shared>) {
+/// Serves one accepted connection, after a TLS handshake when `tls` is set.
+async fn connection(
+    stream: TcpStream,
+    shared: Rc<Shared>,
+    accepted: Rc<Cell<u64>>,
+    tls: Option<TlsAcceptor>,
+) {
+    match tls {
+        None => serve(stream, shared, accepted).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(Duration::from_secs(2), acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                serve(stream, shared, accepted).await;
+            }
+        }
+    }
+}
+
+/// The TLS side of `BENCH_TLS=CERT.pem:KEY.pem`.
+fn tls_acceptor(spec: &str) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = spec
+        .split_once(':')
+        .ok_or("BENCH_TLS must be CERT.pem:KEY.pem")?;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("TLS: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    accepted: Rc<Cell<u64>>,
+    shared: Rc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
     let mut errors = 0u64;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 accepted.set(accepted.get() + 1);
-                tokio::task::spawn_local(serve(stream, shared.clone(), accepted.clone()));
+                tokio::task::spawn_local(connection(
+                    stream,
+                    shared.clone(),
+                    accepted.clone(),
+                    tls.clone(),
+                ));
             }
             Err(e) => {
                 // Counted, and reported now and then: a full fd table must not flood the log.
@@ -113,6 +171,10 @@ async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
     raise_fd_limit();
     let accepted = Rc::new(Cell::new(0u64));
     let shared = Rc::new(Shared::default());
+    let tls = match std::env::var("BENCH_TLS") {
+        Ok(spec) => Some(tls_acceptor(&spec)?),
+        Err(_) => None,
+    };
     if let Some(path) = std::env::var_os("BENCH_LOG") {
         let file = File::create(&path).map_err(|e| format!("BENCH_LOG {path:?}: {e}"))?;
         *shared.log.borrow_mut() = Some(file);
@@ -129,7 +191,12 @@ async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .await
             .map_err(|e| format!("listening on port {port}: {e}"))?;
-        tokio::task::spawn_local(accept_loop(listener, accepted.clone(), shared.clone()));
+        tokio::task::spawn_local(accept_loop(
+            listener,
+            accepted.clone(),
+            shared.clone(),
+            tls.clone(),
+        ));
     }
     let tmp = count_file.with_extension("tmp");
     loop {
