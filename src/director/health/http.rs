@@ -60,7 +60,7 @@ const MAX_LINE: usize = 1024;
 
 /// The length of the head at the start of `rest`, up to and including the empty line that
 /// ends it. Lines end in CRLF, or in a bare LF, which RFC 9112 (2.2) lets a recipient accept.
-fn head_len(rest: &[u8]) -> Option<usize> {
+pub fn head_len(rest: &[u8]) -> Option<usize> {
     let mut at = 0;
     while let Some(n) = rest[at..].iter().position(|b| *b == b'\n') {
         at += n + 1;

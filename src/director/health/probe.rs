@@ -1,7 +1,7 @@
 //! The checks themselves: TCP connect, HTTP(S) GET, command. Each is bounded by the check's
 //! timeout as a whole (connect, TLS, request, response) and returns why it failed.
 
-use super::http::{framing, Framing, Whole};
+use super::http::{framing, head_len, Framing, Whole};
 use super::{HealthCheck, HttpProbe, Probe, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,10 +172,7 @@ pub fn judge(response: &[u8], http: &HttpProbe) -> Result<(), String> {
         return Err(format!("HTTP status {status}, expected {}", http.status));
     }
     if let Some(want) = &http.body {
-        let body_at = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(response.len(), |p| p + 4);
+        let body_at = head_len(response).unwrap_or(response.len());
         let body = String::from_utf8_lossy(&response[body_at..]);
         if !body.contains(want.as_str()) {
             return Err(format!("body does not contain {want:?}"));
@@ -502,7 +499,7 @@ mod tests {
             ),
             (
                 b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
-                reusing(200, None),
+                reusing(200, Some("ok")),
                 false,
                 (Ok(()), true),
             ),
