@@ -168,7 +168,8 @@ async fn accept_loop(
 }
 
 async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
-    raise_fd_limit();
+    // Thousands of connections can be open at once: the soft fd limit up to the hard one.
+    rs_agent::director::run::fit_fd_limit(u64::MAX);
     let accepted = Rc::new(Cell::new(0u64));
     let shared = Rc::new(Shared::default());
     let tls = match std::env::var("BENCH_TLS") {
@@ -205,21 +206,6 @@ async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
             .and_then(|()| std::fs::rename(&tmp, &count_file));
         if let Err(e) = written {
             eprintln!("bench_listener: {}: {e}", count_file.display());
-        }
-    }
-}
-
-/// Thousands of connections can be open at once: lift the soft fd limit to the hard one.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
