@@ -237,10 +237,7 @@ impl Daemon<'_> {
         if self.failures > 0 {
             at = at.max(self.last_pass + MIN_BACKOFF);
         }
-        if at < self.next {
-            self.next = at;
-            self.trigger = trigger;
-        }
+        (self.next, self.trigger) = merge((self.next, self.trigger), at, trigger);
     }
 
     fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, AgentError>) {
@@ -404,6 +401,20 @@ fn kept(report: &Report) -> String {
     }
 }
 
+/// Joins a new reason for a pass (`trigger`, due `at`) to the pending one: the sooner time
+/// wins. A reload names the pass it joins and is never renamed by a later trigger, so that
+/// the changes it asked for are logged as `reload applied:` and not counted as repairs, even
+/// when an event had already scheduled that pass.
+fn merge(pending: (Instant, Trigger), at: Instant, trigger: Trigger) -> (Instant, Trigger) {
+    let (next, current) = pending;
+    let named = match (current, trigger) {
+        (_, Trigger::Reload) | (Trigger::Reload, _) => Trigger::Reload,
+        _ if at < next => trigger,
+        _ => current,
+    };
+    (next.min(at), named)
+}
+
 /// 200 ms, 400 ms, 800 ms, ... capped at `MAX_BACKOFF`.
 fn backoff(failures: u32) -> Duration {
     let shift = failures.saturating_sub(1).min(16);
@@ -421,5 +432,45 @@ mod tests {
             .map(|f| backoff(*f).as_millis())
             .collect();
         assert_eq!(ms, vec![200, 400, 800, 25_600, 30_000, 30_000, 30_000]);
+    }
+
+    #[test]
+    fn a_reload_names_the_pass_it_joins() {
+        let now = Instant::now();
+        let soon = now + DEBOUNCE;
+        let later = now + Duration::from_secs(1);
+        let name = |pending, at, trigger| merge(pending, at, trigger).1.as_str();
+        // An event already scheduled the pass; the reload that joins it renames it.
+        assert_eq!(
+            merge(
+                (soon, Trigger::Event(Event::Address)),
+                later,
+                Trigger::Reload
+            )
+            .0,
+            soon
+        );
+        assert_eq!(
+            name(
+                (soon, Trigger::Event(Event::Address)),
+                later,
+                Trigger::Reload
+            ),
+            "SIGHUP"
+        );
+        // A pending reload is not renamed by a sooner event.
+        assert_eq!(
+            name((later, Trigger::Reload), soon, Trigger::Event(Event::Link)),
+            "SIGHUP"
+        );
+        // Otherwise the sooner reason names the pass.
+        assert_eq!(
+            name((later, Trigger::Tick), soon, Trigger::Event(Event::Link)),
+            "link event"
+        );
+        assert_eq!(
+            name((soon, Trigger::Tick), later, Trigger::Event(Event::Link)),
+            "periodic check"
+        );
     }
 }
