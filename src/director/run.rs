@@ -526,15 +526,30 @@ struct Announcing {
 }
 
 impl Announcing {
-    /// Whether this announcement must stop after a pass: it claims a VIP that is no longer
-    /// configured (its later rounds would pull traffic from the node that now holds it) or is
-    /// sent on an interface the director no longer uses, or the pass bound VIPs that are to
-    /// be announced at once (`pending`; the new announcement takes this one's VIPs along).
+    /// Whether this announcement must stop: it claims a VIP that is no longer configured (its
+    /// later rounds would pull traffic from the node that now holds it) or is sent on an
+    /// interface the director no longer uses (both checked before a reload's pass, so that
+    /// no round goes out once the VIP is removed), or a pass bound VIPs that are to be
+    /// announced at once (`pending`; the new announcement takes this one's VIPs along).
     fn superseded(&self, desired: &DirectorDesired, pending: &[std::net::IpAddr]) -> bool {
         let vips = desired.vips();
         !pending.is_empty()
             || self.interface != desired.interface
             || self.vips.iter().any(|v| !vips.contains(v))
+    }
+}
+
+/// Stops the announcement in flight if it is [`Announcing::superseded`]; its VIPs join
+/// `unannounced` (the next announcement takes those still configured and bound along).
+fn stop_superseded(
+    announcing: &mut Option<Announcing>,
+    desired: &DirectorDesired,
+    pending: &[std::net::IpAddr],
+    unannounced: &mut Vec<std::net::IpAddr>,
+) {
+    if let Some(a) = announcing.take_if(|a| a.superseded(desired, pending)) {
+        a.task.abort();
+        unannounced.extend(a.vips);
     }
 }
 
@@ -689,6 +704,12 @@ pub async fn run(
             _ = int.recv() => break,
         }
         if let Some(pass) = pass {
+            // An announcement for a VIP the new configuration drops (or on an interface it no
+            // longer uses) stops before the pass removes the VIP, not after: a round sent in
+            // between would pull the VIP's traffic back from whichever node took it over.
+            if replaced.is_some() {
+                stop_superseded(&mut announcing, &desired, &[], &mut passes.unannounced);
+            }
             let result = passes.reconcile(&desired, &health, state_dir, pass).await;
             match (&result, replaced) {
                 (Ok(_), Some(_)) => health.retain(|t, _| checks.is_checked(t)),
@@ -730,10 +751,8 @@ pub async fn run(
             }
             // VIPs the pass bound are announced now, not at the next retry tick or after the
             // announcement in flight; one for a VIP no longer configured stops.
-            if let Some(a) = announcing.take_if(|a| a.superseded(&desired, &passes.unannounced)) {
-                a.task.abort();
-                passes.unannounced.extend(a.vips);
-            }
+            let pending = passes.unannounced.clone();
+            stop_superseded(&mut announcing, &desired, &pending, &mut passes.unannounced);
             if announcing.is_none() && !passes.unannounced.is_empty() {
                 announcing = passes.start_announcing(&desired).await;
             }
