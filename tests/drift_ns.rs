@@ -142,8 +142,17 @@ fn vip_line(rs: &Host, vip: &str) -> Option<String> {
 
 /// Does `drift` to the node, then waits until the agent has logged a new `repaired:` line
 /// containing `expect` and `status` passes; then checks the client's view and the agent.
-fn drift_and_repair(site: &Site, rs: &Host, agent: &Agent, what: &str, expect: &str) {
+/// The lines are counted before the drift: the agent may repair and log it before the
+/// command that made it has returned.
+fn drift_and_repair(
+    site: &Site,
+    rs: &Host,
+    agent: &Agent,
+    (what, drift): (&str, impl FnOnce()),
+    expect: &str,
+) {
     let before = agent.repaired_lines().len();
+    drift();
     let repaired = poll(REPAIR_LIMIT, || {
         let lines = agent.repaired_lines();
         lines.len() > before
@@ -173,25 +182,35 @@ fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
 
     // The sysctl real server.
     let vip32 = format!("{VIP}/32");
-    rs1.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
-    drift_and_repair(&site, rs1, &sysctl_agent, "VIP deleted", "add address");
-    for scope in ["all", "eth0"] {
-        rs1.ns
-            .sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "0");
-    }
     drift_and_repair(
         &site,
         rs1,
         &sysctl_agent,
-        "arp_ignore reset",
+        ("VIP deleted", || {
+            rs1.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
+        }),
+        "add address",
+    );
+    let reset_ignore = || {
+        for scope in ["all", "eth0"] {
+            rs1.ns
+                .sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "0");
+        }
+    };
+    drift_and_repair(
+        &site,
+        rs1,
+        &sysctl_agent,
+        ("arp_ignore reset", reset_ignore),
         "arp_ignore 0 -> 1",
     );
-    rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "0");
     drift_and_repair(
         &site,
         rs1,
         &sysctl_agent,
-        "arp_announce reset",
+        ("arp_announce reset", || {
+            rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "0")
+        }),
         "arp_announce 0 -> 2",
     );
     // Re-added with another label, in one `ip` process: the agent reacts within
@@ -199,36 +218,46 @@ fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
     let batch = rs1.state_dir.join("relabel.ip");
     let text = format!("addr del {vip32} dev lo\naddr add {vip32} dev lo label lo:other\n");
     std::fs::write(&batch, text).expect("writing the ip batch file");
-    rs1.exec(&["ip", "-batch", &batch.to_string_lossy()]);
     drift_and_repair(
         &site,
         rs1,
         &sysctl_agent,
-        "label changed",
+        ("label changed", || {
+            rs1.exec(&["ip", "-batch", &batch.to_string_lossy()]);
+        }),
         "label lo:other -> lo:rsagent",
     );
     let line = vip_line(rs1, VIP).unwrap_or_default();
     assert!(line.contains("lo:rsagent"), "label not restored: {line}");
 
     // The nft real server.
-    rs2.exec(&["nft", "flush table arp rs_agent"]);
     drift_and_repair(
         &site,
         rs2,
         &nft_agent,
-        "nft table flushed",
+        ("nft table flushed", || {
+            rs2.exec(&["nft", "flush table arp rs_agent"]);
+        }),
         "write nft table arp",
     );
-    rs2.exec(&["nft", "delete table arp rs_agent"]);
     drift_and_repair(
         &site,
         rs2,
         &nft_agent,
-        "nft table deleted",
+        ("nft table deleted", || {
+            rs2.exec(&["nft", "delete table arp rs_agent"]);
+        }),
         "write nft table arp",
     );
-    rs2.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
-    drift_and_repair(&site, rs2, &nft_agent, "VIP deleted (nft)", "add address");
+    drift_and_repair(
+        &site,
+        rs2,
+        &nft_agent,
+        ("VIP deleted (nft)", || {
+            rs2.exec(&["ip", "addr", "del", &vip32, "dev", "lo"]);
+        }),
+        "add address",
+    );
 
     // A stopped agent must not drop traffic: exit 0, node still configured.
     for (rs, agent) in [(rs1, &mut sysctl_agent), (rs2, &mut nft_agent)] {

@@ -174,7 +174,7 @@ fn kept_connection_scenario(test: &str, kind: &'static str) {
     let config = format!(
         "[director]\ninterface = \"lo\"\n\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 8080\n\
          reals = [\"{RS}:{PORT}\"]\n\n[director.service.check]\ntype = \"{kind}\"\npath = \"/health\"\n\
-         body = \"healthy\"\nreuse_connection = true\ninterval_ms = 200\ntimeout_ms = 150\n\
+         body = \"healthy\"\nreuse_connection = true\ninterval_ms = 200\ntimeout_ms = 200\n\
          rise = 1\nfall = 2\n"
     );
     let file = ConfigFile::parse(None, config).expect("config");

@@ -752,16 +752,8 @@ fn up_waiting_while_run_starts_is_refused() {
     use std::time::Duration;
     let (_lan, rs) = lone_real_server("uprace");
     std::fs::create_dir_all(&rs.state_dir).expect("state dir");
-    // Another pass holds the pass lock (flock(1) stands in for it) for a moment.
-    let pass_lock = rs.state_dir.join(REAL_SERVER);
-    let mut other_pass = std::process::Command::new("flock")
-        .arg(&pass_lock)
-        .args(["sleep", "2"])
-        .spawn()
-        .expect("flock");
-    assert!(poll(Duration::from_secs(5), || {
-        probe(&rs.state_dir, REAL_SERVER).is_ok_and(|h| h.is_some())
-    }));
+    // Another pass holds the pass lock (flock(1) stands in for it) until the daemon is up.
+    let other_pass = LockHolder::hold(&rs, REAL_SERVER);
     let (out, pid) = std::thread::scope(|s| {
         let up = s.spawn(|| rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]));
         // `up` is waiting for the pass lock; now the daemon starts and waits for it too.
@@ -770,7 +762,7 @@ fn up_waiting_while_run_starts_is_refused() {
         assert!(poll(Duration::from_secs(5), || {
             probe(&rs.state_dir, REAL_SERVER_RUN).is_ok_and(|h| h.is_some())
         }));
-        let _ = other_pass.wait();
+        other_pass.release();
         let out = up.join().expect("up thread");
         agent.wait_configured(&rs, String::new);
         let pid = agent.child.id();
@@ -838,28 +830,21 @@ fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
     }
     let (_lan, rs) = lone_real_server("lock");
     let before = rs.snapshot();
-    // Someone holds the pass lock for 1.5 s: `up` waits for it, then applies.
-    let lock = rs.state_dir.join("real-server.lock");
-    let holder = std::process::Command::new("flock")
-        .arg(&lock)
-        .args(["sleep", "1.5"])
-        .spawn()
-        .expect("starting flock");
-    let mut holder = ChildGuard(holder);
-    assert!(
-        common::poll(std::time::Duration::from_secs(3), || lock.exists()),
-        "flock did not create {}",
-        lock.display()
-    );
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let start = std::time::Instant::now();
-    rs.rs_agent_ok(&["up", "--vip", VIP]);
-    let waited = start.elapsed();
-    assert!(
-        waited >= std::time::Duration::from_millis(900),
-        "up did not wait: {waited:?}"
-    );
-    let _ = holder.0.wait();
+    // Someone holds the pass lock: `up` waits for it, then applies.
+    let holder = LockHolder::hold(&rs, rs_agent::lock::REAL_SERVER);
+    std::thread::scope(|s| {
+        let up = s.spawn(|| rs.rs_agent(&["up", "--vip", VIP]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(!up.is_finished(), "up did not wait for the lock");
+        let lo = stdout(&rs.exec(&["ip", "addr", "show", "dev", "lo"]));
+        assert!(
+            !lo.contains(VIP),
+            "up applied while the lock was held: {lo}"
+        );
+        holder.release();
+        let out = up.join().expect("up thread");
+        assert!(out.status.success(), "up after the wait: {}", stderr(&out));
+    });
     rs.rs_agent_ok(&["down"]);
     assert_same_snapshot(&before, &rs.snapshot(), "up after waiting, down");
     // Concurrent ups, each round undone by one down: nothing may be left behind.
@@ -890,6 +875,40 @@ fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
 
 /// Kills and reaps a helper process on drop.
 struct ChildGuard(std::process::Child);
+
+/// Another process holding one of rs-agent's locks in `rs`'s state directory (flock(1)
+/// running `cat`) until `release`: no sleep decides when it lets go.
+struct LockHolder(ChildGuard);
+
+impl LockHolder {
+    /// Starts the holder and waits (bounded) until the lock is held.
+    fn hold(rs: &Host, name: &str) -> LockHolder {
+        std::fs::create_dir_all(&rs.state_dir).expect("state dir");
+        let child = std::process::Command::new("flock")
+            .arg(rs.state_dir.join(name))
+            .arg("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting flock");
+        let holder = LockHolder(ChildGuard(child));
+        let held = common::poll(std::time::Duration::from_secs(5), || {
+            rs_agent::lock::probe(&rs.state_dir, name).is_ok_and(|h| h.is_some())
+        });
+        assert!(
+            held,
+            "flock did not take {name} in {}",
+            rs.state_dir.display()
+        );
+        holder
+    }
+
+    /// Lets go: `cat` reads the end of its input, flock exits and the lock is free.
+    fn release(mut self) {
+        drop(self.0 .0.stdin.take());
+        let _ = self.0 .0.wait();
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -964,23 +983,34 @@ fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
     assert_same_snapshot(&before, &rs.snapshot(), "up and down with a closed stdout");
 }
 
-/// Opens argv[3] idle connections to argv[1]:argv[2] and prints how many the server closed
-/// within 0.3 s.
+/// Opens argv[3] idle connections to argv[1]:argv[2] and prints how many the server closed:
+/// polled every 50 ms until at least argv[4] are closed (at most 1.2 s), then counted again
+/// 0.2 s later, so that closing too many shows too (all within the server's 2 s request
+/// timeout, which closes the rest).
 const IDLE_CLIENTS: &str = r#"
 import socket, sys, time
 conns = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
          for _ in range(int(sys.argv[3]))]
-time.sleep(0.3)
-closed = 0
 for c in conns:
     c.setblocking(False)
-    try:
-        closed += c.recv(1) == b""
-    except BlockingIOError:
-        pass
-    except ConnectionResetError:
-        closed += 1
-print(closed)
+closed = set()
+def count():
+    for i, c in enumerate(conns):
+        if i in closed:
+            continue
+        try:
+            if c.recv(1) == b"":
+                closed.add(i)
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed.add(i)
+    return len(closed)
+deadline = time.monotonic() + 1.2
+while count() < int(sys.argv[4]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.2)
+print(count())
 "#;
 
 #[test]
@@ -1015,7 +1045,7 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
     agent.wait_configured(&rs, String::new);
     // Idle clients cannot hold more than 32 connections (each would hold a descriptor the
     // agent's passes need): of 40 opened at once, 8 are closed at once.
-    let out = rs.exec(&["python3", "-c", IDLE_CLIENTS, &rs.ip, "8081", "40"]);
+    let out = rs.exec(&["python3", "-c", IDLE_CLIENTS, &rs.ip, "8081", "40", "8"]);
     assert_eq!(
         stdout(&out).trim(),
         "8",

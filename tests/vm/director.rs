@@ -1042,7 +1042,7 @@ fn https_and_command_checks(ctx: &Ctx) -> Result<(), String> {
          reals = [\"192.0.2.11:8080\", \"192.0.2.12:8080\"]\n\n\
          [director.service.check]\ntype = \"command\"\n\
          command = [\"/bin/sh\", \"-c\", \"test -e {scratch}/cmd-up-$RS_ADDR\"]\n\
-         interval_ms = 1000\ntimeout_ms = 900\nrise = 2\nfall = 2\n"
+         interval_ms = 2000\ntimeout_ms = 1500\nrise = 2\nfall = 2\n"
     );
     let cfg = write(ctx, "checks.toml", &cfg)?;
     let _run = director_run(ctx, &lab, &cfg, "chk")?;

@@ -28,7 +28,7 @@ const TARGET: &str = "rs-agent-vm.target";
 const RS_UNIT: &str = "rs-agent.service";
 const DIRECTOR_UNIT: &str = "rs-agent-director.service";
 /// The drop-ins' watchdog: the agents must ping within it (units/ say 30 s).
-const WATCHDOG_SEC: u32 = 4;
+const WATCHDOG_SEC: u32 = 10;
 /// CAP_NET_ADMIN (12) and CAP_NET_RAW (13) as /proc/PID/status prints capability sets.
 const CAP_NET_ADMIN: &str = "0000000000001000";
 const CAP_NET_ADMIN_RAW: &str = "0000000000003000";
@@ -282,10 +282,13 @@ fn drift_repaired(manager: &Manager, lab: &Lab) -> Result<(), String> {
         })
     })
     .map_err(|e| format!("{e}\n{}", manager.diagnose(RS_UNIT)))?;
-    let journal = manager.journal(RS_UNIT)?;
-    let repairs = journal.lines().filter(|l| l.contains("repaired")).count();
-    ensure(repairs >= 2, || {
-        format!("{RS_UNIT}'s journal shows {repairs} repair line(s), want 2:\n{journal}")
+    // The agent logs after it acts, and journald reads its stream on its own time.
+    eventually(Duration::from_secs(5), || {
+        let journal = manager.journal(RS_UNIT)?;
+        let repairs = journal.lines().filter(|l| l.contains("repaired")).count();
+        ensure(repairs >= 2, || {
+            format!("{RS_UNIT}'s journal shows {repairs} repair line(s), want 2:\n{journal}")
+        })
     })
 }
 
@@ -339,11 +342,17 @@ fn reloads_applied(
         "`systemctl reload` of a config with scheduler \"rrr\" succeeded".into()
     })?;
     let args = ["--no-pager", "-o", "cat", "-p", "err", "-u", DIRECTOR_UNIT];
-    let errors = manager.inside_output("journalctl", &args)?;
-    ensure(
-        errors.contains("director.toml:") && errors.contains("unknown scheduler \"rrr\""),
-        || format!("journalctl -p err -u {DIRECTOR_UNIT} shows:\n{errors}\nwant the config error"),
-    )?;
+    eventually(Duration::from_secs(5), || {
+        let errors = manager.inside_output("journalctl", &args)?;
+        ensure(
+            errors.contains("director.toml:") && errors.contains("unknown scheduler \"rrr\""),
+            || {
+                format!(
+                    "journalctl -p err -u {DIRECTOR_UNIT} shows:\n{errors}\nwant the config error"
+                )
+            },
+        )
+    })?;
     manager.expect_running(DIRECTOR_UNIT, CAP_NET_ADMIN_RAW)?;
     let after = manager.property(DIRECTOR_UNIT, "MainPID")?;
     ensure(after == pid, || {
@@ -379,14 +388,16 @@ fn quiesce_journaled(manager: &Manager, lab: &mut Lab) -> Result<(), String> {
         "-u",
         DIRECTOR_UNIT,
     ];
-    let warnings = manager.inside_output("journalctl", &args)?;
-    let down = warnings
-        .lines()
-        .any(|l| l.contains("real server 192.0.2.12:80 ") && l.contains("is DOWN"));
-    ensure(down && !warnings.contains(" INFO "), || {
-        format!(
-            "journalctl -p warning -u {DIRECTOR_UNIT} shows:\n{warnings}\nwant the DOWN line and no INFO line"
-        )
+    eventually(Duration::from_secs(5), || {
+        let warnings = manager.inside_output("journalctl", &args)?;
+        let down = warnings
+            .lines()
+            .any(|l| l.contains("real server 192.0.2.12:80 ") && l.contains("is DOWN"));
+        ensure(down && !warnings.contains(" INFO "), || {
+            format!(
+                "journalctl -p warning -u {DIRECTOR_UNIT} shows:\n{warnings}\nwant the DOWN line and no INFO line"
+            )
+        })
     })
 }
 
