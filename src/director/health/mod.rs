@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod probe;
+pub mod tls;
 
 use super::config::{DirectorDesired, ServiceDesired};
 use crate::kernel::ipvs::{Destination, ServiceKey};

@@ -2,6 +2,7 @@
 //! timeout as a whole (connect, TLS, request, response) and returns why it failed.
 
 use super::http::{framing, head_len, Framing, Whole};
+use super::tls::TlsConn;
 use super::{HealthCheck, HttpProbe, Probe, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -311,7 +312,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 /// The one TLS client configuration of every https check, built at the first. Without session
 /// resumption: each new connection is a full handshake, as a new client's would be, and no
 /// cache of sessions grows with the number of servers.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
         std::sync::OnceLock::new();
     CONFIG
@@ -333,13 +334,12 @@ async fn tls_connect(
     stream: TcpStream,
     addr: SocketAddr,
     http: &HttpProbe,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<TlsConn, String> {
     let name = match &http.host {
         Some(h) => tls_server_name(h)?,
         None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
     };
-    tokio_rustls::TlsConnector::from(tls_config()?)
-        .connect(name, stream)
+    TlsConn::connect(tls_config()?, name, stream)
         .await
         .map_err(|e| format!("TLS handshake with {addr}: {e}"))
 }
