@@ -72,6 +72,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsConn<S> {
             eof: false,
         };
         std::future::poll_fn(|cx| conn.poll_handshake(cx)).await?;
+        // A record that came with the server's last flight (a session ticket) may be half
+        // here: keep it, not the read's spare room.
+        conn.trim();
         Ok(conn)
     }
 
@@ -92,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsConn<S> {
     }
 
     /// One call into rustls: handles the state it reports, with `app` to encrypt when it
-    /// allows sending.
+    /// allows sending. After an error the connection is not used again (the check drops it).
     fn step(&mut self, app: Option<&[u8]>) -> io::Result<Step> {
         let TlsConn {
             tls,
@@ -301,6 +304,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConn<S> {
         self.get_mut().poll_send(cx)
     }
 
+    /// Sends what is queued and shuts the TCP connection's sending side, without a
+    /// close_notify: checks end their connections with a reset (see `probe::connect`).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
