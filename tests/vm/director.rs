@@ -977,8 +977,15 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         },
     )?;
     // A reload that validates but the kernel refuses (Debian 12's 6.1 kernel has no
-    // ip_vs_twos): rolled back and kept out, so the running configuration goes on being
-    // enforced — the next hand edit is repaired as before, and no half of it stays.
+    // ip_vs_twos; kernels from 6.7 on have it, so the guest's modprobe is told to fail it,
+    // as a missing module fails — the guest's /run is its own): rolled back and kept out, so
+    // the running configuration goes on being enforced — the next hand edit is repaired as
+    // before, and no half of it stays.
+    std::fs::create_dir_all("/run/modprobe.d").map_err(|e| format!("/run/modprobe.d: {e}"))?;
+    crate::guest::write_file(
+        std::path::Path::new("/run/modprobe.d/rs-agent-vm-test.conf"),
+        "install ip_vs_twos /bin/false\n",
+    )?;
     let twos = "\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 8443\n\
                 scheduler = \"twos\"\nreals = [\"192.0.2.11:8443\"]\n";
     write(ctx, "reload.toml", &(more + twos))?;
