@@ -977,7 +977,7 @@ fn sighup_reload(ctx: &Ctx) -> Result<(), String> {
         },
     )?;
     // A reload that validates but the kernel refuses (Debian 12's 6.1 kernel has no
-    // ip_vs_twos; kernels from 6.7 on have it, so the guest's modprobe is told to fail it,
+    // ip_vs_twos; kernels from 6.2 on have it, so the guest's modprobe is told to fail it,
     // as a missing module fails — the guest's /run is its own): rolled back and kept out, so
     // the running configuration goes on being enforced — the next hand edit is repaired as
     // before, and no half of it stays.
