@@ -530,10 +530,10 @@ impl Announcing {
     /// later rounds would pull traffic from the node that now holds it) or is sent on an
     /// interface the director no longer uses (both checked before a reload's pass, so that
     /// no round goes out once the VIP is removed), or a pass bound VIPs that are to be
-    /// announced at once (`pending`; the new announcement takes this one's VIPs along).
-    fn superseded(&self, desired: &DirectorDesired, pending: &[std::net::IpAddr]) -> bool {
+    /// announced at once (`pending`: the new announcement takes this one's VIPs along).
+    fn superseded(&self, desired: &DirectorDesired, pending: bool) -> bool {
         let vips = desired.vips();
-        !pending.is_empty()
+        pending
             || self.interface != desired.interface
             || self.vips.iter().any(|v| !vips.contains(v))
     }
@@ -544,7 +544,7 @@ impl Announcing {
 fn stop_superseded(
     announcing: &mut Option<Announcing>,
     desired: &DirectorDesired,
-    pending: &[std::net::IpAddr],
+    pending: bool,
     unannounced: &mut Vec<std::net::IpAddr>,
 ) {
     if let Some(a) = announcing.take_if(|a| a.superseded(desired, pending)) {
@@ -708,7 +708,7 @@ pub async fn run(
             // longer uses) stops before the pass removes the VIP, not after: a round sent in
             // between would pull the VIP's traffic back from whichever node took it over.
             if replaced.is_some() {
-                stop_superseded(&mut announcing, &desired, &[], &mut passes.unannounced);
+                stop_superseded(&mut announcing, &desired, false, &mut passes.unannounced);
             }
             let result = passes.reconcile(&desired, &health, state_dir, pass).await;
             match (&result, replaced) {
@@ -751,8 +751,8 @@ pub async fn run(
             }
             // VIPs the pass bound are announced now, not at the next retry tick or after the
             // announcement in flight; one for a VIP no longer configured stops.
-            let pending = passes.unannounced.clone();
-            stop_superseded(&mut announcing, &desired, &pending, &mut passes.unannounced);
+            let pending = !passes.unannounced.is_empty();
+            stop_superseded(&mut announcing, &desired, pending, &mut passes.unannounced);
             if announcing.is_none() && !passes.unannounced.is_empty() {
                 announcing = passes.start_announcing(&desired).await;
             }
@@ -937,10 +937,10 @@ mod tests {
             interface: interface.to_string(),
             task: tokio::spawn(async { Ok(0) }),
         };
-        assert!(!announcing(vec![vip], "eth0").superseded(&desired, &[]));
-        assert!(announcing(vec![vip], "eth0").superseded(&desired, &[other]));
-        assert!(announcing(vec![vip, other], "eth0").superseded(&desired, &[]));
-        assert!(announcing(vec![vip], "eth1").superseded(&desired, &[]));
+        assert!(!announcing(vec![vip], "eth0").superseded(&desired, false));
+        assert!(announcing(vec![vip], "eth0").superseded(&desired, true));
+        assert!(announcing(vec![vip, other], "eth0").superseded(&desired, false));
+        assert!(announcing(vec![vip], "eth1").superseded(&desired, false));
     }
 
     /// Four servers fail together (fall = 2, both failures of each already queued): the

@@ -153,10 +153,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsConn<S> {
             },
             _ => return Err(invalid("unexpected TLS state (early data)")),
         };
+        // Freed (or trimmed) by `trim` where the connection may go idle, not per record.
         incoming.drain(..discard.min(incoming.len()));
-        if incoming.is_empty() {
-            *incoming = Vec::new();
-        }
         Ok(step)
     }
 
