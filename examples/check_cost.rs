@@ -16,7 +16,7 @@
 //! (`connect(AF_UNSPEC)` resets and disconnects it, the next `connect` is a new connection):
 //! what not creating and closing a socket per check would save.
 
-use rs_agent::config::ConfigFile;
+use rs_agent::config_file::ConfigFile;
 use rs_agent::director::health::http::{framing, Framing};
 use rs_agent::director::health::{self, Probe};
 use rs_agent::director::{self, run::CheckTally};

@@ -29,7 +29,7 @@ Exit codes: 0 success, 1 the node is not as wanted / a kernel operation failed,
 #[command(name = "rs-agent", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Directory for the state file that records what rs-agent changed (so `down` can undo it)
-    #[arg(long, global = true, env = "RS_AGENT_STATE_DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "RS_AGENT_STATE_DIR", default_value = crate::state_dir::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
     /// More log output (-v info, -vv debug); logs go to stderr
@@ -351,8 +351,8 @@ pub struct StatusArgs {
 }
 
 impl RealServerArgs {
-    pub fn flags(&self) -> crate::config::RealServerFlags {
-        crate::config::RealServerFlags {
+    pub fn flags(&self) -> crate::real_server::config::RealServerFlags {
+        crate::real_server::config::RealServerFlags {
             vips: self.vips.clone(),
             device: self.device.clone(),
             arp: self.arp.clone(),

@@ -3,19 +3,16 @@
 //! Every command is the same pipeline: config → `Desired`, kernel → `Observed`,
 //! `plan(desired, observed)` → ordered `Change`s, then apply. See docs/architecture.md.
 
-pub mod agent;
 pub mod cli;
-pub mod config;
+pub mod config_file;
 pub mod director;
-pub mod drain;
+pub mod error;
 pub mod kernel;
-pub mod lock;
 pub mod logging;
 pub mod model;
 pub mod notify;
-pub mod plan;
-pub mod state;
-pub mod status;
+pub mod real_server;
+pub mod state_dir;
 
 /// Aborts a background task when dropped (e.g. the drain endpoint when `run` returns).
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);

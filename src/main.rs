@@ -1,11 +1,11 @@
 //! Thin entry point: parse the command line, call the library, map errors to exit codes.
 
 use clap::Parser;
-use rs_agent::agent::{self, AgentError};
 use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs, RunArgs};
-use rs_agent::config::{self, ConfigFile};
+use rs_agent::config_file::ConfigFile;
 use rs_agent::director::{self, config::DirectorDesired};
-use rs_agent::model::RealServerDesired;
+use rs_agent::error::Error;
+use rs_agent::real_server::{self, config, drain, model::RealServerDesired};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -17,43 +17,42 @@ fn init_logging(verbose: u8) {
     });
 }
 
-fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
-    config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
+    config::real_server(&file, &args.flags()).map_err(|e| Error::Input(e.0))
 }
 
 /// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
-fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, AgentError> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
-    config::run_keys(&file, None, None).map_err(|e| AgentError::Input(e.0))?;
-    config::real_server(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))
+fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
+    config::run_keys(&file, None, None).map_err(|e| Error::Input(e.0))?;
+    config::real_server(&file, &args.flags()).map_err(|e| Error::Input(e.0))
 }
 
 /// For `status`: settings from flags/config when any are given, else the state file's.
-fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, AgentError> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, Error> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
     let has_file = file.raw.real_server.is_some();
     if args.flags().is_empty() && !has_file {
         return Ok(None);
     }
     config::real_server(&file, &args.flags())
         .map(Some)
-        .map_err(|e| AgentError::Input(e.0))
+        .map_err(|e| Error::Input(e.0))
 }
 
 /// For `run`: the desired state and check interval, re-read on every SIGHUP.
-fn run_settings(args: &RunArgs) -> Result<agent::RunSettings, AgentError> {
-    let file =
-        ConfigFile::load(args.settings.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+fn run_settings(args: &RunArgs) -> Result<real_server::RunSettings, Error> {
+    let file = ConfigFile::load(args.settings.config.as_deref()).map_err(|e| Error::Input(e.0))?;
     let desired =
-        config::real_server(&file, &args.settings.flags()).map_err(|e| AgentError::Input(e.0))?;
+        config::real_server(&file, &args.settings.flags()).map_err(|e| Error::Input(e.0))?;
     let (interval, health_listen) = config::run_keys(
         &file,
         args.interval.as_deref(),
         args.health_listen.as_deref(),
     )
-    .map_err(|e| AgentError::Input(e.0))?;
-    Ok(agent::RunSettings {
+    .map_err(|e| Error::Input(e.0))?;
+    Ok(real_server::RunSettings {
         desired,
         interval,
         health_listen,
@@ -66,15 +65,15 @@ fn emit<W: Write>(
     json: Option<serde_json::Result<String>>,
     text: impl FnOnce(&mut W) -> std::io::Result<()>,
     ok: bool,
-) -> Result<ExitCode, AgentError> {
+) -> Result<ExitCode, Error> {
     let written = match json {
         Some(encoded) => {
-            let encoded = encoded.map_err(|e| AgentError::Input(format!("encoding JSON: {e}")))?;
+            let encoded = encoded.map_err(|e| Error::Input(format!("encoding JSON: {e}")))?;
             writeln!(out, "{encoded}")
         }
         None => text(out),
     };
-    written.map_err(|e| AgentError::Input(format!("writing output: {e}")))?;
+    written.map_err(|e| Error::Input(format!("writing output: {e}")))?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -85,7 +84,7 @@ fn emit<W: Write>(
 /// The outcome of a command that changed the node, once its report is written: a failed
 /// write (stdout a closed pipe) must not turn an applied change into exit 2 ("nothing was
 /// changed"), so it is said on stderr and the exit status stays that of the change.
-fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(), AgentError> {
+fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(), Error> {
     match written {
         Ok(()) => Ok(()),
         Err(e) if changed => {
@@ -95,46 +94,46 @@ fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(
             ));
             Ok(())
         }
-        Err(e) => Err(AgentError::Input(format!("writing output: {e}"))),
+        Err(e) => Err(Error::Input(format!("writing output: {e}"))),
     }
 }
 
-fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, AgentError> {
+fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, Error> {
     let t = std::time::Instant::now();
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
     let desired =
-        director::config::director(&file, &args.flags()).map_err(|e| AgentError::Input(e.0))?;
+        director::config::director(&file, &args.flags()).map_err(|e| Error::Input(e.0))?;
     rs_agent::timing("read and validate the configuration", t);
     Ok(desired)
 }
 
 /// For `director status`: settings from flags or a config file with a [director] table, else
 /// the state file's.
-fn optional_director(args: &DirectorArgs) -> Result<Option<DirectorDesired>, AgentError> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| AgentError::Input(e.0))?;
+fn optional_director(args: &DirectorArgs) -> Result<Option<DirectorDesired>, Error> {
+    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
     if args.is_empty() && file.raw.director.is_none() {
         return Ok(None);
     }
     director::config::director(&file, &args.flags())
         .map(Some)
-        .map_err(|e| AgentError::Input(e.0))
+        .map_err(|e| Error::Input(e.0))
 }
 
-fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, AgentError> {
+fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, Error> {
     let read = match &args.file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| (path.display().to_string(), e)),
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| ("stdin".to_string(), e)),
     };
-    let input = read.map_err(|(name, e)| AgentError::Input(format!("reading {name}: {e}")))?;
-    director::import::ipvsadm_save_to_toml(&input, &args.interface).map_err(AgentError::Input)
+    let input = read.map_err(|(name, e)| Error::Input(format!("reading {name}: {e}")))?;
+    director::import::ipvsadm_save_to_toml(&input, &args.interface).map_err(Error::Input)
 }
 
 async fn run_director(
     cli_state: &std::path::Path,
     command: DirectorCommand,
-) -> Result<ExitCode, AgentError> {
+) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
-    let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
+    let print_err = |e: std::io::Error| Error::Input(format!("writing output: {e}"));
     match command {
         DirectorCommand::Up(args) => {
             let desired = director_desired(&args.settings)?;
@@ -183,55 +182,59 @@ async fn run_director(
             // The table converts line by line; what rs-agent would refuse to apply (e.g. a dr
             // real server on another port than its service's, which ipvsadm cannot make but
             // other tools can) is said now, naming the line of the output to fix.
-            let file =
-                rs_agent::config::ConfigFile::parse(Some(std::path::PathBuf::from("output")), toml)
-                    .map_err(|e| AgentError::Input(e.0))?;
+            let file = rs_agent::config_file::ConfigFile::parse(
+                Some(std::path::PathBuf::from("output")),
+                toml,
+            )
+            .map_err(|e| Error::Input(e.0))?;
             director::config::director(&file, &Default::default())
-                .map_err(|e| AgentError::Input(format!("{}; edit the output", e.0)))?;
+                .map_err(|e| Error::Input(format!("{}; edit the output", e.0)))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, AgentError> {
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
-    let print_err = |e: std::io::Error| AgentError::Input(format!("writing output: {e}"));
+    let print_err = |e: std::io::Error| Error::Input(format!("writing output: {e}"));
     match cli.command {
         Command::Director(command) => return run_director(&cli.state_dir, command).await,
         Command::Drain | Command::Undrain => {
             let drain = matches!(cli.command, Command::Drain);
-            let changed = rs_agent::drain::set_drained(&cli.state_dir, drain).map_err(|e| {
-                AgentError::Input(format!("drain flag in {}: {e}", cli.state_dir.display()))
+            let changed = drain::set_drained(&cli.state_dir, drain).map_err(|e| {
+                Error::Input(format!("drain flag in {}: {e}", cli.state_dir.display()))
             })?;
-            let server =
-                match rs_agent::lock::holder(&cli.state_dir, rs_agent::lock::REAL_SERVER_RUN) {
-                    Ok(Some((pid, listen))) => rs_agent::drain::Server::Agent { pid, listen },
-                    _ => rs_agent::drain::Server::NoAgent,
-                };
-            let line = rs_agent::drain::describe(drain, changed, &server);
+            let server = match rs_agent::state_dir::holder(
+                &cli.state_dir,
+                rs_agent::state_dir::REAL_SERVER_RUN,
+            ) {
+                Ok(Some((pid, listen))) => drain::Server::Agent { pid, listen },
+                _ => drain::Server::NoAgent,
+            };
+            let line = drain::describe(drain, changed, &server);
             printed_after_change(writeln!(out, "{line}"), changed)?;
         }
         Command::Up(args) => {
             let desired = real_server_desired(&args.settings)?;
-            let report = agent::up(&desired, &cli.state_dir, args.dry_run).await?;
+            let report = real_server::up(&desired, &cli.state_dir, args.dry_run).await?;
             printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Run(args) => {
-            agent::run(|| run_settings(&args), &cli.state_dir).await?;
+            real_server::run(|| run_settings(&args), &cli.state_dir).await?;
         }
         Command::Down(args) => {
-            let report = agent::down(&cli.state_dir, args.dry_run).await?;
+            let report = real_server::down(&cli.state_dir, args.dry_run).await?;
             printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Status(args) => {
             let desired = optional_desired(&args.settings)?;
-            let report = agent::status(desired.as_ref(), &cli.state_dir).await?;
+            let report = real_server::status(desired.as_ref(), &cli.state_dir).await?;
             let json = args.json.then(|| serde_json::to_string_pretty(&report));
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
             let desired = checked_desired(&args)?;
-            let plan = agent::check(&desired, &cli.state_dir).await?;
+            let plan = real_server::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
                 writeln!(out, "warning: {w}").map_err(print_err)?;
             }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{in_netns, privileged, Netns};
-use rs_agent::config::ConfigFile;
+use rs_agent::config_file::ConfigFile;
 use rs_agent::director::{self, run::CheckTally};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -748,7 +748,7 @@ fn up_waiting_while_run_starts_is_refused() {
         return;
     }
     use common::poll;
-    use rs_agent::lock::{probe, REAL_SERVER, REAL_SERVER_RUN};
+    use rs_agent::state_dir::{probe, REAL_SERVER, REAL_SERVER_RUN};
     use std::time::Duration;
     let (_lan, rs) = lone_real_server("uprace");
     std::fs::create_dir_all(&rs.state_dir).expect("state dir");
@@ -831,7 +831,7 @@ fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
     let (_lan, rs) = lone_real_server("lock");
     let before = rs.snapshot();
     // Someone holds the pass lock: `up` waits for it, then applies.
-    let holder = LockHolder::hold(&rs, rs_agent::lock::REAL_SERVER);
+    let holder = LockHolder::hold(&rs, rs_agent::state_dir::REAL_SERVER);
     std::thread::scope(|s| {
         let up = s.spawn(|| rs.rs_agent(&["up", "--vip", VIP]));
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -893,7 +893,7 @@ impl LockHolder {
             .expect("starting flock");
         let holder = LockHolder(ChildGuard(child));
         let held = common::poll(std::time::Duration::from_secs(5), || {
-            rs_agent::lock::probe(&rs.state_dir, name).is_ok_and(|h| h.is_some())
+            rs_agent::state_dir::probe(&rs.state_dir, name).is_ok_and(|h| h.is_some())
         });
         assert!(
             held,

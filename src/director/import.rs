@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn output_is_a_valid_config() {
         let toml = ipvsadm_save_to_toml(SAVE, "eth0").expect("convert");
-        let file = crate::config::ConfigFile::parse(None, toml).expect("parses");
+        let file = crate::config_file::ConfigFile::parse(None, toml).expect("parses");
         let d = crate::director::config::director(&file, &Default::default()).expect("validates");
         assert_eq!(d.services.len(), 3);
         assert_eq!(d.services[0].reals[1].weight, 3);
@@ -318,7 +318,7 @@ mod tests {
         let save = "-A -t 192.0.2.100:80 -s wlc -b flag-1,flag-2\n\
                     -a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 1\n";
         let toml = ipvsadm_save_to_toml(save, "eth0").expect("convert");
-        let file = crate::config::ConfigFile::parse(None, toml.clone()).expect("parses");
+        let file = crate::config_file::ConfigFile::parse(None, toml.clone()).expect("parses");
         let d = crate::director::config::director(&file, &Default::default()).expect("validates");
         let flags = d.services[0].service.flags.0;
         use crate::kernel::ipvs::ServiceFlags;
@@ -334,7 +334,7 @@ mod tests {
         let save = "-A -f 7 -s rr\n-a -f 7 -r 198.51.100.2:0 -g -w 1\n\
                     -A -f 7 -6 -s rr\n-a -f 7 -6 -r [2001:db8::2]:0 -g -w 2\n";
         let toml = ipvsadm_save_to_toml(save, "eth0").expect("convert");
-        let file = crate::config::ConfigFile::parse(None, toml.clone()).expect("parses");
+        let file = crate::config_file::ConfigFile::parse(None, toml.clone()).expect("parses");
         let desired =
             crate::director::config::director(&file, &Default::default()).expect("validates");
         assert_eq!(desired.services.len(), 2, "{toml}");

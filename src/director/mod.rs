@@ -7,40 +7,41 @@ pub mod garp;
 pub mod health;
 pub mod import;
 pub mod plan;
+pub mod raw;
 pub mod run;
 pub mod state;
 pub mod status;
 
-use crate::agent::AgentError;
-use crate::agent::RunLock;
+use crate::error::Error;
 use crate::kernel::ipvs::{IpvsClient, IpvsError, IpvsOp, ObservedService, ServiceKey};
 use crate::kernel::{link, preflight, KernelError};
 use crate::model::{Addr, Change, Link};
+use crate::state_dir::RunLock;
 use config::DirectorDesired;
 use plan::{DirectorPlan, Scope};
 use rtnetlink::Handle;
 use state::DirectorState;
 use std::path::Path;
 
-impl From<IpvsError> for AgentError {
+impl From<IpvsError> for Error {
     fn from(e: IpvsError) -> Self {
         match e {
-            IpvsError::ModuleAbsent => AgentError::Input(e.to_string()),
+            IpvsError::ModuleAbsent => Error::Input(e.to_string()),
             // Every IPVS command, reading the table included, needs CAP_NET_ADMIN: an
             // operator error (exit 2), said as one, not a kernel failure. (A refused write
             // already carries the hint.)
-            e @ IpvsError::Op { .. } if e.permission_denied() => AgentError::Input(e.to_string()),
-            e if e.permission_denied() => AgentError::Input(format!(
+            e @ IpvsError::Op { .. } if e.permission_denied() => Error::Input(e.to_string()),
+            e if e.permission_denied() => Error::Input(format!(
                 "{e}: IPVS needs CAP_NET_ADMIN, for reading the table too; run as root (sudo)"
             )),
-            other => AgentError::Kernel(KernelError::Ipvs(other)),
+            other => Error::Kernel(KernelError::Ipvs(other)),
         }
     }
 }
 
 /// Held by `director run` for its lifetime (see [`RunLock`]).
 pub(crate) const DIRECTOR_RUN: RunLock = RunLock {
-    file: crate::lock::DIRECTOR_RUN,
+    file: crate::state_dir::DIRECTOR_RUN,
     command: "rs-agent director run",
     unit: "rs-agent-director.service",
 };
@@ -161,10 +162,7 @@ pub struct DirectorObserved {
     pub addrs: Vec<Addr>,
 }
 
-pub async fn observe(
-    handle: &Handle,
-    client: &mut IpvsClient,
-) -> Result<DirectorObserved, AgentError> {
+pub async fn observe(handle: &Handle, client: &mut IpvsClient) -> Result<DirectorObserved, Error> {
     observe_with(handle, client, None, &Scope::All).await
 }
 
@@ -174,7 +172,7 @@ async fn observe_with(
     client: &mut IpvsClient,
     links: Option<Vec<Link>>,
     scope: &Scope,
-) -> Result<DirectorObserved, AgentError> {
+) -> Result<DirectorObserved, Error> {
     let t = std::time::Instant::now();
     let links = match links {
         Some(links) => links,
@@ -193,12 +191,9 @@ async fn observe_with(
     Ok(DirectorObserved { ipvs, links, addrs })
 }
 
-fn require_interface<'a>(
-    desired: &DirectorDesired,
-    links: &'a [Link],
-) -> Result<&'a Link, AgentError> {
+fn require_interface<'a>(desired: &DirectorDesired, links: &'a [Link]) -> Result<&'a Link, Error> {
     links.iter().find(|l| l.name == desired.interface).ok_or_else(|| {
-        AgentError::Input(format!(
+        Error::Input(format!(
             "interface {} does not exist on this node; pass an existing LAN interface with --interface (see `ip link`)",
             desired.interface
         ))
@@ -262,7 +257,7 @@ pub async fn up(
     desired: &DirectorDesired,
     state_dir: &Path,
     options: UpOptions,
-) -> Result<DirectorReport, AgentError> {
+) -> Result<DirectorReport, Error> {
     let mut kernel = Kernel::connect(desired, options.dry_run).await?;
     let _lock = match options.dry_run {
         true => None,
@@ -279,8 +274,12 @@ pub async fn up(
 
 /// The director pass lock: one `up`, `down` or `run` pass at a time per state directory,
 /// from loading the state file to saving it (waits for the holder, bounded).
-pub(crate) async fn lock_passes(state_dir: &Path) -> Result<crate::lock::StateLock, AgentError> {
-    let lock = crate::lock::StateLock::acquire(state_dir, crate::lock::DIRECTOR, crate::lock::WAIT);
+pub(crate) async fn lock_passes(state_dir: &Path) -> Result<crate::state_dir::StateLock, Error> {
+    let lock = crate::state_dir::StateLock::acquire(
+        state_dir,
+        crate::state_dir::DIRECTOR,
+        crate::state_dir::WAIT,
+    );
     Ok(lock.await?)
 }
 
@@ -295,9 +294,9 @@ pub struct Kernel {
 
 impl Kernel {
     /// Preflight (unless `dry_run`), the interface check, then the sockets.
-    pub async fn connect(desired: &DirectorDesired, dry_run: bool) -> Result<Kernel, AgentError> {
+    pub async fn connect(desired: &DirectorDesired, dry_run: bool) -> Result<Kernel, Error> {
         if !dry_run {
-            preflight::require_net_admin().map_err(AgentError::Input)?;
+            preflight::require_net_admin().map_err(Error::Input)?;
         }
         let handle = link::connect().map_err(KernelError::from)?;
         // The interface is input: check it before asking anything of IPVS.
@@ -314,7 +313,7 @@ impl Kernel {
 
 /// `director check`: everything `up` verifies before it changes anything — CAP_NET_ADMIN,
 /// the interface, the IPVS generic-netlink family — for an already validated config.
-pub async fn check(desired: &DirectorDesired) -> Result<(), AgentError> {
+pub async fn check(desired: &DirectorDesired) -> Result<(), Error> {
     Kernel::connect(desired, false).await.map(drop)
 }
 
@@ -326,7 +325,7 @@ pub async fn reconcile(
     state_dir: &Path,
     options: UpOptions,
     scope: &Scope,
-) -> Result<DirectorReport, AgentError> {
+) -> Result<DirectorReport, Error> {
     let dry_run = options.dry_run;
     let Kernel {
         handle,
@@ -407,7 +406,7 @@ pub async fn reconcile(
         if complete {
             state.save(state_dir)?;
         }
-        return Err(AgentError::Apply { error, rollback });
+        return Err(Error::Apply { error, rollback });
     }
     let recorded = journal.clone();
     for op in &plan.ipvs {
@@ -532,8 +531,8 @@ fn cannot_announce(iface: &Link) -> Option<String> {
 }
 
 /// The error for configured services that exist and are not rs-agent's.
-fn refuse_unowned(keys: &[ServiceKey], state_dir: &Path) -> AgentError {
-    AgentError::Input(format!(
+fn refuse_unowned(keys: &[ServiceKey], state_dir: &Path) -> Error {
+    Error::Input(format!(
         "configured IPVS service(s) {} already exist and are not rs-agent's (not in {}); \
          pass --adopt to take them over (`director down` then removes them), or delete them \
          first (ipvsadm -D)",
@@ -554,7 +553,7 @@ pub(crate) fn skipping_unowned(keys: &[ServiceKey], state_dir: &Path) -> String 
 }
 
 /// Removes exactly rs-agent's VIPs (first, so no new traffic arrives) and then its services.
-pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, AgentError> {
+pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Error> {
     let _lock = match dry_run {
         true => None,
         false => Some(lock_passes(state_dir).await?),
@@ -572,7 +571,7 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Age
         return Ok(report);
     }
     if !dry_run {
-        preflight::require_net_admin().map_err(AgentError::Input)?;
+        preflight::require_net_admin().map_err(Error::Input)?;
     }
     let handle = link::connect().map_err(KernelError::from)?;
     let mut client = IpvsClient::connect()?;
@@ -606,8 +605,8 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Age
 mod tests {
     use super::*;
 
-    fn from_errno(errno: i32) -> AgentError {
-        AgentError::from(IpvsError::Io {
+    fn from_errno(errno: i32) -> Error {
+        Error::from(IpvsError::Io {
             context: "dumping services".into(),
             source: std::io::Error::from_raw_os_error(errno),
         })
@@ -616,7 +615,7 @@ mod tests {
     #[test]
     fn ipvs_permission_denied_is_an_operator_error_naming_the_capability() {
         match from_errno(libc::EPERM) {
-            AgentError::Input(m) => {
+            Error::Input(m) => {
                 assert!(
                     m.contains("dumping services") && m.contains("CAP_NET_ADMIN"),
                     "{m}"
@@ -624,7 +623,7 @@ mod tests {
             }
             other => panic!("EPERM became {other:?}"),
         }
-        assert!(matches!(from_errno(libc::EIO), AgentError::Kernel(_)));
+        assert!(matches!(from_errno(libc::EIO), Error::Kernel(_)));
     }
 
     /// A VIP is announced only on an interface that is up *with a carrier*: without one the
@@ -664,7 +663,7 @@ mod tests {
                 port: 80,
             })
             .collect();
-        let AgentError::Input(m) = refuse_unowned(&keys, Path::new("/var/lib/rs-agent")) else {
+        let Error::Input(m) = refuse_unowned(&keys, Path::new("/var/lib/rs-agent")) else {
             panic!("not an input error");
         };
         assert!(

@@ -8,7 +8,7 @@
 use super::config::DirectorDesired;
 use super::health::{self, probe, Health, HealthCheck, Target};
 use super::plan::{self, changed_services, Scope};
-use crate::agent::AgentError;
+use crate::error::Error;
 use crate::notify::{watchdog_tick, Notifier};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -359,7 +359,7 @@ impl Passes {
         health: &HashMap<Target, Health>,
         state_dir: &Path,
         pass: Pass,
-    ) -> Result<super::DirectorReport, AgentError> {
+    ) -> Result<super::DirectorReport, Error> {
         let _lock = super::lock_passes(state_dir).await?;
         let effective = health::effective(desired, health);
         if pass == Pass::Health {
@@ -483,7 +483,7 @@ impl Passes {
         &mut self,
         effective: &DirectorDesired,
         state_dir: &Path,
-    ) -> Result<Option<super::DirectorReport>, AgentError> {
+    ) -> Result<Option<super::DirectorReport>, Error> {
         let (Some(applied), Some(k)) = (&self.applied, self.kernel.as_mut()) else {
             return Ok(None);
         };
@@ -625,17 +625,16 @@ fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> Strin
 /// Applies, then runs until SIGTERM/SIGINT (leaving the director configured). `load` reads the
 /// configuration again on SIGHUP; a bad new config is logged and the running one kept.
 pub async fn run(
-    load: impl Fn() -> Result<DirectorDesired, AgentError>,
+    load: impl Fn() -> Result<DirectorDesired, Error>,
     state_dir: &Path,
     options: RunOptions,
-) -> Result<(), AgentError> {
+) -> Result<(), Error> {
     coalesce_timers();
     let mut desired = load()?;
     let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
     // Installed before the first pass (seconds for a large table): a signal's default action
     // would end the process, and systemd counts death by SIGHUP as a clean exit (no restart).
-    let signal_err =
-        |e: std::io::Error| AgentError::Input(format!("installing signal handlers: {e}"));
+    let signal_err = |e: std::io::Error| Error::Input(format!("installing signal handlers: {e}"));
     let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
     let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
@@ -882,7 +881,7 @@ mod tests {
         if with_81 {
             text += &service(81, rise_81);
         }
-        let file = crate::config::ConfigFile::parse(None, text).expect("parses");
+        let file = crate::config_file::ConfigFile::parse(None, text).expect("parses");
         crate::director::config::director(&file, &Default::default()).expect("validates")
     }
 

@@ -7,7 +7,8 @@
 use super::config::DirectorDesired;
 use crate::kernel::ipvs::{IpvsOp, ServiceKey};
 use crate::model::Change;
-use crate::state::{OwnedAddr, StateError};
+use crate::real_server::state::OwnedAddr;
+use crate::state_dir::StateError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -31,21 +32,21 @@ impl DirectorState {
 
     /// The ownership journal (without the last applied configuration).
     pub fn load(dir: &Path) -> Result<Self, StateError> {
-        crate::state::load_json(&Self::path(dir))
+        crate::state_dir::load_json(&Self::path(dir))
     }
 
     /// The configuration the last successful `up` applied, for `status` without a config.
     pub fn load_desired(dir: &Path) -> Result<Option<DirectorDesired>, StateError> {
-        crate::state::load_json(&dir.join(DESIRED_FILE))
+        crate::state_dir::load_json(&dir.join(DESIRED_FILE))
     }
 
     pub fn save_desired(dir: &Path, desired: &DirectorDesired) -> Result<(), StateError> {
         let text = serde_json::to_string(desired).unwrap_or_default();
-        crate::state::write_atomic(dir, DESIRED_FILE, Some(text))
+        crate::state_dir::write_atomic(dir, DESIRED_FILE, Some(text))
     }
 
     pub fn forget_desired(dir: &Path) -> Result<(), StateError> {
-        crate::state::write_atomic(dir, DESIRED_FILE, None)
+        crate::state_dir::write_atomic(dir, DESIRED_FILE, None)
     }
 
     /// Writes atomically; a state that owns nothing removes the file.
@@ -53,7 +54,7 @@ impl DirectorState {
         let owns_nothing = self.services.is_empty() && self.addrs.is_empty();
         // Compact: with thousands of real servers the pretty form is megabytes.
         let text = serde_json::to_string(self).unwrap_or_default();
-        crate::state::write_atomic(dir, FILE_NAME, (!owns_nothing).then_some(text))
+        crate::state_dir::write_atomic(dir, FILE_NAME, (!owns_nothing).then_some(text))
     }
 
     pub fn owns_addr(&self, ifname: &str, ip: &IpAddr) -> bool {

@@ -4,7 +4,7 @@
 use super::config::DirectorDesired;
 use super::state::DirectorState;
 use super::{observe, plan};
-use crate::agent::AgentError;
+use crate::error::Error;
 use crate::kernel::ipvs::{
     AddressFamily, IpvsClient, IpvsInfo, ObservedService, Service, ServiceFlags, ServiceKey,
 };
@@ -87,14 +87,14 @@ pub struct DirectorStatus {
 pub async fn status(
     desired: Option<&DirectorDesired>,
     state_dir: &Path,
-) -> Result<DirectorStatus, AgentError> {
+) -> Result<DirectorStatus, Error> {
     let state = DirectorState::load(state_dir)?;
     let last = match desired {
         Some(_) => None,
         None => DirectorState::load_desired(state_dir)?,
     };
     let desired = desired.or(last.as_ref()).cloned().ok_or_else(|| {
-        AgentError::Input(
+        Error::Input(
             "nothing to check: no director config given and no state; pass --config or --vip..., or run `rs-agent director up` first"
                 .into(),
         )
@@ -407,7 +407,7 @@ mod tests {
     fn dad_failed_vip_is_not_bound_and_says_why() {
         let vip: IpAddr = "2001:db8::100".parse().expect("test literal");
         let ours = DirectorState {
-            addrs: vec![crate::state::OwnedAddr {
+            addrs: vec![crate::real_server::state::OwnedAddr {
                 ifname: "eth0".into(),
                 ip: vip,
                 prefix: 128,

@@ -96,7 +96,7 @@ fn owning(keys: &[ServiceKey], vips: &[&str]) -> DirectorState {
         services: keys.to_vec(),
         addrs: vips
             .iter()
-            .map(|v| crate::state::OwnedAddr {
+            .map(|v| crate::real_server::state::OwnedAddr {
                 ifname: "eth0".into(),
                 ip: ip(v),
                 prefix: 32,

@@ -2,10 +2,11 @@
 //! `up` runs (observe → plan_up → apply) — on a link/address event, on a timer (sysctls and
 //! nft tables send no events) and on SIGHUP — so a repair is exactly an `up`.
 
-use super::{reconcile, AgentError, Apply, Report};
+use super::model::RealServerDesired;
+use super::{reconcile, Apply, Report};
+use crate::error::Error;
 use crate::kernel::events::{Event, Events};
 use crate::kernel::{self, KernelError};
-use crate::model::RealServerDesired;
 use crate::notify::{watchdog_tick, Notifier};
 use rtnetlink::Handle;
 use std::path::Path;
@@ -85,9 +86,9 @@ struct Signals {
 /// Applies like `up` (all-or-nothing; an error here ends the command), then keeps the node
 /// so until SIGTERM/SIGINT, which leave it configured (`down` is the only way back).
 pub async fn run(
-    load: impl Fn() -> Result<RunSettings, AgentError>,
+    load: impl Fn() -> Result<RunSettings, Error>,
     state_dir: &Path,
-) -> Result<(), AgentError> {
+) -> Result<(), Error> {
     let settings = load()?;
     let mut agent_lock = super::AGENT_RUN.hold(state_dir).await?;
     if let Some(addr) = settings.health_listen {
@@ -96,7 +97,11 @@ pub async fn run(
     }
     // Bind before configuring anything: a taken port is bad input, reported up front.
     let endpoint = match settings.health_listen {
-        Some(addr) => Some(crate::drain::bind(addr).await.map_err(AgentError::Input)?),
+        Some(addr) => Some(
+            crate::real_server::drain::bind(addr)
+                .await
+                .map_err(Error::Input)?,
+        ),
         None => None,
     };
     let handle = kernel::link::connect().map_err(KernelError::from)?;
@@ -136,11 +141,11 @@ pub async fn run(
     };
     let _endpoint = endpoint.map(|listener| {
         tracing::info!(listen = ?daemon.settings.health_listen, "serving the drain state on /health");
-        crate::AbortOnDrop(tokio::spawn(crate::drain::serve(listener, state_dir.to_path_buf())))
+        crate::AbortOnDrop(tokio::spawn(crate::real_server::drain::serve(listener, state_dir.to_path_buf())))
     });
-    if crate::drain::is_drained(state_dir) {
+    if crate::real_server::drain::is_drained(state_dir) {
         tracing::warn!(
-            flag = %crate::drain::flag_path(state_dir).display(),
+            flag = %crate::real_server::drain::flag_path(state_dir).display(),
             "drained: the drain flag is set, /health answers 503 (`rs-agent undrain` clears it)"
         );
     }
@@ -174,16 +179,16 @@ fn watchdog_timer() -> Option<tokio::time::Interval> {
     Notifier::watchdog_interval().map(tokio::time::interval)
 }
 
-fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, AgentError> {
-    signal(kind).map_err(|e| AgentError::Input(format!("cannot handle {name}: {e}")))
+fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, Error> {
+    signal(kind).map_err(|e| Error::Input(format!("cannot handle {name}: {e}")))
 }
 
 impl Daemon<'_> {
     async fn serve(
         &mut self,
-        load: &impl Fn() -> Result<RunSettings, AgentError>,
+        load: &impl Fn() -> Result<RunSettings, Error>,
         events: &mut Option<Events>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), Error> {
         let mut watchdog = watchdog_timer();
         loop {
             tokio::select! {
@@ -240,7 +245,7 @@ impl Daemon<'_> {
         (self.next, self.trigger) = merge((self.next, self.trigger), at, trigger);
     }
 
-    fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, AgentError>) {
+    fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, Error>) {
         match load() {
             Ok(settings) => {
                 if settings.health_listen != self.serving {

@@ -1,11 +1,12 @@
 //! `status`: does the node *effectively* keep its VIPs off ARP? Judged from the kernel's
 //! effective values and rules, not from whether some sysctl was written.
 
+use super::model::{Device, RealServerDesired};
+use super::plan::{lan_interfaces, PlanError};
 use crate::model::{
-    effective, suppresses_arp, Addr, Change, Dad, Device, NftFamily, NftRule, Observed,
-    RealServerDesired, SysctlKey, NFT_TABLE,
+    effective, suppresses_arp, Addr, Change, Dad, NftFamily, NftRule, Observed, SysctlKey,
+    NFT_TABLE,
 };
-use crate::plan::{lan_interfaces, PlanError};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -381,7 +382,8 @@ impl StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Addr, ArpMethod, Link, NftObserved, Sysctls, ADDR_PROTO};
+    use crate::model::{Addr, Link, NftObserved, Sysctls, ADDR_PROTO};
+    use crate::real_server::model::ArpMethod;
 
     const VIP: &str = "192.0.2.100";
 
@@ -511,11 +513,11 @@ mod tests {
     fn tampered_nft_table_is_not_ok() {
         let (d, o, _) = nft_configured();
         // The table is rs-agent's: its state file records it.
-        let state = crate::state::RealServerState {
+        let state = crate::real_server::state::RealServerState {
             nft_tables: [crate::model::NftFamily::Arp].into(),
             ..Default::default()
         };
-        let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+        let pending = crate::real_server::plan::plan_up(&d, &o, &state).map(|p| p.changes);
         assert!(evaluate(&d, &o, pending).ok, "as written by up");
         type Tamper = fn(&mut Observed, &mut Vec<NftRule>);
         let cases: &[(&str, Tamper)] = &[
@@ -540,7 +542,7 @@ mod tests {
             tamper(&mut o, &mut rules);
             rules.sort();
             o.nft.arp = Some(rules);
-            let pending = crate::plan::plan_up(&d, &o, &state).map(|p| p.changes);
+            let pending = crate::real_server::plan::plan_up(&d, &o, &state).map(|p| p.changes);
             let r = evaluate(&d, &o, pending);
             assert!(!r.ok, "{what}: {r:?}");
             assert!(

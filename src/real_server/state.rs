@@ -4,78 +4,15 @@
 //! removal succeeded, so a crash in the middle of `up` leaves a file that names everything that
 //! may have been done, and `down` copes with items that turn out never to have been applied.
 
-use crate::model::{Change, NftFamily, RealServerDesired, SysctlKey};
+use super::model::RealServerDesired;
+use crate::model::{Change, NftFamily, SysctlKey};
+use crate::state_dir::{load_json, write_atomic, StateError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// Default directory for state files (tmpfs: cleared at boot, like the addresses it describes).
-pub const DEFAULT_STATE_DIR: &str = "/run/rs-agent";
 const FILE_NAME: &str = "real-server.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error(
-        "{path}: cannot read state: {source}; remove it only if you are sure nothing is configured"
-    )]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt state file: {source}; inspect it, or remove it and clean up by hand")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
-    #[error("{path}: cannot write state: {source}; check --state-dir is writable")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-/// Reads a JSON state file; a missing file is the default (empty) state.
-pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-    };
-    serde_json::from_str(&text).map_err(|source| StateError::Parse {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
-/// The file is readable by all (0644) whatever the umask (the units set 0077): it holds VIPs
-/// and the sysctl values to restore, nothing secret, and `status` run by a monitoring user
-/// reads it.
-pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), StateError> {
-    let path = dir.join(name);
-    let werr = |source| StateError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let Some(text) = text else {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(werr(e)),
-            _ => Ok(()),
-        };
-    };
-    std::fs::create_dir_all(dir).map_err(werr)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text + "\n").map_err(werr)?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(werr)?;
-    std::fs::rename(&tmp, &path).map_err(werr)
-}
 
 /// A sysctl rs-agent changed: the value before (to restore) and the value it set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

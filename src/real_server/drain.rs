@@ -66,7 +66,7 @@ pub fn describe(drain: bool, changed: bool, server: &Server) -> String {
             pid,
             listen: Some(listen),
         } => {
-            let who = crate::lock::describe_holder(*pid);
+            let who = crate::state_dir::describe_holder(*pid);
             return format!(
                 "{prefix}: {state}: rs-agent run ({who}) answers {code} on http://{listen}/health"
             );
@@ -74,7 +74,7 @@ pub fn describe(drain: bool, changed: bool, server: &Server) -> String {
         Server::Agent { pid, listen: None } => format!(
             "rs-agent run ({}) serves no /health (set health_listen / --health-listen), so the \
              director cannot see it",
-            crate::lock::describe_holder(*pid)
+            crate::state_dir::describe_holder(*pid)
         ),
         Server::NoAgent => "no rs-agent run manages this state directory, so no /health \
                             endpoint reports it yet"

@@ -5,11 +5,12 @@
 //! that does not exist, a VIP that is already the node's own address): nothing has been
 //! touched when they are returned.
 
+use super::model::{ArpMethod, Device, RealServerDesired};
+use super::state::RealServerState;
 use crate::model::{
-    effective, host_prefix, owned_label, suppresses_arp, ArpMethod, Change, Dad, Device, NftFamily,
-    NftRule, Observed, RealServerDesired, SysctlKey, NFT_TABLE,
+    effective, host_prefix, owned_label, suppresses_arp, Change, Dad, NftFamily, NftRule, Observed,
+    SysctlKey, NFT_TABLE,
 };
-use crate::state::RealServerState;
 use std::net::IpAddr;
 
 /// An input that does not fit this node; one line naming it and the fix.
@@ -257,7 +258,10 @@ fn check_all_allows(
     )))
 }
 
-fn restore_sysctl(owned: &crate::state::OwnedSysctl, observed: &Observed) -> Option<Change> {
+fn restore_sysctl(
+    owned: &crate::real_server::state::OwnedSysctl,
+    observed: &Observed,
+) -> Option<Change> {
     let current = *observed.sysctls.get(&(owned.iface.clone(), owned.key))?;
     (current == owned.applied && current != owned.previous).then(|| Change::RestoreSysctl {
         iface: owned.iface.clone(),

@@ -1,52 +1,27 @@
 //! Real-server commands: `up`, `down`, `status`, `check`, and the `run` loop. Each is
 //! observe → plan → apply.
 
+use crate::error::Error;
 use crate::kernel::{self, preflight, KernelError};
-use crate::lock::{self as state_lock, LockError, StateLock};
-use crate::model::{ArpMethod, Change, Device, Observed, RealServerDesired};
-use crate::plan::{self, Plan};
-use crate::state::{RealServerState, StateError};
-use crate::status::{self, StatusReport};
+use crate::model::{Change, Observed};
+use crate::state_dir::{self, RunLock, StateLock};
+use model::{ArpMethod, Device, RealServerDesired};
+use plan::Plan;
 use rtnetlink::Handle;
+use state::RealServerState;
+use status::StatusReport;
 use std::path::Path;
 
+pub mod config;
+pub mod drain;
+pub mod model;
+pub mod plan;
+pub mod raw;
 mod run;
+pub mod state;
+pub mod status;
+
 pub use run::{run, RunSettings};
-
-/// Why a command failed; `exit_code` maps it for the CLI (2 = fix your input, 1 = the node).
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// Bad input or a failed preflight: nothing was changed.
-    #[error("{0}")]
-    Input(String),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("{error}{rollback}")]
-    Apply {
-        error: KernelError,
-        rollback: String,
-    },
-    #[error(transparent)]
-    Kernel(#[from] KernelError),
-    /// The state directory is busy (another rs-agent's pass): nothing was changed.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-}
-
-impl AgentError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            AgentError::Input(_) | AgentError::Lock(_) => 2,
-            _ => 1,
-        }
-    }
-}
-
-impl From<plan::PlanError> for AgentError {
-    fn from(e: plan::PlanError) -> Self {
-        AgentError::Input(e.0)
-    }
-}
 
 /// What a command did, for the CLI to print.
 #[derive(Debug, Default)]
@@ -109,32 +84,32 @@ impl Report {
 /// CAP_NET_ADMIN is checked first, on its own ([`require_net_admin`]), by every command that
 /// needs it before it observes: listing nft tables needs it too, and the preflight line
 /// (exit 2) is the useful error, not nft's "Operation not permitted".
-pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), AgentError> {
+pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), Error> {
     require_net_admin()?;
     if desired.arp == ArpMethod::Nft {
-        preflight::require_nft().map_err(AgentError::Input)?;
+        preflight::require_nft().map_err(Error::Input)?;
     }
     if let Device::Dummy(name) = &desired.device {
         if observed.link(name).is_none() {
-            preflight::require_dummy(name).map_err(AgentError::Input)?;
+            preflight::require_dummy(name).map_err(Error::Input)?;
         }
     }
     Ok(())
 }
 
 /// The preflight's first line: no CAP_NET_ADMIN is bad input (exit 2), nothing was changed.
-pub fn require_net_admin() -> Result<(), AgentError> {
-    preflight::require_net_admin().map_err(AgentError::Input)
+pub fn require_net_admin() -> Result<(), Error> {
+    preflight::require_net_admin().map_err(Error::Input)
 }
 
 /// `with_nft: false` skips listing the nft tables (two `nft` processes, half the cost of a
 /// pass): for passes where neither the config nor the state file involves nft.
-async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, AgentError> {
+async fn observe(handle: &Handle, with_nft: bool) -> Result<Observed, Error> {
     Ok(kernel::observe_real_server(handle, with_nft).await?)
 }
 
 /// Validates and plans `up` against the node without changing it.
-pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, AgentError> {
+pub async fn check(desired: &RealServerDesired, state_dir: &Path) -> Result<Plan, Error> {
     require_net_admin()?;
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, true).await?;
@@ -148,7 +123,7 @@ pub async fn up(
     desired: &RealServerDesired,
     state_dir: &Path,
     dry_run: bool,
-) -> Result<Report, AgentError> {
+) -> Result<Report, Error> {
     if !dry_run {
         require_net_admin()?;
     }
@@ -174,7 +149,7 @@ async fn reconcile(
     desired: &RealServerDesired,
     state_dir: &Path,
     how: Apply,
-) -> Result<Report, AgentError> {
+) -> Result<Report, Error> {
     // One pass at a time per state directory, from load to save.
     let _lock = lock_passes(state_dir).await?;
     reconcile_locked(handle, desired, state_dir, false, how).await
@@ -187,7 +162,7 @@ async fn reconcile_locked(
     state_dir: &Path,
     dry_run: bool,
     how: Apply,
-) -> Result<Report, AgentError> {
+) -> Result<Report, Error> {
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
     let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
@@ -239,7 +214,7 @@ async fn reconcile_locked(
         if complete {
             state.save(state_dir)?;
         }
-        return Err(AgentError::Apply {
+        return Err(Error::Apply {
             error: error.error,
             rollback,
         });
@@ -319,102 +294,29 @@ async fn rollback(handle: &Handle, changes: &[Change], applied: usize) -> (bool,
 
 /// The drain flag is ours too: a node taken down is not left "drained" for its next `up`.
 fn clear_drain_flag(state_dir: &Path, report: &mut Report) {
-    match crate::drain::set_drained(state_dir, false) {
+    match crate::real_server::drain::set_drained(state_dir, false) {
         Ok(true) => report.notes.push("cleared the drain flag".to_string()),
         Ok(false) => {}
         Err(e) => report.warnings.push(format!(
             "{}: cannot remove the drain flag: {e}; remove it by hand",
-            crate::drain::flag_path(state_dir).display()
+            crate::real_server::drain::flag_path(state_dir).display()
         )),
     }
 }
 
 /// The real-server pass lock (waits for another `up`, `down` or `run` pass to finish).
-async fn lock_passes(state_dir: &Path) -> Result<StateLock, AgentError> {
-    Ok(StateLock::acquire(state_dir, state_lock::REAL_SERVER, state_lock::WAIT).await?)
-}
-
-/// A daemon's run lock: held by the daemon for its lifetime, so that `down` can tell it runs
-/// (its next pass would re-apply what `down` removes) and a second daemon is refused.
-pub(crate) struct RunLock {
-    /// The lock file's name in the state directory.
-    pub file: &'static str,
-    /// The daemon's command line, for messages.
-    pub command: &'static str,
-    /// The systemd unit that runs it.
-    pub unit: &'static str,
+async fn lock_passes(state_dir: &Path) -> Result<StateLock, Error> {
+    crate::state_dir::lock_pass(state_dir, state_dir::REAL_SERVER).await
 }
 
 pub(crate) const AGENT_RUN: RunLock = RunLock {
-    file: state_lock::REAL_SERVER_RUN,
+    file: state_dir::REAL_SERVER_RUN,
     command: "rs-agent run",
     unit: "rs-agent.service",
 };
 
-impl RunLock {
-    /// `down` while the daemon manages the node would be undone by its next pass.
-    pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), AgentError> {
-        self.refuse(
-            state_dir,
-            &format!(
-                "stop {} first, or it re-applies what `down` removes",
-                self.unit
-            ),
-        )
-    }
-
-    /// `up` while the daemon manages the node: the daemon's next pass would undo any
-    /// difference between the two configurations.
-    pub(crate) fn refuse_up(&self, state_dir: &Path) -> Result<(), AgentError> {
-        self.refuse(
-            state_dir,
-            &format!(
-                "change the config it reads and `systemctl reload {}` instead (its next pass \
-                 would undo what `up` changes), or stop it first",
-                self.unit
-            ),
-        )
-    }
-
-    fn refuse(&self, state_dir: &Path, fix: &str) -> Result<(), AgentError> {
-        match state_lock::probe(state_dir, self.file)? {
-            None => Ok(()),
-            Some(holder) => Err(AgentError::Input(format!(
-                "{} ({}) manages this node (state directory {}); {fix}",
-                self.command,
-                state_lock::describe_holder(holder),
-                state_dir.display(),
-            ))),
-        }
-    }
-
-    /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
-    /// A command probing the lock (`up`, `down`, `drain`) holds it shared for an instant, so
-    /// a few short retries tell that apart from a daemon.
-    pub(crate) async fn hold(&self, state_dir: &Path) -> Result<StateLock, AgentError> {
-        let mut attempt = StateLock::try_acquire(state_dir, self.file)?;
-        for _ in 0..10 {
-            if attempt.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            attempt = StateLock::try_acquire(state_dir, self.file)?;
-        }
-        match attempt {
-            Ok(lock) => Ok(lock),
-            Err(holder) => Err(AgentError::Input(format!(
-                "another {} ({}) already manages this node (state directory {}); stop it \
-                 first, or give this one another --state-dir",
-                self.command,
-                state_lock::describe_holder(holder),
-                state_dir.display()
-            ))),
-        }
-    }
-}
-
 /// Undoes exactly what `up` did, from the state file. Safe to run twice and after a crash.
-pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError> {
+pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, Error> {
     require_net_admin()?;
     let _lock = match dry_run {
         true => None,
@@ -460,12 +362,12 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, AgentError>
 pub async fn status(
     desired: Option<&RealServerDesired>,
     state_dir: &Path,
-) -> Result<StatusReport, AgentError> {
+) -> Result<StatusReport, Error> {
     let state = RealServerState::load(state_dir)?;
     let desired = match desired.or(state.desired.as_ref()) {
         Some(d) => d.clone(),
         None => {
-            return Err(AgentError::Input(
+            return Err(Error::Input(
                 "nothing to check: no VIP given and no state in the state directory; pass \
                  --vip/--config, or run `rs-agent up` first"
                     .to_string(),
@@ -484,6 +386,6 @@ pub async fn status(
     let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
     let mut report = status::evaluate(&desired, &observed, pending);
-    report.drained = crate::drain::is_drained(state_dir);
+    report.drained = crate::real_server::drain::is_drained(state_dir);
     Ok(report)
 }

@@ -1,0 +1,69 @@
+//! The `[director]` table as written: serde types with spans, no validation (that is
+//! `director::config`'s). Imports nothing of the crate, so `config_file` can name it.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `[director]`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirector {
+    pub interface: Option<Spanned<String>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval_ms: Option<Spanned<i64>>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub vip: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub protocol: Option<Spanned<String>>,
+    pub fwmark: Option<Spanned<i64>>,
+    pub family: Option<Spanned<String>>,
+    pub scheduler: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scheduler_flags: Vec<Spanned<String>>,
+    pub persistence: Option<Spanned<i64>>,
+    pub persistence_netmask: Option<Spanned<String>>,
+    pub one_packet: Option<bool>,
+    #[serde(default, rename = "real")]
+    pub reals: Vec<RawReal>,
+    /// Shorthand for real servers with the defaults (dr, weight 1): `reals = ["ADDR[:PORT]", ...]`.
+    #[serde(default, rename = "reals")]
+    pub real_list: Vec<Spanned<String>>,
+    pub check: Option<RawCheck>,
+    pub sorry_server: Option<Spanned<String>>,
+}
+
+/// `[director.service.check]`: see docs/health-checks.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
+    pub body: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub reuse_connection: Option<Spanned<bool>>,
+    pub command: Option<Spanned<Vec<String>>>,
+    pub interval_ms: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReal {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub forward: Option<Spanned<String>>,
+    pub upper_threshold: Option<Spanned<i64>>,
+    pub lower_threshold: Option<Spanned<i64>>,
+}

@@ -1,0 +1,158 @@
+//! The state directory (`--state-dir`, /run/rs-agent): the state files each side keeps (a
+//! journal of what rs-agent made, so `down` undoes exactly that), written atomically, and the
+//! locks that keep two rs-agent processes from interleaving their passes. Owns the file
+//! names; it must not interpret a side's state (each side's `state.rs` does).
+
+mod lock;
+
+pub use lock::{
+    describe_holder, holder, probe, Holder, LockError, StateLock, DIRECTOR, DIRECTOR_RUN,
+    REAL_SERVER, REAL_SERVER_RUN, WAIT,
+};
+
+use crate::error::Error;
+use std::path::Path;
+
+/// Default directory for state files (tmpfs: cleared at boot, like the addresses it describes).
+pub const DEFAULT_STATE_DIR: &str = "/run/rs-agent";
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{path}: cannot read state: {source}; remove it only if you are sure nothing is configured"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state file: {source}; inspect it, or remove it and clean up by hand")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: cannot write state: {source}; check --state-dir is writable")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a JSON state file; a missing file is the default (empty) state.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    serde_json::from_str(&text).map_err(|source| StateError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
+/// The file is readable by all (0644) whatever the umask (the units set 0077): it holds VIPs
+/// and the sysctl values to restore, nothing secret, and `status` run by a monitoring user
+/// reads it.
+pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let werr = |source| StateError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let Some(text) = text else {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(werr(e)),
+            _ => Ok(()),
+        };
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text + "\n").map_err(werr)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(werr)?;
+    std::fs::rename(&tmp, &path).map_err(werr)
+}
+
+/// A side's pass lock: one `up`, `down` or `run` pass at a time per state directory, from
+/// loading the state file to saving it (waits for the holder, at most [`WAIT`]).
+pub(crate) async fn lock_pass(state_dir: &Path, name: &str) -> Result<StateLock, Error> {
+    Ok(StateLock::acquire(state_dir, name, WAIT).await?)
+}
+
+/// A daemon's run lock: held by the daemon for its lifetime, so that `down` can tell it runs
+/// (its next pass would re-apply what `down` removes) and a second daemon is refused.
+pub(crate) struct RunLock {
+    /// The lock file's name in the state directory.
+    pub file: &'static str,
+    /// The daemon's command line, for messages.
+    pub command: &'static str,
+    /// The systemd unit that runs it.
+    pub unit: &'static str,
+}
+
+impl RunLock {
+    /// `down` while the daemon manages the node would be undone by its next pass.
+    pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), Error> {
+        self.refuse(
+            state_dir,
+            &format!(
+                "stop {} first, or it re-applies what `down` removes",
+                self.unit
+            ),
+        )
+    }
+
+    /// `up` while the daemon manages the node: the daemon's next pass would undo any
+    /// difference between the two configurations.
+    pub(crate) fn refuse_up(&self, state_dir: &Path) -> Result<(), Error> {
+        self.refuse(
+            state_dir,
+            &format!(
+                "change the config it reads and `systemctl reload {}` instead (its next pass \
+                 would undo what `up` changes), or stop it first",
+                self.unit
+            ),
+        )
+    }
+
+    fn refuse(&self, state_dir: &Path, fix: &str) -> Result<(), Error> {
+        match lock::probe(state_dir, self.file)? {
+            None => Ok(()),
+            Some(holder) => Err(Error::Input(format!(
+                "{} ({}) manages this node (state directory {}); {fix}",
+                self.command,
+                lock::describe_holder(holder),
+                state_dir.display(),
+            ))),
+        }
+    }
+
+    /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
+    /// A command probing the lock (`up`, `down`, `drain`) holds it shared for an instant, so
+    /// a few short retries tell that apart from a daemon.
+    pub(crate) async fn hold(&self, state_dir: &Path) -> Result<StateLock, Error> {
+        let mut attempt = StateLock::try_acquire(state_dir, self.file)?;
+        for _ in 0..10 {
+            if attempt.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            attempt = StateLock::try_acquire(state_dir, self.file)?;
+        }
+        match attempt {
+            Ok(lock) => Ok(lock),
+            Err(holder) => Err(Error::Input(format!(
+                "another {} ({}) already manages this node (state directory {}); stop it \
+                 first, or give this one another --state-dir",
+                self.command,
+                lock::describe_holder(holder),
+                state_dir.display()
+            ))),
+        }
+    }
+}
