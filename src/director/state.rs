@@ -7,58 +7,55 @@
 use super::config::DirectorDesired;
 use crate::kernel::ipvs::{IpvsOp, ServiceKey};
 use crate::model::Change;
-use crate::real_server::state::OwnedAddr;
-use crate::state_dir::StateError;
+use crate::state_dir::{OwnedAddrs, StateError, DIRECTOR_JOURNAL};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-const FILE_NAME: &str = "director.json";
-const DESIRED_FILE: &str = "director-desired.json";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectorState {
     #[serde(default)]
     pub services: Vec<ServiceKey>,
     #[serde(default)]
-    pub addrs: Vec<OwnedAddr>,
+    pub addrs: OwnedAddrs,
 }
 
 impl DirectorState {
     pub fn path(dir: &Path) -> PathBuf {
-        dir.join(FILE_NAME)
+        DIRECTOR_JOURNAL.path(dir)
     }
 
     /// The ownership journal (without the last applied configuration).
     pub fn load(dir: &Path) -> Result<Self, StateError> {
-        crate::state_dir::load_json(&Self::path(dir))
+        DIRECTOR_JOURNAL.load(dir)
     }
 
     /// The configuration the last successful `up` applied, for `status` without a config.
     pub fn load_desired(dir: &Path) -> Result<Option<DirectorDesired>, StateError> {
-        crate::state_dir::load_json(&dir.join(DESIRED_FILE))
+        DIRECTOR_JOURNAL.load_desired(dir)
     }
 
     pub fn save_desired(dir: &Path, desired: &DirectorDesired) -> Result<(), StateError> {
-        let text = serde_json::to_string(desired).unwrap_or_default();
-        crate::state_dir::write_atomic(dir, DESIRED_FILE, Some(text))
+        DIRECTOR_JOURNAL.save_desired(dir, desired)
     }
 
     pub fn forget_desired(dir: &Path) -> Result<(), StateError> {
-        crate::state_dir::write_atomic(dir, DESIRED_FILE, None)
+        DIRECTOR_JOURNAL.forget_desired(dir)
     }
 
-    /// Writes atomically; a state that owns nothing removes the file.
+    /// Writes atomically; a state that owns nothing removes the journal (the configuration
+    /// beside it is the caller's: `down` forgets it, a pass that owns nothing keeps it).
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let owns_nothing = self.services.is_empty() && self.addrs.is_empty();
-        // Compact: with thousands of real servers the pretty form is megabytes.
-        let text = serde_json::to_string(self).unwrap_or_default();
-        crate::state_dir::write_atomic(dir, FILE_NAME, (!owns_nothing).then_some(text))
+        match owns_nothing {
+            true => crate::state_dir::write_atomic(dir, DIRECTOR_JOURNAL.file, None),
+            false => DIRECTOR_JOURNAL.save(dir, self, false),
+        }
     }
 
     pub fn owns_addr(&self, ifname: &str, ip: &IpAddr) -> bool {
-        self.addrs.iter().any(|a| a.ifname == ifname && &a.ip == ip)
+        self.addrs.owns(ifname, ip)
     }
 
     /// Records the ownership ops are about to create (before applying them).
@@ -98,39 +95,35 @@ impl DirectorState {
     }
 
     pub fn record_addr(&mut self, change: &Change) {
-        if let Change::AddAddr {
-            ifname,
-            ip,
-            prefix,
-            label,
-        } = change
-        {
-            if !self.owns_addr(ifname, ip) {
-                self.addrs.push(OwnedAddr {
-                    ifname: ifname.clone(),
-                    ip: *ip,
-                    prefix: *prefix,
-                    label: label.clone(),
-                });
-            }
+        if let Change::AddAddr { .. } = change {
+            self.addrs.record(change);
         }
     }
 
     /// Records an address that exists as rs-agent's (adopted with `--adopt`).
     pub fn own_addr(&mut self, addr: &crate::model::Addr) {
-        if !self.owns_addr(&addr.ifname, &addr.ip) {
-            self.addrs.push(OwnedAddr {
-                ifname: addr.ifname.clone(),
-                ip: addr.ip,
-                prefix: addr.prefix,
-                label: addr.label.clone(),
-            });
-        }
+        self.addrs.adopt(addr);
     }
 
     pub fn forget_addr(&mut self, change: &Change) {
-        if let Change::DelAddr { ifname, ip, .. } = change {
-            self.addrs.retain(|a| !(&a.ifname == ifname && &a.ip == ip));
-        }
+        self.addrs.forget(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The journal's format is what rs-agent 0.1 wrote (read back after an upgrade).
+    #[test]
+    fn the_journal_reads_and_writes_the_0_1_format() {
+        let v0_1 = r#"{"services":[{"kind":"addr","protocol":"tcp","addr":"192.0.2.100","port":80}],"addrs":[{"ifname":"eth0","ip":"192.0.2.100","prefix":32,"label":"eth0:rsagent"}]}"#;
+        let state: DirectorState = match serde_json::from_str(v0_1) {
+            Ok(s) => s,
+            Err(e) => panic!("0.1 journal does not parse: {e}"),
+        };
+        assert_eq!((state.services.len(), state.addrs.len()), (1, 1));
+        assert!(state.owns_addr("eth0", &"192.0.2.100".parse().expect("literal")));
+        assert_eq!(serde_json::to_string(&state).expect("serializes"), v0_1);
     }
 }

@@ -407,12 +407,14 @@ mod tests {
     fn dad_failed_vip_is_not_bound_and_says_why() {
         let vip: IpAddr = "2001:db8::100".parse().expect("test literal");
         let ours = DirectorState {
-            addrs: vec![crate::real_server::state::OwnedAddr {
+            addrs: [crate::state_dir::OwnedAddr {
                 ifname: "eth0".into(),
                 ip: vip,
                 prefix: 128,
                 label: None,
-            }],
+            }]
+            .into_iter()
+            .collect(),
             ..DirectorState::default()
         };
         let theirs = DirectorState::default();

@@ -1,4 +1,6 @@
-//! The real-server state file: what rs-agent changed, so that `down` undoes exactly that.
+//! The real-server state file: what rs-agent changed, so that `down` undoes exactly that
+//! (`real-server.json`, and the configuration last applied beside it; the scheme is
+//! `state_dir::Journal`'s).
 //!
 //! It is a journal: ownership is recorded *before* a change is applied and forgotten after a
 //! removal succeeded, so a crash in the middle of `up` leaves a file that names everything that
@@ -6,13 +8,10 @@
 
 use super::model::RealServerDesired;
 use crate::model::{Change, NftFamily, SysctlKey};
-use crate::state_dir::{load_json, write_atomic, StateError};
+use crate::state_dir::{OwnedAddrs, StateError, REAL_SERVER_JOURNAL};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-const FILE_NAME: &str = "real-server.json";
 
 /// A sysctl rs-agent changed: the value before (to restore) and the value it set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,23 +22,18 @@ pub struct OwnedSysctl {
     pub applied: i64,
 }
 
-/// An address rs-agent added.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnedAddr {
-    pub ifname: String,
-    pub ip: IpAddr,
-    pub prefix: u8,
-    pub label: Option<String>,
-}
-
+/// What rs-agent owns on a real server, and (in memory) the configuration last applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealServerState {
-    /// The configuration last applied, so `status` works without a config.
+    /// The configuration last applied, so `status` works without a config. Kept in
+    /// `real-server-desired.json` beside the journal, as the director keeps its own; a journal
+    /// written by rs-agent 0.1 carries it inline, which is still read.
+    #[serde(default, skip_serializing)]
     pub desired: Option<RealServerDesired>,
     #[serde(default)]
     pub sysctls: Vec<OwnedSysctl>,
     #[serde(default)]
-    pub addrs: Vec<OwnedAddr>,
+    pub addrs: OwnedAddrs,
     /// The dummy device rs-agent created, if any.
     pub dummy: Option<String>,
     #[serde(default)]
@@ -48,18 +42,24 @@ pub struct RealServerState {
 
 impl RealServerState {
     pub fn path(dir: &Path) -> PathBuf {
-        dir.join(FILE_NAME)
+        REAL_SERVER_JOURNAL.path(dir)
     }
 
     /// Loads the state, or an empty one when there is no file.
     pub fn load(dir: &Path) -> Result<Self, StateError> {
-        load_json(&Self::path(dir))
+        let mut state: Self = REAL_SERVER_JOURNAL.load(dir)?;
+        if let Some(desired) = REAL_SERVER_JOURNAL.load_desired(dir)? {
+            state.desired = Some(desired);
+        }
+        Ok(state)
     }
 
-    /// Writes atomically (temp file + rename); an empty state removes the file.
+    /// Writes atomically (temp file + rename); an empty state removes the files.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        write_atomic(dir, FILE_NAME, (!self.is_empty()).then_some(text))
+        if let (Some(desired), false) = (&self.desired, self.is_empty()) {
+            REAL_SERVER_JOURNAL.save_desired(dir, desired)?;
+        }
+        REAL_SERVER_JOURNAL.save(dir, self, self.is_empty())
     }
 
     /// True when rs-agent owns nothing on this node.
@@ -74,10 +74,6 @@ impl RealServerState {
         self.sysctls
             .iter()
             .find(|s| s.iface == iface && s.key == key)
-    }
-
-    fn owns_addr(&self, ifname: &str, ip: &IpAddr) -> bool {
-        self.addrs.iter().any(|a| a.ifname == ifname && &a.ip == ip)
     }
 
     /// Records the ownership a change is about to create (call before applying it).
@@ -106,28 +102,7 @@ impl RealServerState {
             Change::NftReplace { family, .. } => {
                 self.nft_tables.insert(*family);
             }
-            Change::AddAddr {
-                ifname,
-                ip,
-                prefix,
-                label,
-            } if !self.owns_addr(ifname, ip) => {
-                self.addrs.push(OwnedAddr {
-                    ifname: ifname.clone(),
-                    ip: *ip,
-                    prefix: *prefix,
-                    label: label.clone(),
-                });
-            }
-            Change::RelabelAddr { ifname, ip, to, .. } => {
-                if let Some(owned) = self
-                    .addrs
-                    .iter_mut()
-                    .find(|a| &a.ifname == ifname && &a.ip == ip)
-                {
-                    owned.label = to.clone();
-                }
-            }
+            Change::AddAddr { .. } | Change::RelabelAddr { .. } => self.addrs.record(change),
             _ => {}
         }
     }
@@ -137,7 +112,7 @@ impl RealServerState {
         match change {
             Change::DeleteDummy { name } if self.dummy.as_ref() == Some(name) => {
                 self.dummy = None;
-                self.addrs.retain(|a| &a.ifname != name);
+                self.addrs.forget_device(name);
             }
             Change::RestoreSysctl { iface, key, .. } => self
                 .sysctls
@@ -145,9 +120,7 @@ impl RealServerState {
             Change::NftDelete { family, .. } => {
                 self.nft_tables.remove(family);
             }
-            Change::DelAddr { ifname, ip, .. } => {
-                self.addrs.retain(|a| !(&a.ifname == ifname && &a.ip == ip))
-            }
+            Change::DelAddr { .. } => self.addrs.forget(change),
             _ => {}
         }
     }
@@ -197,6 +170,45 @@ mod tests {
             RealServerState::load(&dir).expect("load"),
             RealServerState::default()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_configuration_sits_beside_the_journal_and_0_1_inline_is_read() {
+        let dir = std::env::temp_dir().join(format!("rs-agent-state-v1-{}", std::process::id()));
+        let desired = RealServerDesired {
+            vips: vec!["192.0.2.100".parse().expect("literal")],
+            device: super::super::model::Device::Loopback,
+            arp: super::super::model::ArpMethod::Sysctl,
+            interfaces: None,
+        };
+        let mut s = RealServerState {
+            desired: Some(desired.clone()),
+            ..RealServerState::default()
+        };
+        s.record(&Change::AddAddr {
+            ifname: "lo".into(),
+            ip: "192.0.2.100".parse().expect("literal"),
+            prefix: 32,
+            label: Some("lo:rsagent".into()),
+        });
+        s.save(&dir).expect("save");
+        let journal = std::fs::read_to_string(RealServerState::path(&dir)).expect("journal");
+        assert!(!journal.contains("desired"), "{journal}");
+        assert!(dir.join(REAL_SERVER_JOURNAL.desired).exists());
+        assert_eq!(RealServerState::load(&dir).expect("load"), s);
+
+        // rs-agent 0.1 wrote one pretty file with the configuration inline.
+        std::fs::remove_file(dir.join(REAL_SERVER_JOURNAL.desired)).expect("rm desired");
+        let v0_1 = include_str!("../../tests/fixtures/state-0.1/real-server-sysctl.json");
+        std::fs::write(RealServerState::path(&dir), v0_1).expect("write 0.1 journal");
+        let old = RealServerState::load(&dir).expect("0.1 journal loads");
+        let old_desired = old.desired.as_ref().expect("0.1 configuration read");
+        assert_eq!(old_desired.vips.len(), 2);
+        assert_eq!((old.sysctls.len(), old.addrs.len()), (2, 2));
+        RealServerState::default().save(&dir).expect("save empty");
+        assert!(!RealServerState::path(&dir).exists());
+        assert!(!dir.join(REAL_SERVER_JOURNAL.desired).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

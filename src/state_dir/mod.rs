@@ -1,9 +1,16 @@
-//! The state directory (`--state-dir`, /run/rs-agent): the state files each side keeps (a
-//! journal of what rs-agent made, so `down` undoes exactly that), written atomically, and the
-//! locks that keep two rs-agent processes from interleaving their passes. Owns the file
-//! names; it must not interpret a side's state (each side's `state.rs` does).
+//! The state directory (`--state-dir`, /run/rs-agent): every file name in it, the state
+//! files each side keeps (one scheme for both: a journal of what rs-agent made, so `down`
+//! undoes exactly that, and beside it the configuration last applied), written atomically,
+//! the record of owned addresses both journals share, and the locks that keep two rs-agent
+//! processes from interleaving their passes. It must not interpret a side's state beyond
+//! that (each side's `state.rs` does) and never touches the kernel.
 
+mod journal;
 mod lock;
+mod owned;
+
+pub use journal::{Journal, DIRECTOR_JOURNAL, REAL_SERVER_JOURNAL};
+pub use owned::{OwnedAddr, OwnedAddrs};
 
 pub use lock::{
     describe_holder, holder, probe, Holder, LockError, StateLock, DIRECTOR, DIRECTOR_RUN,
@@ -15,6 +22,8 @@ use std::path::Path;
 
 /// Default directory for state files (tmpfs: cleared at boot, like the addresses it describes).
 pub const DEFAULT_STATE_DIR: &str = "/run/rs-agent";
+/// The real server's drain flag (`rs-agent drain`): present = drained.
+pub const DRAIN_FLAG: &str = "drained";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(

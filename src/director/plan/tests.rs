@@ -96,7 +96,7 @@ fn owning(keys: &[ServiceKey], vips: &[&str]) -> DirectorState {
         services: keys.to_vec(),
         addrs: vips
             .iter()
-            .map(|v| crate::real_server::state::OwnedAddr {
+            .map(|v| crate::state_dir::OwnedAddr {
                 ifname: "eth0".into(),
                 ip: ip(v),
                 prefix: 32,
@@ -258,7 +258,7 @@ fn dad_failed_vip_is_re_added_only_when_ours() {
     };
     let ours = owning(&[key(VIP6, 80)], &[VIP6]);
     let theirs = DirectorState {
-        addrs: vec![],
+        addrs: Default::default(),
         ..ours.clone()
     };
     let re_add = Change::ReAddAddr {
