@@ -12,12 +12,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const FLAG: &str = "drained";
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn flag_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(FLAG)
+    state_dir.join(crate::state_dir::DRAIN_FLAG)
 }
 
 pub fn is_drained(state_dir: &Path) -> bool {
