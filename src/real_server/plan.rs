@@ -402,7 +402,7 @@ fn address_changes(
     changes.extend(dad_failed_changes(desired, observed, state));
     let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
     changes.extend(
-        owned_addrs(observed, state, Some(device))
+        removable_addrs(observed, state, Some(device))
             .filter(|a| !wanted(&a.ifname, &a.ip))
             .map(del_addr),
     );
@@ -461,6 +461,8 @@ fn dad_failed_changes(
 /// real server binds VIPs to — `lo`, the configured `device`, the dummy device we made. The
 /// marker alone is not enough elsewhere: director mode marks its VIPs on the LAN interface the
 /// same way, and a node that is both director and real server must not lose them to `up`/`down`.
+/// A wanted VIP recorded here may be repaired (relabelled, re-added after DAD failed); only
+/// [`removable_addrs`] may be removed.
 fn owned_addrs<'a>(
     observed: &'a Observed,
     state: &'a RealServerState,
@@ -477,6 +479,51 @@ fn owned_addrs<'a>(
                 .addrs
                 .iter()
                 .any(|o| o.ifname == a.ifname && o.ip == a.ip && o.prefix == a.prefix)
+    })
+}
+
+/// The owned addresses rs-agent may remove: those that still carry its marker. One the journal
+/// records without it was deleted and put back by someone else (`ip addr add VIP/32 dev lo
+/// label lo:0`): `status` shows it as not rs-agent's, and neither `down` nor a pass that
+/// releases an unwanted VIP takes it away.
+fn removable_addrs<'a>(
+    observed: &'a Observed,
+    state: &'a RealServerState,
+    device: Option<&'a str>,
+) -> impl Iterator<Item = &'a crate::model::Addr> + 'a {
+    owned_addrs(observed, state, device).filter(|a| a.is_ours())
+}
+
+/// Deleting the dummy device the journal names, if the kernel's device still is the one
+/// rs-agent made: a dummy (the journal may be stale or forged: a veth or the uplink under
+/// that name is never deleted) that holds no address rs-agent did not add (someone else's
+/// dummy, or ours that someone has put to use). Otherwise a warning, and it stays.
+fn release_dummy(name: &str, observed: &Observed, warnings: &mut Vec<String>) -> Option<Change> {
+    let link = observed.link(name)?;
+    if link.kind.as_deref() != Some("dummy") {
+        warnings.push(format!(
+            "{name} is not the dummy device rs-agent made (it is of kind {}); left alone: \
+             delete it by hand if it is stale",
+            link.kind.as_deref().unwrap_or("none")
+        ));
+        return None;
+    }
+    let foreign: Vec<String> = observed
+        .addrs_on(name)
+        // The kernel gives an up device an IPv6 link-local address of its own.
+        .filter(|a| !a.is_ours() && !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|a| format!("{}/{}", a.ip, a.prefix))
+        .collect();
+    if !foreign.is_empty() {
+        warnings.push(format!(
+            "dummy device {name} holds {} that rs-agent did not add; left alone (only \
+             rs-agent's addresses removed): delete it by hand when it is free",
+            foreign.join(", ")
+        ));
+        return None;
+    }
+    Some(Change::DeleteDummy {
+        name: name.to_string(),
     })
 }
 
@@ -517,10 +564,9 @@ pub fn plan_up(
         .extend(address_changes(desired, observed, state));
     if let Some(dummy) = &state.dummy {
         let still_wanted = desired.device == Device::Dummy(dummy.clone());
-        if !still_wanted && observed.link(dummy).is_some() {
-            plan.changes.push(Change::DeleteDummy {
-                name: dummy.clone(),
-            });
+        if !still_wanted {
+            plan.changes
+                .extend(release_dummy(dummy, observed, &mut plan.warnings));
         }
     }
     plan.changes.sort_by_key(Change::phase);
@@ -531,23 +577,22 @@ pub fn plan_up(
 /// someone else changed after us are left alone, with a warning.
 pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
-    let dummy_gone = |ifname: &str| state.dummy.as_deref() == Some(ifname);
+    let delete_dummy = state
+        .dummy
+        .as_deref()
+        .and_then(|dummy| release_dummy(dummy, observed, &mut plan.warnings));
+    // Deleting the dummy takes its addresses with it.
+    let goes_with_dummy = |ifname: &str| matches!(&delete_dummy, Some(Change::DeleteDummy { name }) if name == ifname);
     plan.changes.extend(
-        owned_addrs(
+        removable_addrs(
             observed,
             state,
             state.desired.as_ref().map(|d| d.device.name()),
         )
-        .filter(|a| !dummy_gone(&a.ifname))
+        .filter(|a| !goes_with_dummy(&a.ifname))
         .map(del_addr),
     );
-    if let Some(dummy) = &state.dummy {
-        if observed.link(dummy).is_some() {
-            plan.changes.push(Change::DeleteDummy {
-                name: dummy.clone(),
-            });
-        }
-    }
+    plan.changes.extend(delete_dummy);
     // Only the tables we recorded: an `rs_agent` table someone else made is theirs.
     for family in &state.nft_tables {
         if let Some(previous) = observed.nft.table(*family) {

@@ -7,7 +7,8 @@
 //! may have been done, and `down` copes with items that turn out never to have been applied.
 
 use super::model::RealServerDesired;
-use crate::model::{Change, NftFamily, SysctlKey};
+use crate::config_file::check_ifname;
+use crate::model::{host_prefix, Change, NftFamily, SysctlKey};
 use crate::state_dir::{OwnedAddrs, StateError, REAL_SERVER_JOURNAL};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -51,7 +52,35 @@ impl RealServerState {
         if let Some(desired) = REAL_SERVER_JOURNAL.load_desired(dir)? {
             state.desired = Some(desired);
         }
+        state.check().map_err(|reason| StateError::Invalid {
+            path: Self::path(dir).display().to_string(),
+            reason,
+        })?;
         Ok(state)
+    }
+
+    /// What no rs-agent writes: an interface name the kernel would refuse, `lo` as the dummy
+    /// device, an address prefix longer than the family's. Everything else is re-checked
+    /// against the kernel before it is acted on.
+    fn check(&self) -> Result<(), String> {
+        let bad_name = |name: &str| check_ifname(name).is_err();
+        if let Some(dummy) = &self.dummy {
+            if bad_name(dummy) || dummy == "lo" {
+                return Err(format!("dummy device {dummy:?} is not one rs-agent makes"));
+            }
+        }
+        for a in self.addrs.iter() {
+            if bad_name(&a.ifname) || a.prefix > host_prefix(&a.ip) {
+                return Err(format!(
+                    "address {}/{} on {:?} is not valid",
+                    a.ip, a.prefix, a.ifname
+                ));
+            }
+        }
+        match self.sysctls.iter().find(|s| bad_name(&s.iface)) {
+            Some(s) => Err(format!("sysctl interface {:?} is not valid", s.iface)),
+            None => Ok(()),
+        }
     }
 
     /// Writes atomically (temp file + rename); an empty state removes the files.
@@ -209,6 +238,34 @@ mod tests {
         RealServerState::default().save(&dir).expect("save empty");
         assert!(!RealServerState::path(&dir).exists());
         assert!(!dir.join(REAL_SERVER_JOURNAL.desired).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A state file is input: one naming what no rs-agent writes is refused before anything
+    /// acts on it.
+    #[test]
+    fn a_forged_journal_is_refused_naming_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("rs-agent-state-forged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for forged in [
+            r#"{"dummy":"lo"}"#,
+            r#"{"dummy":"../eth0"}"#,
+            r#"{"addrs":[{"ifname":"lo","ip":"192.0.2.1","prefix":33,"label":null}]}"#,
+            r#"{"sysctls":[{"iface":"a b","key":"arp_ignore","previous":0,"applied":1}]}"#,
+        ] {
+            std::fs::write(RealServerState::path(&dir), forged).expect("write");
+            match RealServerState::load(&dir) {
+                Err(e @ StateError::Invalid { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .contains("real-server.json: corrupt state file"),
+                        "{e}"
+                    )
+                }
+                other => panic!("{forged}: {other:?}"),
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -38,6 +38,9 @@ pub enum StateError {
         path: String,
         source: serde_json::Error,
     },
+    /// Parsed, but names something no rs-agent writes (a state file is input, not truth).
+    #[error("{path}: corrupt state file: {reason}; inspect it, or remove it and clean up by hand")]
+    Invalid { path: String, reason: String },
     #[error("{path}: cannot write state: {source}; check --state-dir is writable")]
     Write {
         path: String,

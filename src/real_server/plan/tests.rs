@@ -951,3 +951,118 @@ fn ipv6_vip_on_the_device_with_another_prefix_is_refused() {
         "{err}"
     );
 }
+
+/// The journal after `up` with the VIP on `device` (the dummy, when it is not lo).
+fn journal_after_up(device: Device) -> (Observed, RealServerState) {
+    let mut observed = node();
+    let mut state = RealServerState::default();
+    let want = desired(&[VIP], ArpMethod::Sysctl, device);
+    if let Device::Dummy(name) = &want.device {
+        observed.links.push(link(9, name, Some("dummy")));
+    }
+    let up = plan_up(&want, &observed, &state).expect("plan");
+    record(&mut state, &up);
+    simulate(&mut observed, &up);
+    state.desired = Some(want);
+    if let Device::Dummy(name) = &state.desired.as_ref().expect("set").device {
+        state.dummy = Some(name.clone());
+    }
+    (observed, state)
+}
+
+/// Someone deleted rs-agent's VIP and put it back by hand: it lacks the marker, `status`
+/// calls it not rs-agent's, and `down` leaves it (it still restores the sysctls).
+#[test]
+fn down_leaves_a_vip_re_added_by_hand() {
+    let (mut observed, state) = journal_after_up(Device::Loopback);
+    for a in observed.addrs.iter_mut().filter(|a| a.ip == ip(VIP)) {
+        a.proto = 0;
+        a.label = Some("lo:0".into());
+    }
+    let down = plan_down(&state, &observed);
+    assert!(
+        !down
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DelAddr { .. })),
+        "{:?}",
+        down.changes
+    );
+    assert!(down
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::RestoreSysctl { .. })));
+}
+
+/// The journal names a dummy device, but the device of that name is a veth now (replaced,
+/// or the journal is stale or forged): `down` deletes no device, and says why.
+#[test]
+fn down_deletes_no_device_that_is_not_a_dummy() {
+    let (mut observed, state) = journal_after_up(Device::Dummy("lvs0".into()));
+    for l in observed.links.iter_mut().filter(|l| l.name == "lvs0") {
+        l.kind = Some("veth".into());
+    }
+    observed.addrs.retain(|a| a.ifname != "lvs0");
+    observed.addrs.push(addr("lvs0", "198.51.100.7", 24, 0));
+    let down = plan_down(&state, &observed);
+    assert!(
+        !down
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeleteDummy { .. } | Change::DelAddr { .. })),
+        "{:?}",
+        down.changes
+    );
+    assert!(
+        down.warnings.iter().any(|w| w.contains("kind veth")),
+        "{:?}",
+        down.warnings
+    );
+    // The uplink named as the dummy by a forged journal.
+    let forged = RealServerState {
+        dummy: Some("eth0".into()),
+        ..state
+    };
+    let down = plan_down(&forged, &observed);
+    assert!(!down
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::DeleteDummy { .. })));
+}
+
+/// Our dummy, put to use by someone (an address of theirs on it): only our VIP goes, the
+/// device stays. With only our VIPs and the kernel's link-local address it is deleted.
+#[test]
+fn down_deletes_the_dummy_only_while_it_holds_nothing_of_anyone_else() {
+    let (mut observed, state) = journal_after_up(Device::Dummy("lvs0".into()));
+    observed.addrs.push(addr("lvs0", "fe80::1", 64, 0));
+    let down = plan_down(&state, &observed);
+    assert!(
+        down.changes
+            .iter()
+            .any(|c| matches!(c, Change::DeleteDummy { name } if name == "lvs0")),
+        "{:?}",
+        down.changes
+    );
+    observed.addrs.push(addr("lvs0", "198.51.100.7", 24, 0));
+    let down = plan_down(&state, &observed);
+    let shown: Vec<String> = down.changes.iter().map(ToString::to_string).collect();
+    assert!(
+        !down
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeleteDummy { .. })),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|c| c.starts_with("remove address 192.0.2.100/32 from lvs0")),
+        "{shown:?}"
+    );
+    assert!(
+        down.warnings.iter().any(|w| w.contains("198.51.100.7/24")),
+        "{:?}",
+        down.warnings
+    );
+}

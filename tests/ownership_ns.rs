@@ -1,0 +1,74 @@
+//! Ownership (namespace tier): rs-agent removes only what it made, re-checked against the
+//! kernel, whatever its state file says. Each test is a promise an adversarial review found
+//! broken (issue #17), reproduced the way an operator would.
+
+mod common;
+
+use common::*;
+
+fn addr_lines(host: &Host, dev: &str) -> String {
+    stdout(&host.exec(&["ip", "-o", "addr", "show", "dev", dev]))
+}
+
+/// The state file names a dummy device `lvs0`, but the device of that name is a veth with an
+/// address of its own (replaced by someone, or the file is stale or forged); and a file that
+/// names the uplink `eth0` as the dummy. `down` deletes neither device nor their addresses.
+#[test]
+fn down_deletes_no_device_the_state_file_wrongly_calls_its_dummy() {
+    if !privileged("down_deletes_no_device_the_state_file_wrongly_calls_its_dummy") {
+        return;
+    }
+    let mut lan = Lan::new("own-dummy");
+    let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+    rs.exec(&[
+        "ip", "link", "add", "lvs0", "type", "veth", "peer", "name", "lvs0p",
+    ]);
+    rs.exec(&["ip", "addr", "add", "198.51.100.7/24", "dev", "lvs0"]);
+    rs.exec(&["ip", "link", "set", "lvs0", "up"]);
+    let before = rs.snapshot();
+    for dummy in ["lvs0", "eth0"] {
+        std::fs::create_dir_all(&rs.state_dir).expect("state dir");
+        let journal = format!(r#"{{"sysctls":[],"addrs":[],"dummy":"{dummy}","nft_tables":[]}}"#);
+        std::fs::write(rs.state_dir.join("real-server.json"), journal).expect("journal");
+        let down = rs.rs_agent(&["down"]);
+        let said = format!("{}{}", stdout(&down), stderr(&down));
+        assert!(
+            !said.contains("delete dummy device"),
+            "dummy {dummy}: down deleted a device:\n{said}"
+        );
+        assert!(
+            said.contains("is not the dummy device"),
+            "dummy {dummy}: {said}"
+        );
+        assert_same_snapshot(&before, &rs.snapshot(), &format!("down with dummy {dummy}"));
+    }
+    assert!(addr_lines(&rs, "lvs0").contains("198.51.100.7/24"));
+}
+
+/// `up` binds the VIP; an operator deletes it and adds it back by hand with a label of their
+/// own (and once without one). `status` calls it not rs-agent's, and `down` leaves it.
+#[test]
+fn down_leaves_a_vip_an_operator_re_added_by_hand() {
+    if !privileged("down_leaves_a_vip_an_operator_re_added_by_hand") {
+        return;
+    }
+    let mut lan = Lan::new("own-readd");
+    let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+    for label in [Some("lo:0"), None] {
+        rs.rs_agent_ok(&["up", "--vip", "192.0.2.101"]);
+        rs.exec(&["ip", "addr", "del", "192.0.2.101/32", "dev", "lo"]);
+        let mut add = vec!["ip", "addr", "add", "192.0.2.101/32", "dev", "lo"];
+        add.extend(label.map(|l| ["label", l]).into_iter().flatten());
+        rs.exec(&add);
+        rs.rs_agent_ok(&["down"]);
+        let lo = addr_lines(&rs, "lo");
+        assert!(
+            lo.contains("192.0.2.101/32"),
+            "label {label:?}: down removed the hand-made VIP:\n{lo}"
+        );
+        if let Some(l) = label {
+            assert!(lo.contains(l), "label {l}: {lo}");
+        }
+        rs.exec(&["ip", "addr", "del", "192.0.2.101/32", "dev", "lo"]);
+    }
+}
