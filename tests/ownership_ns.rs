@@ -72,3 +72,57 @@ fn down_leaves_a_vip_an_operator_re_added_by_hand() {
         rs.exec(&["ip", "addr", "del", "192.0.2.101/32", "dev", "lo"]);
     }
 }
+
+/// `run` with two VIPs; someone adds one of them to eth0 and undoes the ARP suppression (the
+/// nft table deleted, or arp_announce reset): the repair goes on around the VIP in the way,
+/// so the other VIP is suppressed again and the client gets no answer from the real server.
+#[test]
+fn one_foreign_vip_does_not_stop_the_other_repairs() {
+    if !privileged("one_foreign_vip_does_not_stop_the_other_repairs") {
+        return;
+    }
+    for arp in ["nft", "sysctl"] {
+        let mut lan = Lan::new(&format!("own-rep-{arp}"));
+        let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+        let client = lan.host(HostSpec::new("client", "192.0.2.20/24"));
+        let log = rs.state_dir.with_extension("run.log");
+        let file = std::fs::File::create(&log).expect("run log");
+        let args = ["--vip", "192.0.2.100", "--vip", "192.0.2.101", "--arp", arp];
+        let mut agent = RunAgent::start(&rs, &args, std::process::Stdio::from(file));
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        agent.wait_configured(&rs, read_log);
+
+        rs.exec(&["ip", "addr", "add", "192.0.2.100/32", "dev", "eth0"]);
+        match arp {
+            "nft" => rs.exec(&["nft", "delete", "table", "arp", "rs_agent"]),
+            _ => rs.exec(&[
+                "sysctl",
+                "-w",
+                "net.ipv4.conf.all.arp_announce=0",
+                "net.ipv4.conf.eth0.arp_announce=0",
+            ]),
+        };
+        let suppressed = || match arp {
+            "nft" => stdout(&rs.ns.try_exec(&["nft", "list", "table", "arp", "rs_agent"]))
+                .contains("192.0.2.101"),
+            _ => rs.ns.sysctl_get("net.ipv4.conf.eth0.arp_announce") == "2",
+        };
+        let repaired = poll(std::time::Duration::from_secs(20), || {
+            suppressed() && read_log().contains("left unbound")
+        });
+        assert!(repaired, "{arp}: suppression not repaired:\n{}", read_log());
+        let macs = arping_macs(&client, "192.0.2.101", 2);
+        assert!(
+            !macs.contains(&rs.mac),
+            "{arp}: the real server answers ARP for 192.0.2.101 ({macs:?}):\n{}",
+            read_log()
+        );
+        assert!(
+            read_log().contains("VIP 192.0.2.100 is already an address of eth0"),
+            "{arp}: {}",
+            read_log()
+        );
+        assert!(agent.stop().success());
+        let _ = std::fs::remove_file(&log);
+    }
+}

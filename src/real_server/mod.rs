@@ -167,7 +167,10 @@ async fn reconcile_locked(
     // Our nft tables matter only when the config uses them or the state says we made some.
     let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
     let observed = observe(handle, with_nft).await?;
-    let plan = plan::plan_up(desired, &observed, &state)?;
+    let plan = match how {
+        Apply::AllOrNothing => plan::plan_up(desired, &observed, &state)?,
+        Apply::KeepProgress => plan::plan_repair(desired, &observed, &state)?,
+    };
     if !dry_run {
         preflight(desired, &observed)?;
     }

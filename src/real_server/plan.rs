@@ -133,38 +133,45 @@ fn check_missing_interfaces(
     Ok(())
 }
 
-/// A VIP must not already be an address of any interface other than the VIP device: that
-/// would be the node's own address, and it would answer ARP for it. rs-agent's own VIP on the
+/// The VIPs that cannot be bound, each with why. A VIP must not already be an address of any
+/// interface other than the VIP device: that would be the node's own address, and it would
+/// answer ARP for it. rs-agent's own VIP on the
 /// previous VIP device (the config moved it, e.g. from `lo` to a dummy) is not in the way: the
 /// same plan removes it there. An IPv6 VIP already on the VIP device with another prefix is
 /// refused too: the kernel holds one copy of an IPv6 address per device, so adding the /128
 /// would fail half way through the change.
-fn check_vips_not_elsewhere(
+fn vips_in_the_way(
     desired: &RealServerDesired,
     observed: &Observed,
     state: &RealServerState,
-) -> Result<(), PlanError> {
+) -> Vec<(IpAddr, String)> {
     let device = desired.device.name();
     let ours: Vec<&crate::model::Addr> = owned_addrs(observed, state, Some(device)).collect();
+    let mut blocked = Vec::new();
     for vip in &desired.vips {
         let mut on = observed.addrs.iter().filter(|a| &a.ip == vip);
         if let Some(a) = on.clone().find(|a| a.ifname != device && !ours.contains(a)) {
-            return Err(PlanError(format!(
-                "VIP {vip} is already an address of {} on this node; a real server holds the \
-                 VIP only on {device} — remove it from {} or correct the VIP",
-                a.ifname, a.ifname
-            )));
-        }
-        if let Some(a) = on.find(|a| a.ifname == device && vip.is_ipv6() && !a.is_host()) {
-            return Err(PlanError(format!(
-                "VIP {vip} is already on {device} as {vip}/{}, and IPv6 allows one prefix per \
-                 address and device; remove it (ip addr del {vip}/{} dev {device}) so that \
-                 rs-agent binds {vip}/128",
-                a.prefix, a.prefix
-            )));
+            blocked.push((
+                *vip,
+                format!(
+                    "VIP {vip} is already an address of {} on this node; a real server holds \
+                     the VIP only on {device} — remove it from {} or correct the VIP",
+                    a.ifname, a.ifname
+                ),
+            ));
+        } else if let Some(a) = on.find(|a| a.ifname == device && vip.is_ipv6() && !a.is_host()) {
+            blocked.push((
+                *vip,
+                format!(
+                    "VIP {vip} is already on {device} as {vip}/{}, and IPv6 allows one prefix \
+                     per address and device; remove it (ip addr del {vip}/{} dev {device}) so \
+                     that rs-agent binds {vip}/128",
+                    a.prefix, a.prefix
+                ),
+            ));
         }
     }
-    Ok(())
+    blocked
 }
 
 fn device_changes(
@@ -538,12 +545,45 @@ pub(crate) fn del_addr(a: &crate::model::Addr) -> Change {
 }
 
 /// What `up` must do to reach `desired`, including releasing what we own but no longer want.
+/// A VIP that cannot be bound (already another interface's address) refuses the whole plan:
+/// `up` is all or nothing.
 pub fn plan_up(
     desired: &RealServerDesired,
     observed: &Observed,
     state: &RealServerState,
 ) -> Result<Plan, PlanError> {
-    check_vips_not_elsewhere(desired, observed, state)?;
+    if let Some((_, why)) = vips_in_the_way(desired, observed, state).into_iter().next() {
+        return Err(PlanError(why));
+    }
+    plan_reaching(desired, observed, state, &[])
+}
+
+/// What a repair of `run` must do: as [`plan_up`], except that a VIP someone else's address
+/// stands in the way of is left unbound, with a warning, while everything else — the ARP
+/// suppression of every VIP included — is still repaired. One foreign change must not hold
+/// back the others (nor leave an unrelated VIP answering ARP).
+pub fn plan_repair(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Result<Plan, PlanError> {
+    let blocked = vips_in_the_way(desired, observed, state);
+    let vips: Vec<IpAddr> = blocked.iter().map(|(vip, _)| *vip).collect();
+    let mut plan = plan_reaching(desired, observed, state, &vips)?;
+    for (_, why) in blocked {
+        plan.warnings
+            .push(format!("{why}; left unbound, every other repair goes on"));
+    }
+    Ok(plan)
+}
+
+/// The plan, binding none of `blocked` (an address of theirs that is already rs-agent's stays).
+fn plan_reaching(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+    blocked: &[IpAddr],
+) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
     let interfaces = lan_for(desired, observed, Some(state));
     check_missing_interfaces(&interfaces, state, &mut plan.warnings)?;
@@ -560,8 +600,16 @@ pub fn plan_up(
     plan.changes
         .extend(sysctl_changes(desired, observed, state, &lan)?);
     plan.changes.extend(nft_changes(observed, state, &rules)?);
-    plan.changes
-        .extend(address_changes(desired, observed, state));
+    let binds_blocked = |c: &Change| match c {
+        Change::AddAddr { ip, .. } | Change::ReAddAddr { ip, .. } => blocked.contains(ip),
+        Change::RelabelAddr { ip, .. } => blocked.contains(ip),
+        _ => false,
+    };
+    plan.changes.extend(
+        address_changes(desired, observed, state)
+            .into_iter()
+            .filter(|c| !binds_blocked(c)),
+    );
     if let Some(dummy) = &state.dummy {
         let still_wanted = desired.device == Device::Dummy(dummy.clone());
         if !still_wanted {

@@ -1066,3 +1066,71 @@ fn down_deletes_the_dummy_only_while_it_holds_nothing_of_anyone_else() {
         down.warnings
     );
 }
+
+/// Someone adds one VIP to eth0 and deletes the nft table (issue #17): `up` refuses, but a
+/// repair rewrites the table with both VIPs' rules and binds what it can, with a warning
+/// naming the VIP in the way — the other VIP must not be left answering ARP.
+#[test]
+fn a_repair_goes_on_around_a_vip_someone_else_bound() {
+    for arp in [ArpMethod::Nft, ArpMethod::Sysctl] {
+        let want = desired(&[VIP, VIP2], arp, Device::Loopback);
+        let mut observed = node();
+        let mut state = RealServerState::default();
+        let up = plan_up(&want, &observed, &state).expect("plan");
+        record(&mut state, &up);
+        simulate(&mut observed, &up);
+        observed.addrs.push(addr("eth0", VIP, 32, 0));
+        observed.addrs.retain(|a| a.ip != ip(VIP2));
+        observed.nft.arp = None;
+        for iface in ["all", "eth0"] {
+            observed
+                .sysctls
+                .insert((iface.into(), SysctlKey::ArpAnnounce), 0);
+        }
+        assert!(
+            plan_up(&want, &observed, &state).is_err(),
+            "{arp}: up must refuse"
+        );
+        let repair = plan_repair(&want, &observed, &state).expect("repair plans");
+        let shown: Vec<String> = repair.changes.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|c| c.starts_with("add address 192.0.2.101/32 to lo")),
+            "{arp}: {shown:?}"
+        );
+        assert!(
+            !shown.iter().any(|c| c.contains("192.0.2.100/32 to")),
+            "{arp}: {shown:?}"
+        );
+        match arp {
+            ArpMethod::Nft => {
+                let rules = repair.changes.iter().find_map(|c| match c {
+                    Change::NftReplace { rules, .. } => Some(rules),
+                    _ => None,
+                });
+                let rules = rules.expect("the table is rewritten");
+                for vip in [VIP, VIP2] {
+                    assert!(
+                        rules.contains(&NftRule::DropArpFor { vip: v4(vip) }),
+                        "{rules:?}"
+                    );
+                }
+            }
+            ArpMethod::Sysctl => assert!(
+                shown
+                    .iter()
+                    .any(|c| c.starts_with("set net.ipv4.conf.eth0.arp_announce 0 -> 2")),
+                "{shown:?}"
+            ),
+        }
+        assert!(
+            repair
+                .warnings
+                .iter()
+                .any(|w| w.contains("VIP 192.0.2.100 is already an address of eth0")),
+            "{arp}: {:?}",
+            repair.warnings
+        );
+    }
+}
