@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    assert_same_snapshot, in_netns, poll, privileged, stderr, stdout, HostSpec, Lan, Netns,
+    assert_same_snapshot, in_netns, poll, require_privileges, stderr, stdout, HostSpec, Lan, Netns,
 };
 use rs_agent::kernel::{self, link};
 use rs_agent::model::{Addr, Change, Dad};
@@ -31,9 +31,7 @@ fn ipvs_in_kernel() -> bool {
 
 #[test]
 fn bad_director_input_exits_2_and_changes_nothing() {
-    if !privileged("bad_director_input_exits_2_and_changes_nothing") {
-        return;
-    }
+    require_privileges!();
     let mut lan = Lan::new("dirbad");
     let director = lan.host(HostSpec::new("dir", "192.0.2.2"));
     let before = director.snapshot();
@@ -137,9 +135,7 @@ fn bad_director_input_exits_2_and_changes_nothing() {
 
 #[test]
 fn import_rejects_what_it_cannot_convert() {
-    if !privileged("import_rejects_what_it_cannot_convert") {
-        return;
-    }
+    require_privileges!();
     let mut lan = Lan::new("dirimp");
     let director = lan.host(HostSpec::new("dir", "192.0.2.2"));
     let file = std::env::temp_dir().join(format!("rsa-import-{}.txt", std::process::id()));
@@ -207,9 +203,7 @@ fn ip_addr_line(ns: &Netns, ip: &str) -> String {
 /// observes that as `dadfailed`, and re-adding it (what `up` plans for its own) fixes it.
 #[test]
 fn ipv6_vip_is_bound_without_duplicate_address_detection() {
-    if !privileged("ipv6_vip_is_bound_without_duplicate_address_detection") {
-        return;
-    }
+    require_privileges!();
     const VIP: &str = "2001:db8::100";
     let mut lan = Lan::new("dirdad");
     let other = lan.host(HostSpec::new("other", "192.0.2.3").ipv6("2001:db8::3/64"));

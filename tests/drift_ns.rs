@@ -10,7 +10,8 @@
 mod common;
 
 use common::{
-    arping_macs, assert_same_snapshot, poll, privileged, stdout, Host, HostSpec, Lan, RunAgent,
+    arping_macs, assert_same_snapshot, poll, require_privileges, stdout, Host, HostSpec, Lan,
+    RunAgent,
 };
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -170,9 +171,7 @@ fn drift_and_repair(
 
 #[test]
 fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
-    if !privileged("run_repairs_drift_and_stopping_keeps_the_node_configured") {
-        return;
-    }
+    require_privileges!();
     let site = site("drift", 2);
     let (rs1, rs2) = (&site.servers[0], &site.servers[1]);
     let before = [rs1.snapshot(), rs2.snapshot()];
@@ -284,9 +283,7 @@ fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
 
 #[test]
 fn sighup_reloads_the_config_and_applies_only_the_difference() {
-    if !privileged("sighup_reloads_the_config_and_applies_only_the_difference") {
-        return;
-    }
+    require_privileges!();
     let site = site("hup", 1);
     let rs = &site.servers[0];
     let before = rs.snapshot();
@@ -356,9 +353,7 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
 /// repairing the rest — a deleted VIP comes back — while `status` is NOT OK naming it.
 #[test]
 fn run_keeps_repairing_when_a_listed_interface_disappears() {
-    if !privileged("run_keeps_repairing_when_a_listed_interface_disappears") {
-        return;
-    }
+    require_privileges!();
     let site = site("ifgone", 1);
     let rs = &site.servers[0];
     rs.exec(&[
@@ -415,9 +410,7 @@ fn run_keeps_repairing_when_a_listed_interface_disappears() {
 /// restored in the same pass — the IPv4 VIP is never left answering ARP.
 #[test]
 fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
-    if !privileged("a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair") {
-        return;
-    }
+    require_privileges!();
     const VIP6: &str = "2001:db8::100";
     let site = site("refused", 1);
     let rs = &site.servers[0];

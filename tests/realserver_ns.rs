@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    arping_macs, assert_same_snapshot, privileged, resolved_mac, send_udp, stderr, stdout,
+    arping_macs, assert_same_snapshot, require_privileges, resolved_mac, send_udp, stderr, stdout,
     tcp_fetch, Host, HostSpec, Lan, Listener,
 };
 use std::collections::BTreeSet;
@@ -140,9 +140,7 @@ fn fetch_via(site: &Site, rs: &Host, vip: &str) -> Result<String, String> {
 
 #[test]
 fn arp_flux_then_fixed_by_sysctl_and_nft() {
-    if !privileged("arp_flux_then_fixed_by_sysctl_and_nft") {
-        return;
-    }
+    require_privileges!();
     let site = site("flux", PLAIN);
 
     // Baseline: the VIP on lo by hand, kernel ARP defaults — the real servers answer too.
@@ -255,9 +253,7 @@ fn assert_up_down_restores(rs: &Host, method: &str) {
 
 #[test]
 fn down_restores_exactly_and_keeps_foreign_state() {
-    if !privileged("down_restores_exactly_and_keeps_foreign_state") {
-        return;
-    }
+    require_privileges!();
     let site = site("restore", PLAIN);
     plant_foreign_state(&site.rs1);
     plant_foreign_state(&site.rs2);
@@ -279,9 +275,7 @@ fn status_json(rs: &Host) -> (i32, serde_json::Value) {
 
 #[test]
 fn status_reports_ok_and_detects_tampering() {
-    if !privileged("status_reports_ok_and_detects_tampering") {
-        return;
-    }
+    require_privileges!();
     let site = site("status", PLAIN);
     let (rs1, rs2) = (&site.rs1, &site.rs2);
     rs1.rs_agent_ok(&["up", "--vip", VIP]);
@@ -338,9 +332,7 @@ fn status_reports_ok_and_detects_tampering() {
 
 #[test]
 fn bad_input_exits_2_with_one_line_and_changes_nothing() {
-    if !privileged("bad_input_exits_2_with_one_line_and_changes_nothing") {
-        return;
-    }
+    require_privileges!();
     let site = site("badinput", PLAIN);
     let rs = &site.rs1;
     let config = rs.state_dir.join("bad.toml");
@@ -387,9 +379,7 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    if !privileged("dry_run_prints_the_plan_and_changes_nothing") {
-        return;
-    }
+    require_privileges!();
     let site = site("dryrun", PLAIN);
     let rs = &site.rs1;
     let before = rs.snapshot();
@@ -477,9 +467,7 @@ fn assert_dotted_site_works(site: &Site, what: &str) {
 
 #[test]
 fn vlan_and_dotted_interface_names() {
-    if !privileged("vlan_and_dotted_interface_names") {
-        return;
-    }
+    require_privileges!();
     // A veth merely named like a VLAN (untagged LAN).
     let dotted = Layout {
         rs_ifaces: ["eth0.100", "eth0.200"],
@@ -509,9 +497,7 @@ fn ndp_resolves_vip6_to(site: &Site) -> Option<String> {
 
 #[test]
 fn ipv6_vip_is_not_answered_by_real_servers() {
-    if !privileged("ipv6_vip_is_not_answered_by_real_servers") {
-        return;
-    }
+    require_privileges!();
     let site = site(
         "ipv6",
         Layout {
@@ -621,9 +607,7 @@ fn lone_real_server(test: &str) -> (Lan, Host) {
 
 #[test]
 fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
-    if !privileged("rs_agent_tables_not_recorded_as_ours_are_left_alone") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("foreignnft");
     plant_foreign_rs_agent_tables(&rs);
     let before = rs.snapshot();
@@ -646,9 +630,7 @@ fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
 
 #[test]
 fn check_rejects_every_setting_run_rejects() {
-    if !privileged("check_rejects_every_setting_run_rejects") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("checkrun");
     let cases = [
         ("check_interval_ms = 50", "check interval"),
@@ -697,10 +679,7 @@ fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
-    let test = "without_cap_net_admin_check_status_and_down_give_the_preflight_line";
-    if !privileged(test) {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("nocap");
     let preflight = |args: &[&str]| {
         let out = rs_agent_unprivileged(&rs, args);
@@ -744,9 +723,7 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
 /// pass (which would leave its configuration standing while the daemon runs).
 #[test]
 fn up_waiting_while_run_starts_is_refused() {
-    if !privileged("up_waiting_while_run_starts_is_refused") {
-        return;
-    }
+    require_privileges!();
     use common::poll;
     use rs_agent::state_dir::{probe, REAL_SERVER, REAL_SERVER_RUN};
     use std::time::Duration;
@@ -784,9 +761,7 @@ fn up_waiting_while_run_starts_is_refused() {
 
 #[test]
 fn down_refuses_while_run_manages_the_node() {
-    if !privileged("down_refuses_while_run_manages_the_node") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("downrun");
     let before = rs.snapshot();
     let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
@@ -825,9 +800,7 @@ fn down_refuses_while_run_manages_the_node() {
 
 #[test]
 fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
-    if !privileged("up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("lock");
     let before = rs.snapshot();
     // Someone holds the pass lock: `up` waits for it, then applies.
@@ -919,9 +892,7 @@ impl Drop for ChildGuard {
 
 #[test]
 fn run_survives_a_broken_stderr() {
-    if !privileged("run_survives_a_broken_stderr") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("brokenerr");
     let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
     // Close the read end: every log line now fails with EPIPE.
@@ -963,10 +934,7 @@ fn rs_agent_closed_stdout(rs: &Host, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
-    let test = "a_report_that_cannot_be_written_does_not_hide_an_applied_change";
-    if !privileged(test) {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("epipe");
     let before = rs.snapshot();
     for args in [&["up", "--vip", VIP][..], &["down"][..]] {
@@ -1015,9 +983,7 @@ print(count())
 
 #[test]
 fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
-    if !privileged("drain_says_who_serves_it_status_shows_it_and_down_clears_it") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("drain");
     rs.rs_agent_ok(&["up", "--vip", VIP]);
     // No agent: the flag is set, and nothing claims /health answers 503.
@@ -1076,9 +1042,7 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
 /// one line, nothing touched.
 #[test]
 fn arp_sysctl_values_that_do_not_suppress() {
-    if !privileged("arp_sysctl_values_that_do_not_suppress") {
-        return;
-    }
+    require_privileges!();
     let site = site("arpvalues", PLAIN);
     let (rs1, rs2) = (&site.rs1, &site.rs2);
     rs1.ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "3");
@@ -1120,9 +1084,7 @@ fn arp_sysctl_values_that_do_not_suppress() {
 /// from what `up` writes: `status` is NOT OK (exit 1) and `up` rewrites the table.
 #[test]
 fn status_is_not_ok_while_the_nft_table_differs() {
-    if !privileged("status_is_not_ok_while_the_nft_table_differs") {
-        return;
-    }
+    require_privileges!();
     let site = site("nftdrift", PLAIN);
     let rs = &site.rs2;
     rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
@@ -1212,9 +1174,7 @@ fn bind_as_director(ns: &str, ifname: &str, ip: &str) {
 /// and `down` (and `run`'s passes, which plan as `up` does) leave it bound.
 #[test]
 fn real_server_up_and_down_leave_a_director_vip_alone() {
-    if !privileged("real_server_up_and_down_leave_a_director_vip_alone") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("dirvip");
     bind_as_director(&rs.ns.name, "eth0", "192.0.2.200");
     let bound = |rs: &Host| stdout(&rs.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]));

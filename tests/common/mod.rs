@@ -39,11 +39,40 @@ pub fn privileged(test: &str) -> bool {
     } else {
         return true;
     };
+    skip(test, &reason);
+    false
+}
+
+/// Returns from the calling test unless it may run ([`privileged`]: a loud skip without root
+/// or a tool, a failure when CI is set). The test is named after the enclosing function, or
+/// by the name given (in a helper that runs the test).
+macro_rules! require_privileges {
+    () => {{
+        fn here() {}
+        let test = $crate::common::enclosing_fn(std::any::type_name_of_val(&here));
+        $crate::common::require_privileges!(test)
+    }};
+    ($test:expr) => {
+        if !$crate::common::privileged($test) {
+            return;
+        }
+    };
+}
+pub(crate) use require_privileges;
+
+/// The name of the function a `fn here() {}` of [`require_privileges`] sits in, from its type
+/// name (`realserver_ns::some_test::here`).
+pub fn enclosing_fn(here: &'static str) -> &'static str {
+    let path = here.strip_suffix("::here").unwrap_or(here);
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+/// Skips the rest of `test` loudly; a failure instead when CI is set (CI must run it all).
+pub fn skip(test: &str, reason: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {reason} (CI is set, so this is a failure, not a skip)");
     }
-    skip_note(test, &reason);
-    false
+    skip_note(test, reason);
 }
 
 /// Says (on the process's stderr, past the harness) that part of a test was skipped.
@@ -648,6 +677,13 @@ pub fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn require_privileges_names_the_enclosing_test() {
+    fn here() {}
+    let name = enclosing_fn(std::any::type_name_of_val(&here));
+    assert_eq!(name, "require_privileges_names_the_enclosing_test");
 }
 
 #[test]
