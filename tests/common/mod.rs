@@ -25,6 +25,8 @@ const COMMAND_TIMEOUT_SECS: u64 = 30;
 /// The binary under test.
 pub const RS_AGENT: &str = env!("CARGO_BIN_EXE_rs-agent");
 
+pub mod site;
+
 /// True when the test may run. Not root: skip loudly, unless CI is set (then fail).
 /// Skips are written straight to the process's stderr: the harness would swallow `eprintln!`.
 pub fn privileged(test: &str) -> bool {
