@@ -11,7 +11,7 @@ mod common;
 
 use common::site::{assert_only_director_answers, site, Layout, Site};
 use common::{assert_same_snapshot, poll, require_privileges, stdout, Host, RunAgent};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -123,6 +123,16 @@ fn drift_and_repair(
     );
     agent.assert_alive();
     assert_only_director_answers(site, VIP, what);
+}
+
+/// Writes a real-server config for `vips` (sysctl method) checking every `check_interval_ms`.
+fn write_config(path: &Path, vips: &[&str], check_interval_ms: u32) {
+    let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+    let toml = format!(
+        "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = {check_interval_ms}\n",
+        list.join(", ")
+    );
+    std::fs::write(path, toml).expect("writing the config file");
 }
 
 #[test]
@@ -244,14 +254,7 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
     let rs = &site.servers[0];
     let before = rs.snapshot();
     let config = rs.state_dir.join("rs-agent.toml");
-    let write = |vips: &[&str]| {
-        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
-        let toml = format!(
-            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 500\n",
-            list.join(", ")
-        );
-        std::fs::write(&config, toml).expect("writing the config file");
-    };
+    let write = |vips: &[&str]| write_config(&config, vips, 500);
     write(&[VIP]);
     let path = config.to_string_lossy().into_owned();
     let mut agent = Agent::start(rs, &["--config", &path]);
@@ -371,14 +374,7 @@ fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
     let site = site("refused", ONE);
     let rs = &site.servers[0];
     let config = rs.state_dir.join("rs-agent.toml");
-    let write = |vips: &[&str]| {
-        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
-        let toml = format!(
-            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 200\n",
-            list.join(", ")
-        );
-        std::fs::write(&config, toml).expect("writing the config file");
-    };
+    let write = |vips: &[&str]| write_config(&config, vips, 200);
     let v6_bound = || stdout(&rs.exec(&["ip", "-6", "addr", "show", "dev", "lo"])).contains(VIP6);
     let hup = |agent: &Agent| common::run(&["kill", "-HUP", &agent.run.child.id().to_string()]);
     write(&[VIP]);

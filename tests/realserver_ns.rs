@@ -9,8 +9,8 @@ mod common;
 
 use common::site::{assert_lvs_dr_arp, assert_only_director_answers, site, Layout, Site};
 use common::{
-    arping_macs, assert_same_snapshot, require_privileges, resolved_mac, send_udp, stderr, stdout,
-    tcp_fetch, Host, HostSpec, Lan, Listener,
+    arping_macs, assert_refused, assert_same_snapshot, require_privileges, resolved_mac, send_udp,
+    stderr, stdout, tcp_fetch, Host, HostSpec, Lan, Listener,
 };
 
 const VIP: &str = "192.0.2.100";
@@ -273,18 +273,7 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         for command in ["up", "check"] {
             let mut full = vec![command];
             full.extend_from_slice(args);
-            let out = rs.rs_agent(&full);
-            let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(2), "{full:?}: {err}");
-            assert_eq!(
-                err.trim().lines().count(),
-                1,
-                "{full:?}: not one line: {err}"
-            );
-            assert!(
-                err.contains(mention),
-                "{full:?}: should mention {mention}: {err}"
-            );
+            assert_refused(&rs.rs_agent(&full), &format!("{full:?}"), &[mention]);
             assert_same_snapshot(&before, &rs.snapshot(), &format!("{full:?}"));
         }
     }
@@ -545,13 +534,8 @@ fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
     assert_same_snapshot(&before, &rs.snapshot(), "up (sysctl) then down");
     // nft method: refuses to replace a table it did not create.
     let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.contains("nft table arp rs_agent") && err.contains("not rs-agent's"),
-        "{err}"
-    );
+    let mentions = ["nft table arp rs_agent", "not rs-agent's"];
+    assert_refused(&out, "up --arp nft", &mentions);
     assert_same_snapshot(&before, &rs.snapshot(), "refused up --arp nft");
 }
 
@@ -573,14 +557,7 @@ fn check_rejects_every_setting_run_rejects() {
         let config = config.to_string_lossy().into_owned();
         for command in ["check", "run"] {
             let out = rs.rs_agent(&[command, "--config", &config]);
-            let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(2), "{command} with {line}: {err}");
-            assert_eq!(
-                err.trim().lines().count(),
-                1,
-                "{command}: not one line: {err}"
-            );
-            assert!(err.contains(mention), "{command} with {line}: {err}");
+            assert_refused(&out, &format!("{command} with {line}"), &[mention]);
         }
     }
 }
@@ -610,14 +587,7 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     let (_lan, rs) = lone_real_server("nocap");
     let preflight = |args: &[&str]| {
         let out = rs_agent_unprivileged(&rs, args);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        assert!(err.contains("CAP_NET_ADMIN"), "{args:?}: {err}");
+        assert_refused(&out, &format!("{args:?}"), &["CAP_NET_ADMIN"]);
     };
     preflight(&["check", "--vip", VIP]);
     preflight(&["check", "--vip", VIP, "--arp", "nft"]);
@@ -694,16 +664,10 @@ fn down_refuses_while_run_manages_the_node() {
     let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
     agent.wait_configured(&rs, String::new);
     let during = rs.snapshot();
-    let out = rs.rs_agent(&["down"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
     let pid = agent.child.id();
-    assert!(
-        err.contains(&format!("rs-agent run (pid {pid}) manages this node"))
-            && err.contains("stop rs-agent.service first"),
-        "{err}"
-    );
+    let manages = format!("rs-agent run (pid {pid}) manages this node");
+    let mentions = [manages.as_str(), "stop rs-agent.service first"];
+    assert_refused(&rs.rs_agent(&["down"]), "down", &mentions);
     assert_same_snapshot(&during, &rs.snapshot(), "refused down");
     // `up` too: run's next pass would undo whatever a different config changed.
     let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
@@ -991,13 +955,8 @@ fn arp_sysctl_values_that_do_not_suppress() {
     assert_eq!(json["vips"][0]["suppressed"], false, "{json}");
     let before = rs2.snapshot();
     let out = rs2.rs_agent(&["up", "--vip", VIP]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.contains("net.ipv4.conf.all.arp_ignore is 4") && err.contains("=0"),
-        "{err}"
-    );
+    let mentions = ["net.ipv4.conf.all.arp_ignore is 4", "=0"];
+    assert_refused(&out, "up with all.arp_ignore=4", &mentions);
     assert_same_snapshot(&before, &rs2.snapshot(), "refused up");
 
     rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0");

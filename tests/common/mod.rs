@@ -145,6 +145,22 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The contract for what a command refuses: exit 2 and one line on stderr, which names every
+/// one of `mentions`; returns that stderr. `what` names the case in a failure.
+pub fn assert_refused(out: &Output, what: &str, mentions: &[&str]) -> String {
+    let err = stderr(out);
+    let code = out.status.code();
+    assert_eq!(code, Some(2), "{what}: exit {code:?}, stderr {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{what}: not one line: {err}");
+    for mention in mentions {
+        assert!(
+            err.contains(mention),
+            "{what}: stderr {err:?} lacks {mention:?}"
+        );
+    }
+    err
+}
+
 /// Makes names unique within one test process (a test may build several LANs).
 static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
 
