@@ -101,11 +101,12 @@ measure() { # CASE TOOL S DIR
         echo "$((t1 - t0))"
         ;;
     weight/rs-agent)
-        # The table is loaded the same way for every tool; rs-agent adopts the services its
-        # config names (it owns what is in its config) and changes only the one weight.
+        # The table is loaded the same way for every tool. Made by ipvsadm, its services are
+        # not rs-agent's (its state directory is new): `--adopt` takes over the ones its
+        # config names, and only the one weight changes in the kernel.
         ipvsadm-restore <"$dir/ipvs.restore" || { echo "FAIL setup"; return; }
         t0=$(now_us)
-        timeout "$CMD_TIMEOUT" "$RS_AGENT" --state-dir "$WORK/state.$$" director up \
+        timeout "$CMD_TIMEOUT" "$RS_AGENT" --state-dir "$WORK/state.$$" director up --adopt \
             --config "$dir/rs-agent-w.toml" >"$WORK/out.$$" 2>&1
         failed "$?" rs-agent && return
         t1=$(now_us)
@@ -114,13 +115,14 @@ measure() { # CASE TOOL S DIR
             "$WORK/out.$$" | tr ' ' _)"
         ;;
     weight/rs-agent-reload)
-        # The daemon path: `director run` adopts the table, then SIGHUP with the changed config;
-        # timed until the daemon logs the applied weight (it logs after the kernel acked it).
+        # The daemon path: `director run --adopt` takes over the table ipvsadm made (untimed),
+        # then SIGHUP with the changed config; timed until the daemon logs the applied weight
+        # (it logs after the kernel acked it).
         ipvsadm-restore <"$dir/ipvs.restore" || { echo "FAIL setup"; return; }
         local cfg=$WORK/reload.toml.$$ fifo=$WORK/reload.fifo.$$ pid
         cp "$dir/rs-agent.toml" "$cfg" && mkfifo "$fifo" || { echo "FAIL setup"; return; }
-        RS_AGENT_LOG=info "$RS_AGENT" --state-dir "$WORK/state.$$" director run --config "$cfg" \
-            2>"$fifo" >/dev/null &
+        RS_AGENT_LOG=info "$RS_AGENT" --state-dir "$WORK/state.$$" director run --adopt \
+            --config "$cfg" 2>"$fifo" >/dev/null &
         pid=$!
         exec 3<"$fifo"
         if ! until_line 3 "director configured"; then

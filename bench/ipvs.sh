@@ -8,7 +8,8 @@
 # bench/ipvs-guest.sh inside it and prints the table, which is also written to
 # OUTDIR/results.txt (raw runs in OUTDIR/raw.txt). Knobs (environment):
 #   CARGO_TARGET_DIR  where cargo builds (default: target/)
-#   BENCH_KERNEL      kernel image (default /boot/vmlinuz-6.1.0-56-amd64)
+#   BENCH_KERNEL      kernel image (default: as the VM tier picks it, the running kernel's
+#                     /boot image, else the highest /boot/vmlinuz-* with modules installed)
 #   BENCH_SIZES       services per table (default "100 1000 4000"), 16 real servers each
 #   BENCH_RUNS        runs per measurement (default 3)
 #   BENCH_CMD_TIMEOUT seconds one rs-agent run may take (default 120)
@@ -18,7 +19,7 @@ set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=${1:-$(mktemp -d /tmp/rs-agent-bench.XXXXXX)}
-KERNEL=${BENCH_KERNEL:-/boot/vmlinuz-6.1.0-56-amd64}
+KERNEL=${BENCH_KERNEL:-}
 SIZES=${BENCH_SIZES:-100 1000 4000}
 RUNS=${BENCH_RUNS:-3}
 TIMEOUT=${BENCH_TIMEOUT:-3600}
@@ -28,6 +29,23 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 for tool in vng ipvsadm ipvsadm-restore keepalived python3; do
     command -v "$tool" >/dev/null || { echo "ipvs.sh: $tool is not installed" >&2; exit 2; }
 done
+# The guest loads ip_vs and dummy from the host's /lib/modules: only a kernel with its
+# modules installed will do.
+has_modules() { [ -f "/lib/modules/${1#/boot/vmlinuz-}/modules.dep" ]; }
+if [ -z "$KERNEL" ]; then
+    running=/boot/vmlinuz-$(uname -r)
+    if [ -r "$running" ] && has_modules "$running"; then
+        KERNEL=$running
+    else
+        for k in $(ls /boot/vmlinuz-* 2>/dev/null | sort -V); do
+            has_modules "$k" && KERNEL=$k
+        done
+    fi
+    [ -n "$KERNEL" ] || {
+        echo "ipvs.sh: no /boot/vmlinuz-* with modules in /lib/modules (apt install linux-image-amd64, or set BENCH_KERNEL)" >&2
+        exit 2
+    }
+fi
 [ -r "$KERNEL" ] || { echo "ipvs.sh: no kernel image $KERNEL (set BENCH_KERNEL)" >&2; exit 2; }
 
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release)

@@ -13,6 +13,8 @@ pub mod model;
 pub mod notify;
 pub mod real_server;
 pub mod state_dir;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Aborts a background task when dropped (e.g. the drain endpoint when `run` returns).
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);

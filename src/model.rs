@@ -532,6 +532,7 @@ pub fn owned_label(ifname: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ip;
 
     #[test]
     fn effective_is_max_of_all_and_interface() {
@@ -586,7 +587,7 @@ mod tests {
             },
             Change::AddAddr {
                 ifname: "lo".into(),
-                ip: "192.0.2.100".parse().expect("literal"),
+                ip: ip("192.0.2.100"),
                 prefix: 32,
                 label: Some("lo:rsagent".into()),
             },

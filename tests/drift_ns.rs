@@ -9,11 +9,9 @@
 
 mod common;
 
-use common::{
-    arping_macs, assert_same_snapshot, poll, privileged, stdout, Host, HostSpec, Lan, RunAgent,
-};
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use common::site::{assert_only_director_answers, site, Layout, Site};
+use common::{assert_same_snapshot, poll, require_privileges, stdout, Host, RunAgent};
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -22,43 +20,17 @@ const VIP2: &str = "192.0.2.101";
 /// How long a repair may take: the check interval is 2 s, events are immediate.
 const REPAIR_LIMIT: Duration = Duration::from_secs(5);
 
-/// A client, a director holding the VIPs on its LAN interface, and real servers.
-struct Site {
-    client: Host,
-    director: Host,
-    servers: Vec<Host>,
-    _lan: Lan,
-}
-
-fn site(test: &str, servers: usize) -> Site {
-    let mut lan = Lan::new(test);
-    let client = lan.host(HostSpec::new("client", "192.0.2.10/24"));
-    let director = lan.host(HostSpec::new("dir", "192.0.2.1/24"));
-    for vip in [VIP, VIP2] {
-        director.exec(&["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]);
-    }
-    let servers: Vec<Host> = (0..servers)
-        .map(|i| {
-            let rs = lan.host(HostSpec::new(
-                &format!("rs{}", i + 1),
-                &format!("192.0.2.{}/24", i + 2),
-            ));
-            // The kernel defaults, stated: a new namespace copies IPv4 conf from the root one.
-            for scope in ["all", "default", "eth0"] {
-                for key in ["arp_ignore", "arp_announce"] {
-                    rs.ns.sysctl(&format!("net.ipv4.conf.{scope}.{key}"), "0");
-                }
-            }
-            rs
-        })
-        .collect();
-    Site {
-        client,
-        director,
-        servers,
-        _lan: lan,
-    }
-}
+/// One real server, or two; the director holds both VIPs.
+const ONE: Layout = Layout {
+    rs_ifaces: &["eth0"],
+    vlan: None,
+    ipv6: false,
+    vips: &[VIP, VIP2],
+};
+const TWO: Layout = Layout {
+    rs_ifaces: &["eth0", "eth0"],
+    ..ONE
+};
 
 /// `rs-agent run` in a host's namespace, its stderr in a file; SIGTERM on drop.
 struct Agent {
@@ -117,21 +89,6 @@ impl Drop for Agent {
     }
 }
 
-fn set(macs: &[&str]) -> BTreeSet<String> {
-    macs.iter().map(|m| m.to_string()).collect()
-}
-
-/// The client's view: only the director answers ARP for `vip`.
-fn assert_only_director_answers(site: &Site, vip: &str, what: &str) {
-    let macs = arping_macs(&site.client, vip, 3);
-    assert_eq!(
-        macs,
-        set(&[&site.director.mac]),
-        "{what}: ARP for {vip} must be answered by the director ({}) only",
-        site.director.mac
-    );
-}
-
 fn vip_line(rs: &Host, vip: &str) -> Option<String> {
     let addrs = stdout(&rs.exec(&["ip", "-o", "-4", "addr", "show", "dev", "lo"]));
     addrs
@@ -168,12 +125,20 @@ fn drift_and_repair(
     assert_only_director_answers(site, VIP, what);
 }
 
+/// Writes a real-server config for `vips` (sysctl method) checking every `check_interval_ms`.
+fn write_config(path: &Path, vips: &[&str], check_interval_ms: u32) {
+    let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+    let toml = format!(
+        "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = {check_interval_ms}\n",
+        list.join(", ")
+    );
+    std::fs::write(path, toml).expect("writing the config file");
+}
+
 #[test]
 fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
-    if !privileged("run_repairs_drift_and_stopping_keeps_the_node_configured") {
-        return;
-    }
-    let site = site("drift", 2);
+    require_privileges!();
+    let site = site("drift", TWO);
     let (rs1, rs2) = (&site.servers[0], &site.servers[1]);
     let before = [rs1.snapshot(), rs2.snapshot()];
     let mut sysctl_agent = Agent::start(rs1, &["--vip", VIP, "--arp", "sysctl"]);
@@ -284,21 +249,12 @@ fn run_repairs_drift_and_stopping_keeps_the_node_configured() {
 
 #[test]
 fn sighup_reloads_the_config_and_applies_only_the_difference() {
-    if !privileged("sighup_reloads_the_config_and_applies_only_the_difference") {
-        return;
-    }
-    let site = site("hup", 1);
+    require_privileges!();
+    let site = site("hup", ONE);
     let rs = &site.servers[0];
     let before = rs.snapshot();
     let config = rs.state_dir.join("rs-agent.toml");
-    let write = |vips: &[&str]| {
-        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
-        let toml = format!(
-            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 500\n",
-            list.join(", ")
-        );
-        std::fs::write(&config, toml).expect("writing the config file");
-    };
+    let write = |vips: &[&str]| write_config(&config, vips, 500);
     write(&[VIP]);
     let path = config.to_string_lossy().into_owned();
     let mut agent = Agent::start(rs, &["--config", &path]);
@@ -356,10 +312,8 @@ fn sighup_reloads_the_config_and_applies_only_the_difference() {
 /// repairing the rest — a deleted VIP comes back — while `status` is NOT OK naming it.
 #[test]
 fn run_keeps_repairing_when_a_listed_interface_disappears() {
-    if !privileged("run_keeps_repairing_when_a_listed_interface_disappears") {
-        return;
-    }
-    let site = site("ifgone", 1);
+    require_privileges!();
+    let site = site("ifgone", ONE);
     let rs = &site.servers[0];
     rs.exec(&[
         "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
@@ -415,21 +369,12 @@ fn run_keeps_repairing_when_a_listed_interface_disappears() {
 /// restored in the same pass — the IPv4 VIP is never left answering ARP.
 #[test]
 fn a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair() {
-    if !privileged("a_refused_change_neither_sticks_on_reload_nor_undoes_a_repair") {
-        return;
-    }
+    require_privileges!();
     const VIP6: &str = "2001:db8::100";
-    let site = site("refused", 1);
+    let site = site("refused", ONE);
     let rs = &site.servers[0];
     let config = rs.state_dir.join("rs-agent.toml");
-    let write = |vips: &[&str]| {
-        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
-        let toml = format!(
-            "[real_server]\nvips = [{}]\narp = \"sysctl\"\ncheck_interval_ms = 200\n",
-            list.join(", ")
-        );
-        std::fs::write(&config, toml).expect("writing the config file");
-    };
+    let write = |vips: &[&str]| write_config(&config, vips, 200);
     let v6_bound = || stdout(&rs.exec(&["ip", "-6", "addr", "show", "dev", "lo"])).contains(VIP6);
     let hup = |agent: &Agent| common::run(&["kill", "-HUP", &agent.run.child.id().to_string()]);
     write(&[VIP]);

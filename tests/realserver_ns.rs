@@ -7,106 +7,23 @@
 
 mod common;
 
+use common::site::{assert_lvs_dr_arp, assert_only_director_answers, site, Layout, Site};
 use common::{
-    arping_macs, assert_same_snapshot, privileged, resolved_mac, send_udp, stderr, stdout,
-    tcp_fetch, Host, HostSpec, Lan, Listener,
+    arping_macs, assert_refused, assert_same_snapshot, require_privileges, resolved_mac, send_udp,
+    stderr, stdout, tcp_fetch, Host, HostSpec, Lan, Listener,
 };
-use std::collections::BTreeSet;
 
 const VIP: &str = "192.0.2.100";
 const VIP6: &str = "2001:db8::100";
 const PORT: u16 = 8080;
 
-/// The classic LVS-DR LAN: a client, a director holding the VIP on its LAN interface, and
-/// two real servers; all on 192.0.2.0/24 (and 2001:db8::/64 when `ipv6`).
-struct Site {
-    client: Host,
-    director: Host,
-    rs1: Host,
-    rs2: Host,
-    // Declared last so the hosts' namespaces go first; order does not matter for cleanup.
-    _lan: Lan,
-}
-
-/// Variations of the site's LAN.
-#[derive(Clone, Copy)]
-struct Layout {
-    /// The real servers' veth names (a dotted name is not a VLAN, just a name).
-    rs_ifaces: [&'static str; 2],
-    /// Every host on this 802.1Q VLAN (`eth0.<id>`) instead of untagged.
-    vlan: Option<u16>,
-    /// Give every host an address in 2001:db8::/64 too.
-    ipv6: bool,
-}
-
+/// The classic LVS-DR LAN: a client, a director holding the VIP, and two real servers.
 const PLAIN: Layout = Layout {
-    rs_ifaces: ["eth0", "eth0"],
+    rs_ifaces: &["eth0", "eth0"],
     vlan: None,
     ipv6: false,
+    vips: &[VIP],
 };
-
-fn site(test: &str, layout: Layout) -> Site {
-    let mut lan = Lan::new(test);
-    let spec = |role: &str, v4: &str, v6: &str, iface: &str| {
-        let mut s = HostSpec::new(role, v4).iface(iface);
-        if layout.ipv6 {
-            s = s.ipv6(v6);
-        }
-        if let Some(id) = layout.vlan {
-            s = s.vlan(id);
-        }
-        s
-    };
-    let [if1, if2] = layout.rs_ifaces;
-    let client = lan.host(spec("client", "192.0.2.10/24", "2001:db8::10/64", "eth0"));
-    let director = lan.host(spec("dir", "192.0.2.1/24", "2001:db8::1/64", "eth0"));
-    let rs1 = lan.host(spec("rs1", "192.0.2.2/24", "2001:db8::2/64", if1));
-    let rs2 = lan.host(spec("rs2", "192.0.2.3/24", "2001:db8::3/64", if2));
-    let vip = format!("{VIP}/32");
-    director.exec(&["ip", "addr", "add", &vip, "dev", &director.iface]);
-    for rs in [&rs1, &rs2] {
-        // The kernel defaults, stated: a new namespace copies IPv4 conf from the root one.
-        for scope in ["all", "default", rs.iface.as_str()] {
-            let scope = scope.replace('.', "/");
-            rs.ns
-                .sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "0");
-            rs.ns
-                .sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "0");
-        }
-    }
-    Site {
-        client,
-        director,
-        rs1,
-        rs2,
-        _lan: lan,
-    }
-}
-
-fn set(macs: &[&str]) -> BTreeSet<String> {
-    macs.iter().map(|m| m.to_string()).collect()
-}
-
-/// Only the director answers ARP for the VIP; each real server still answers for its RIP.
-fn assert_only_director_answers(site: &Site) {
-    let macs = arping_macs(&site.client, VIP, 5);
-    assert_eq!(
-        macs,
-        set(&[&site.director.mac]),
-        "ARP for {VIP}: expected only the director ({}); rs1={} rs2={}",
-        site.director.mac,
-        site.rs1.mac,
-        site.rs2.mac
-    );
-    for rs in [&site.rs1, &site.rs2] {
-        assert_eq!(
-            arping_macs(&site.client, &rs.ip, 2),
-            set(&[&rs.mac]),
-            "ARP for the real server's own address {} must still be answered",
-            rs.ip
-        );
-    }
-}
 
 /// Makes `rs` send an IPv4 packet with the VIP as source to the client and returns the MAC
 /// the client then associates with the VIP (learned from rs's ARP request, when that
@@ -140,35 +57,34 @@ fn fetch_via(site: &Site, rs: &Host, vip: &str) -> Result<String, String> {
 
 #[test]
 fn arp_flux_then_fixed_by_sysctl_and_nft() {
-    if !privileged("arp_flux_then_fixed_by_sysctl_and_nft") {
-        return;
-    }
+    require_privileges!();
     let site = site("flux", PLAIN);
 
     // Baseline: the VIP on lo by hand, kernel ARP defaults — the real servers answer too.
-    for rs in [&site.rs1, &site.rs2] {
+    for rs in [site.rs1(), site.rs2()] {
         rs.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
     }
     let flux = arping_macs(&site.client, VIP, 5);
     assert!(
-        flux.contains(&site.rs1.mac) && flux.contains(&site.rs2.mac),
+        flux.contains(&site.rs1().mac) && flux.contains(&site.rs2().mac),
         "baseline should show ARP flux (real servers answering for {VIP}), got {flux:?}"
     );
     assert_eq!(
-        vip_learned_from_request(&site, &site.rs1),
-        Some(site.rs1.mac.clone()),
+        vip_learned_from_request(&site, site.rs1()),
+        Some(site.rs1().mac.clone()),
         "baseline: rs1's ARP request should carry the VIP as sender"
     );
-    for rs in [&site.rs1, &site.rs2] {
+    for rs in [site.rs1(), site.rs2()] {
         rs.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
     }
 
     // The fix: one real server per method.
-    site.rs1
+    site.rs1()
         .rs_agent_ok(&["up", "--vip", VIP, "--arp", "sysctl"]);
-    site.rs2.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
-    assert_only_director_answers(&site);
-    for rs in [&site.rs1, &site.rs2] {
+    site.rs2()
+        .rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
+    assert_lvs_dr_arp(&site, VIP, "sysctl on rs1, nft on rs2");
+    for rs in [site.rs1(), site.rs2()] {
         let learned = vip_learned_from_request(&site, rs);
         assert_ne!(
             learned,
@@ -179,13 +95,13 @@ fn arp_flux_then_fixed_by_sysctl_and_nft() {
     }
 
     // Each real server accepts traffic for the VIP sent to its MAC.
-    let _l1 = Listener::start(&site.rs1.ns, PORT, "rs1");
-    let _l2 = Listener::start(&site.rs2.ns, PORT, "rs2");
-    assert_eq!(fetch_via(&site, &site.rs1, VIP), Ok("rs1".to_string()));
-    assert_eq!(fetch_via(&site, &site.rs2, VIP), Ok("rs2".to_string()));
+    let _l1 = Listener::start(&site.rs1().ns, PORT, "rs1");
+    let _l2 = Listener::start(&site.rs2().ns, PORT, "rs2");
+    assert_eq!(fetch_via(&site, site.rs1(), VIP), Ok("rs1".to_string()));
+    assert_eq!(fetch_via(&site, site.rs2(), VIP), Ok("rs2".to_string()));
 
-    assert_no_flux_window(&site.rs1.rs_agent_ok(&["down"]), "down");
-    assert_no_flux_window(&site.rs2.rs_agent_ok(&["down"]), "down");
+    assert_no_flux_window(&site.rs1().rs_agent_ok(&["down"]), "down");
+    assert_no_flux_window(&site.rs2().rs_agent_ok(&["down"]), "down");
 }
 
 /// The order of the changes `up`/`down` report (they are applied in that order) never opens
@@ -255,14 +171,12 @@ fn assert_up_down_restores(rs: &Host, method: &str) {
 
 #[test]
 fn down_restores_exactly_and_keeps_foreign_state() {
-    if !privileged("down_restores_exactly_and_keeps_foreign_state") {
-        return;
-    }
+    require_privileges!();
     let site = site("restore", PLAIN);
-    plant_foreign_state(&site.rs1);
-    plant_foreign_state(&site.rs2);
-    assert_up_down_restores(&site.rs1, "sysctl");
-    assert_up_down_restores(&site.rs2, "nft");
+    plant_foreign_state(site.rs1());
+    plant_foreign_state(site.rs2());
+    assert_up_down_restores(site.rs1(), "sysctl");
+    assert_up_down_restores(site.rs2(), "nft");
 }
 
 fn status_json(rs: &Host) -> (i32, serde_json::Value) {
@@ -279,11 +193,9 @@ fn status_json(rs: &Host) -> (i32, serde_json::Value) {
 
 #[test]
 fn status_reports_ok_and_detects_tampering() {
-    if !privileged("status_reports_ok_and_detects_tampering") {
-        return;
-    }
+    require_privileges!();
     let site = site("status", PLAIN);
-    let (rs1, rs2) = (&site.rs1, &site.rs2);
+    let (rs1, rs2) = (site.rs1(), site.rs2());
     rs1.rs_agent_ok(&["up", "--vip", VIP]);
     // rs2 takes its settings from a config file instead of flags.
     let config = rs2.state_dir.join("rs-agent.toml");
@@ -338,11 +250,9 @@ fn status_reports_ok_and_detects_tampering() {
 
 #[test]
 fn bad_input_exits_2_with_one_line_and_changes_nothing() {
-    if !privileged("bad_input_exits_2_with_one_line_and_changes_nothing") {
-        return;
-    }
+    require_privileges!();
     let site = site("badinput", PLAIN);
-    let rs = &site.rs1;
+    let rs = site.rs1();
     let config = rs.state_dir.join("bad.toml");
     std::fs::write(
         &config,
@@ -363,18 +273,7 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
         for command in ["up", "check"] {
             let mut full = vec![command];
             full.extend_from_slice(args);
-            let out = rs.rs_agent(&full);
-            let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(2), "{full:?}: {err}");
-            assert_eq!(
-                err.trim().lines().count(),
-                1,
-                "{full:?}: not one line: {err}"
-            );
-            assert!(
-                err.contains(mention),
-                "{full:?}: should mention {mention}: {err}"
-            );
+            assert_refused(&rs.rs_agent(&full), &format!("{full:?}"), &[mention]);
             assert_same_snapshot(&before, &rs.snapshot(), &format!("{full:?}"));
         }
     }
@@ -387,11 +286,9 @@ fn bad_input_exits_2_with_one_line_and_changes_nothing() {
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    if !privileged("dry_run_prints_the_plan_and_changes_nothing") {
-        return;
-    }
+    require_privileges!();
     let site = site("dryrun", PLAIN);
-    let rs = &site.rs1;
+    let rs = site.rs1();
     let before = rs.snapshot();
     let plan = rs.rs_agent_ok(&["up", "--vip", VIP, "--dry-run"]);
     for expected in [
@@ -443,46 +340,48 @@ fn effective(rs: &Host, key: &str) -> u32 {
 /// rs1 with the sysctl method (LAN interfaces found by rs-agent), rs2 with nft (named):
 /// ARP suppressed on the dotted interface, status OK, and `down` restores both nodes.
 fn assert_dotted_site_works(site: &Site, what: &str) {
-    let before = [site.rs1.snapshot(), site.rs2.snapshot()];
-    let rs2_iface = site.rs2.iface.as_str();
-    site.rs1.rs_agent_ok(&["up", "--vip", VIP]);
-    site.rs2
+    let before = [site.rs1().snapshot(), site.rs2().snapshot()];
+    let rs2_iface = site.rs2().iface.as_str();
+    site.rs1().rs_agent_ok(&["up", "--vip", VIP]);
+    site.rs2()
         .rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft", "--interface", rs2_iface]);
-    let iface = &site.rs1.iface;
+    let iface = &site.rs1().iface;
     assert!(
-        effective(&site.rs1, "arp_ignore") >= 1,
+        effective(site.rs1(), "arp_ignore") >= 1,
         "{what}: arp_ignore on {iface}"
     );
     assert_eq!(
-        effective(&site.rs1, "arp_announce"),
+        effective(site.rs1(), "arp_announce"),
         2,
         "{what}: arp_announce on {iface}"
     );
-    let nft = stdout(&site.rs2.exec(&["nft", "list", "table", "arp", "rs_agent"]));
+    let nft = stdout(
+        &site
+            .rs2()
+            .exec(&["nft", "list", "table", "arp", "rs_agent"]),
+    );
     let quoted = format!("\"{rs2_iface}\"");
     assert!(
         nft.contains(&quoted),
         "{what}: nft rules lack {quoted}: {nft}"
     );
 
-    assert_only_director_answers(site);
-    for rs in [&site.rs1, &site.rs2] {
+    assert_lvs_dr_arp(site, VIP, what);
+    for rs in [site.rs1(), site.rs2()] {
         rs.rs_agent_ok(&["status"]);
     }
-    site.rs1.rs_agent_ok(&["down"]);
-    site.rs2.rs_agent_ok(&["down"]);
-    assert_same_snapshot(&before[0], &site.rs1.snapshot(), &format!("{what}: rs1"));
-    assert_same_snapshot(&before[1], &site.rs2.snapshot(), &format!("{what}: rs2"));
+    site.rs1().rs_agent_ok(&["down"]);
+    site.rs2().rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before[0], &site.rs1().snapshot(), &format!("{what}: rs1"));
+    assert_same_snapshot(&before[1], &site.rs2().snapshot(), &format!("{what}: rs2"));
 }
 
 #[test]
 fn vlan_and_dotted_interface_names() {
-    if !privileged("vlan_and_dotted_interface_names") {
-        return;
-    }
+    require_privileges!();
     // A veth merely named like a VLAN (untagged LAN).
     let dotted = Layout {
-        rs_ifaces: ["eth0.100", "eth0.200"],
+        rs_ifaces: &["eth0.100", "eth0.200"],
         ..PLAIN
     };
     assert_dotted_site_works(&site("dotted", dotted), "veth named eth0.100/eth0.200");
@@ -509,9 +408,7 @@ fn ndp_resolves_vip6_to(site: &Site) -> Option<String> {
 
 #[test]
 fn ipv6_vip_is_not_answered_by_real_servers() {
-    if !privileged("ipv6_vip_is_not_answered_by_real_servers") {
-        return;
-    }
+    require_privileges!();
     let site = site(
         "ipv6",
         Layout {
@@ -519,13 +416,18 @@ fn ipv6_vip_is_not_answered_by_real_servers() {
             ..PLAIN
         },
     );
-    let before = [site.rs1.snapshot(), site.rs2.snapshot()];
-    site.rs1.rs_agent_ok(&["up", "--vip", VIP6]);
-    site.rs2.rs_agent_ok(&["up", "--vip", VIP6, "--arp", "nft"]);
-    let lo = stdout(&site.rs1.exec(&["ip", "-6", "addr", "show", "dev", "lo"]));
+    let before = [site.rs1().snapshot(), site.rs2().snapshot()];
+    site.rs1().rs_agent_ok(&["up", "--vip", VIP6]);
+    site.rs2()
+        .rs_agent_ok(&["up", "--vip", VIP6, "--arp", "nft"]);
+    let lo = stdout(&site.rs1().exec(&["ip", "-6", "addr", "show", "dev", "lo"]));
     assert!(lo.contains("2001:db8::100/128"), "VIP6 not on lo: {lo}");
 
-    let nft = stdout(&site.rs2.exec(&["nft", "list", "table", "ip6", "rs_agent"]));
+    let nft = stdout(
+        &site
+            .rs2()
+            .exec(&["nft", "list", "table", "ip6", "rs_agent"]),
+    );
     assert!(
         nft.contains("nd-neighbor-solicit"),
         "no NS drop rule: {nft}"
@@ -563,15 +465,15 @@ fn ipv6_vip_is_not_answered_by_real_servers() {
         );
     }
     // Traffic for the VIP sent to a real server's MAC is accepted.
-    let _l1 = Listener::start(&site.rs1.ns, PORT, "rs1");
-    let _l2 = Listener::start(&site.rs2.ns, PORT, "rs2");
-    assert_eq!(fetch6_via(&site, &site.rs1), Ok("rs1".to_string()));
-    assert_eq!(fetch6_via(&site, &site.rs2), Ok("rs2".to_string()));
+    let _l1 = Listener::start(&site.rs1().ns, PORT, "rs1");
+    let _l2 = Listener::start(&site.rs2().ns, PORT, "rs2");
+    assert_eq!(fetch6_via(&site, site.rs1()), Ok("rs1".to_string()));
+    assert_eq!(fetch6_via(&site, site.rs2()), Ok("rs2".to_string()));
 
-    site.rs1.rs_agent_ok(&["down"]);
-    site.rs2.rs_agent_ok(&["down"]);
-    assert_same_snapshot(&before[0], &site.rs1.snapshot(), "rs1 (sysctl, IPv6)");
-    assert_same_snapshot(&before[1], &site.rs2.snapshot(), "rs2 (nft, IPv6)");
+    site.rs1().rs_agent_ok(&["down"]);
+    site.rs2().rs_agent_ok(&["down"]);
+    assert_same_snapshot(&before[0], &site.rs1().snapshot(), "rs1 (sysctl, IPv6)");
+    assert_same_snapshot(&before[1], &site.rs2().snapshot(), "rs2 (nft, IPv6)");
 }
 
 fn fetch6_via(site: &Site, rs: &Host) -> Result<String, String> {
@@ -621,9 +523,7 @@ fn lone_real_server(test: &str) -> (Lan, Host) {
 
 #[test]
 fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
-    if !privileged("rs_agent_tables_not_recorded_as_ours_are_left_alone") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("foreignnft");
     plant_foreign_rs_agent_tables(&rs);
     let before = rs.snapshot();
@@ -634,21 +534,14 @@ fn rs_agent_tables_not_recorded_as_ours_are_left_alone() {
     assert_same_snapshot(&before, &rs.snapshot(), "up (sysctl) then down");
     // nft method: refuses to replace a table it did not create.
     let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.contains("nft table arp rs_agent") && err.contains("not rs-agent's"),
-        "{err}"
-    );
+    let mentions = ["nft table arp rs_agent", "not rs-agent's"];
+    assert_refused(&out, "up --arp nft", &mentions);
     assert_same_snapshot(&before, &rs.snapshot(), "refused up --arp nft");
 }
 
 #[test]
 fn check_rejects_every_setting_run_rejects() {
-    if !privileged("check_rejects_every_setting_run_rejects") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("checkrun");
     let cases = [
         ("check_interval_ms = 50", "check interval"),
@@ -664,14 +557,7 @@ fn check_rejects_every_setting_run_rejects() {
         let config = config.to_string_lossy().into_owned();
         for command in ["check", "run"] {
             let out = rs.rs_agent(&[command, "--config", &config]);
-            let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(2), "{command} with {line}: {err}");
-            assert_eq!(
-                err.trim().lines().count(),
-                1,
-                "{command}: not one line: {err}"
-            );
-            assert!(err.contains(mention), "{command} with {line}: {err}");
+            assert_refused(&out, &format!("{command} with {line}"), &[mention]);
         }
     }
 }
@@ -697,21 +583,11 @@ fn rs_agent_unprivileged(rs: &Host, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
-    let test = "without_cap_net_admin_check_status_and_down_give_the_preflight_line";
-    if !privileged(test) {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("nocap");
     let preflight = |args: &[&str]| {
         let out = rs_agent_unprivileged(&rs, args);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        assert!(err.contains("CAP_NET_ADMIN"), "{args:?}: {err}");
+        assert_refused(&out, &format!("{args:?}"), &["CAP_NET_ADMIN"]);
     };
     preflight(&["check", "--vip", VIP]);
     preflight(&["check", "--vip", VIP, "--arp", "nft"]);
@@ -744,9 +620,7 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
 /// pass (which would leave its configuration standing while the daemon runs).
 #[test]
 fn up_waiting_while_run_starts_is_refused() {
-    if !privileged("up_waiting_while_run_starts_is_refused") {
-        return;
-    }
+    require_privileges!();
     use common::poll;
     use rs_agent::state_dir::{probe, REAL_SERVER, REAL_SERVER_RUN};
     use std::time::Duration;
@@ -784,24 +658,16 @@ fn up_waiting_while_run_starts_is_refused() {
 
 #[test]
 fn down_refuses_while_run_manages_the_node() {
-    if !privileged("down_refuses_while_run_manages_the_node") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("downrun");
     let before = rs.snapshot();
     let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::null());
     agent.wait_configured(&rs, String::new);
     let during = rs.snapshot();
-    let out = rs.rs_agent(&["down"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
     let pid = agent.child.id();
-    assert!(
-        err.contains(&format!("rs-agent run (pid {pid}) manages this node"))
-            && err.contains("stop rs-agent.service first"),
-        "{err}"
-    );
+    let manages = format!("rs-agent run (pid {pid}) manages this node");
+    let mentions = [manages.as_str(), "stop rs-agent.service first"];
+    assert_refused(&rs.rs_agent(&["down"]), "down", &mentions);
     assert_same_snapshot(&during, &rs.snapshot(), "refused down");
     // `up` too: run's next pass would undo whatever a different config changed.
     let out = rs.rs_agent(&["up", "--vip", VIP, "--arp", "nft"]);
@@ -825,9 +691,7 @@ fn down_refuses_while_run_manages_the_node() {
 
 #[test]
 fn up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record() {
-    if !privileged("up_waits_for_the_state_lock_and_concurrent_ups_keep_every_record") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("lock");
     let before = rs.snapshot();
     // Someone holds the pass lock: `up` waits for it, then applies.
@@ -919,9 +783,7 @@ impl Drop for ChildGuard {
 
 #[test]
 fn run_survives_a_broken_stderr() {
-    if !privileged("run_survives_a_broken_stderr") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("brokenerr");
     let mut agent = common::RunAgent::start(&rs, &["--vip", VIP], std::process::Stdio::piped());
     // Close the read end: every log line now fails with EPIPE.
@@ -963,10 +825,7 @@ fn rs_agent_closed_stdout(rs: &Host, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_report_that_cannot_be_written_does_not_hide_an_applied_change() {
-    let test = "a_report_that_cannot_be_written_does_not_hide_an_applied_change";
-    if !privileged(test) {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("epipe");
     let before = rs.snapshot();
     for args in [&["up", "--vip", VIP][..], &["down"][..]] {
@@ -1015,9 +874,7 @@ print(count())
 
 #[test]
 fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
-    if !privileged("drain_says_who_serves_it_status_shows_it_and_down_clears_it") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("drain");
     rs.rs_agent_ok(&["up", "--vip", VIP]);
     // No agent: the flag is set, and nothing claims /health answers 503.
@@ -1076,11 +933,9 @@ fn drain_says_who_serves_it_status_shows_it_and_down_clears_it() {
 /// one line, nothing touched.
 #[test]
 fn arp_sysctl_values_that_do_not_suppress() {
-    if !privileged("arp_sysctl_values_that_do_not_suppress") {
-        return;
-    }
+    require_privileges!();
     let site = site("arpvalues", PLAIN);
-    let (rs1, rs2) = (&site.rs1, &site.rs2);
+    let (rs1, rs2) = (site.rs1(), site.rs2());
     rs1.ns.sysctl("net.ipv4.conf.eth0.arp_ignore", "3");
     rs1.ns.sysctl("net.ipv4.conf.eth0.arp_announce", "3");
     let up = rs1.rs_agent_ok(&["up", "--vip", VIP]);
@@ -1090,7 +945,7 @@ fn arp_sysctl_values_that_do_not_suppress() {
         (effective(rs1, "arp_ignore"), effective(rs1, "arp_announce")),
         (1, 2)
     );
-    assert_only_director_answers(&site);
+    assert_lvs_dr_arp(&site, VIP, "arp_ignore 3, arp_announce 3 corrected");
     rs1.rs_agent_ok(&["status"]);
 
     rs2.rs_agent_ok(&["up", "--vip", VIP]);
@@ -1100,13 +955,8 @@ fn arp_sysctl_values_that_do_not_suppress() {
     assert_eq!(json["vips"][0]["suppressed"], false, "{json}");
     let before = rs2.snapshot();
     let out = rs2.rs_agent(&["up", "--vip", VIP]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.contains("net.ipv4.conf.all.arp_ignore is 4") && err.contains("=0"),
-        "{err}"
-    );
+    let mentions = ["net.ipv4.conf.all.arp_ignore is 4", "=0"];
+    assert_refused(&out, "up with all.arp_ignore=4", &mentions);
     assert_same_snapshot(&before, &rs2.snapshot(), "refused up");
 
     rs2.ns.sysctl("net.ipv4.conf.all.arp_ignore", "0");
@@ -1120,11 +970,9 @@ fn arp_sysctl_values_that_do_not_suppress() {
 /// from what `up` writes: `status` is NOT OK (exit 1) and `up` rewrites the table.
 #[test]
 fn status_is_not_ok_while_the_nft_table_differs() {
-    if !privileged("status_is_not_ok_while_the_nft_table_differs") {
-        return;
-    }
+    require_privileges!();
     let site = site("nftdrift", PLAIN);
-    let rs = &site.rs2;
+    let rs = site.rs2();
     rs.rs_agent_ok(&["up", "--vip", VIP, "--arp", "nft"]);
     rs.rs_agent_ok(&["status"]);
     let readdress = |from: &str, to: &str| {
@@ -1168,15 +1016,9 @@ fn status_is_not_ok_while_the_nft_table_differs() {
         table.contains("arp saddr ip set 192.0.2.33") && !table.contains("203.0.113.9"),
         "{table}"
     );
-    assert_only_director_answers_for_vip(&site);
+    assert_only_director_answers(&site, VIP, "after the nft table was repaired");
     rs.rs_agent_ok(&["down"]);
     readdress("192.0.2.33/24", "192.0.2.3/24");
-}
-
-/// Only the director answers ARP for the VIP (without probing the real servers' RIPs).
-fn assert_only_director_answers_for_vip(site: &Site) {
-    let macs = arping_macs(&site.client, VIP, 3);
-    assert_eq!(macs, set(&[&site.director.mac]), "ARP for {VIP}");
 }
 
 /// Adds `ip`/32 on `ifname` in `ns` as director mode binds a VIP (IFA_PROTO marker, label
@@ -1212,9 +1054,7 @@ fn bind_as_director(ns: &str, ifname: &str, ip: &str) {
 /// and `down` (and `run`'s passes, which plan as `up` does) leave it bound.
 #[test]
 fn real_server_up_and_down_leave_a_director_vip_alone() {
-    if !privileged("real_server_up_and_down_leave_a_director_vip_alone") {
-        return;
-    }
+    require_privileges!();
     let (_lan, rs) = lone_real_server("dirvip");
     bind_as_director(&rs.ns.name, "eth0", "192.0.2.200");
     let bound = |rs: &Host| stdout(&rs.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]));

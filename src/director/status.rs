@@ -289,25 +289,19 @@ impl DirectorStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::ipvs::Protocol;
+    use crate::testing::{self, ip, service};
 
     fn svc(key: ServiceKey, scheduler: &str, flags: u32, netmask: u32) -> Service {
         Service {
-            key,
-            scheduler: scheduler.into(),
             flags: ServiceFlags(flags | ServiceFlags::HASHED.0),
             timeout: 60,
             netmask,
-            pe_name: None,
+            ..service(key, scheduler)
         }
     }
 
     fn tcp(addr: &str) -> ServiceKey {
-        ServiceKey::Addr {
-            protocol: Protocol::Tcp,
-            addr: addr.parse().expect("test literal"),
-            port: 80,
-        }
+        testing::tcp(addr, 80)
     }
 
     fn fwm(af: AddressFamily) -> ServiceKey {
@@ -393,19 +387,14 @@ mod tests {
 
     fn addr(ip: &str, dad: Dad, proto: u8) -> Addr {
         Addr {
-            ifname: "eth0".into(),
-            ip: ip.parse().expect("test literal"),
-            prefix: 128,
-            label: None,
-            proto,
-            secondary: false,
             dad,
+            ..testing::addr("eth0", ip, 128, proto)
         }
     }
 
     #[test]
     fn dad_failed_vip_is_not_bound_and_says_why() {
-        let vip: IpAddr = "2001:db8::100".parse().expect("test literal");
+        let vip = ip("2001:db8::100");
         let ours = DirectorState {
             addrs: [crate::state_dir::OwnedAddr {
                 ifname: "eth0".into(),
@@ -458,7 +447,7 @@ mod tests {
                 conn_tab_size: 4096,
             },
             vips: vec![VipStatus {
-                vip: "2001:db8::100".parse().expect("test literal"),
+                vip: ip("2001:db8::100"),
                 interface: "eth0".into(),
                 bound: false,
                 reason: Some("tentative: duplicate address detection is still running".into()),

@@ -242,16 +242,7 @@ mod tests {
     use super::*;
 
     fn eth0() -> Vec<Link> {
-        vec![Link {
-            index: 2,
-            name: "eth0".into(),
-            up: true,
-            carrier: true,
-            loopback: false,
-            noarp: false,
-            kind: None,
-            mac: vec![],
-        }]
+        vec![crate::testing::link(2, "eth0", None)]
     }
 
     /// Carrier is IFF_LOWER_UP, apart from the administrative IFF_UP: an up interface with no
@@ -278,7 +269,7 @@ mod tests {
         msg.header.index = 2;
         msg.header.prefix_len = 128;
         msg.header.flags = header;
-        let ip = "2001:db8::100".parse().expect("literal");
+        let ip = crate::testing::ip("2001:db8::100");
         msg.attributes.push(AddressAttribute::Address(ip));
         msg.attributes.extend(attr.map(AddressAttribute::Flags));
         msg

@@ -158,6 +158,7 @@ impl RealServerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ip;
 
     #[test]
     fn record_keeps_the_first_previous_value() {
@@ -187,7 +188,7 @@ mod tests {
         let mut s = RealServerState::default();
         s.record(&Change::AddAddr {
             ifname: "lo".into(),
-            ip: "192.0.2.100".parse().expect("literal"),
+            ip: ip("192.0.2.100"),
             prefix: 32,
             label: Some("lo:rsagent".into()),
         });

@@ -382,48 +382,19 @@ impl StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Addr, Link, NftObserved, Sysctls, ADDR_PROTO};
+    use crate::model::{Addr, NftObserved, ADDR_PROTO};
     use crate::real_server::model::ArpMethod;
+    use crate::testing::{addr, default_sysctls, ip, link};
 
     const VIP: &str = "192.0.2.100";
 
-    fn link(index: u32, name: &str) -> Link {
-        Link {
-            index,
-            name: name.into(),
-            up: true,
-            carrier: true,
-            loopback: name == "lo",
-            noarp: name == "lo",
-            kind: (name != "lo").then(|| "veth".to_string()),
-            mac: vec![2, 0, 0, 0, 0, index as u8],
-        }
-    }
-
-    fn addr(ifname: &str, ip: &str, prefix: u8, proto: u8) -> Addr {
-        Addr {
-            ifname: ifname.into(),
-            ip: ip.parse().expect("test literal"),
-            prefix,
-            label: None,
-            proto,
-            secondary: false,
-            dad: crate::model::Dad::Done,
-        }
-    }
-
     /// A real server after `up --arp sysctl`: VIP on lo, eth0 at arp_ignore 1, arp_announce 2.
     fn configured() -> (RealServerDesired, Observed) {
-        let mut sysctls = Sysctls::new();
-        for iface in ["all", "lo", "eth0"] {
-            for key in SysctlKey::ALL {
-                sysctls.insert((iface.to_string(), key), 0);
-            }
-        }
+        let mut sysctls = default_sysctls(&["all", "lo", "eth0"]);
         sysctls.insert(("eth0".into(), SysctlKey::ArpIgnore), 1);
         sysctls.insert(("eth0".into(), SysctlKey::ArpAnnounce), 2);
         let observed = Observed {
-            links: vec![link(1, "lo"), link(2, "eth0")],
+            links: vec![link(1, "lo", None), link(2, "eth0", Some("veth"))],
             addrs: vec![
                 addr("lo", "127.0.0.1", 8, 0),
                 addr("lo", VIP, 32, ADDR_PROTO),
@@ -433,7 +404,7 @@ mod tests {
             nft: NftObserved::default(),
         };
         let desired = RealServerDesired {
-            vips: vec![VIP.parse().expect("test literal")],
+            vips: vec![ip(VIP)],
             device: Device::Loopback,
             arp: ArpMethod::Sysctl,
             interfaces: None,
@@ -523,7 +494,7 @@ mod tests {
         let cases: &[(&str, Tamper)] = &[
             ("rewrite names an old RIP", |o, _| {
                 for a in o.addrs.iter_mut().filter(|a| a.ifname == "eth0") {
-                    a.ip = "198.51.100.3".parse().expect("test literal");
+                    a.ip = ip("198.51.100.3");
                 }
             }),
             ("chain with policy drop", |_, rules| {
@@ -596,7 +567,7 @@ mod tests {
         ];
         for (proto, dad, problem) in rows {
             let (mut d, mut o) = configured();
-            d.vips = vec![VIP6.parse().expect("test literal")];
+            d.vips = vec![ip(VIP6)];
             o.addrs.push(Addr {
                 dad,
                 ..addr("lo", VIP6, 128, proto)

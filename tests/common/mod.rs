@@ -25,6 +25,8 @@ const COMMAND_TIMEOUT_SECS: u64 = 30;
 /// The binary under test.
 pub const RS_AGENT: &str = env!("CARGO_BIN_EXE_rs-agent");
 
+pub mod site;
+
 /// True when the test may run. Not root: skip loudly, unless CI is set (then fail).
 /// Skips are written straight to the process's stderr: the harness would swallow `eprintln!`.
 pub fn privileged(test: &str) -> bool {
@@ -39,11 +41,40 @@ pub fn privileged(test: &str) -> bool {
     } else {
         return true;
     };
+    skip(test, &reason);
+    false
+}
+
+/// Returns from the calling test unless it may run ([`privileged`]: a loud skip without root
+/// or a tool, a failure when CI is set). The test is named after the enclosing function, or
+/// by the name given (in a helper that runs the test).
+macro_rules! require_privileges {
+    () => {{
+        fn here() {}
+        let test = $crate::common::enclosing_fn(std::any::type_name_of_val(&here));
+        $crate::common::require_privileges!(test)
+    }};
+    ($test:expr) => {
+        if !$crate::common::privileged($test) {
+            return;
+        }
+    };
+}
+pub(crate) use require_privileges;
+
+/// The name of the function a `fn here() {}` of [`require_privileges`] sits in, from its type
+/// name (`realserver_ns::some_test::here`).
+pub fn enclosing_fn(here: &'static str) -> &'static str {
+    let path = here.strip_suffix("::here").unwrap_or(here);
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+/// Skips the rest of `test` loudly; a failure instead when CI is set (CI must run it all).
+pub fn skip(test: &str, reason: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {reason} (CI is set, so this is a failure, not a skip)");
     }
-    skip_note(test, &reason);
-    false
+    skip_note(test, reason);
 }
 
 /// Says (on the process's stderr, past the harness) that part of a test was skipped.
@@ -112,6 +143,22 @@ pub fn stdout(out: &Output) -> String {
 /// Stderr of a command as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The contract for what a command refuses: exit 2 and one line on stderr, which names every
+/// one of `mentions`; returns that stderr. `what` names the case in a failure.
+pub fn assert_refused(out: &Output, what: &str, mentions: &[&str]) -> String {
+    let err = stderr(out);
+    let code = out.status.code();
+    assert_eq!(code, Some(2), "{what}: exit {code:?}, stderr {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{what}: not one line: {err}");
+    for mention in mentions {
+        assert!(
+            err.contains(mention),
+            "{what}: stderr {err:?} lacks {mention:?}"
+        );
+    }
+    err
 }
 
 /// Makes names unique within one test process (a test may build several LANs).
@@ -648,6 +695,13 @@ pub fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn require_privileges_names_the_enclosing_test() {
+    fn here() {}
+    let name = enclosing_fn(std::any::type_name_of_val(&here));
+    assert_eq!(name, "require_privileges_names_the_enclosing_test");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::kernel::ipvs::{Forward, Protocol, Service, ServiceFlags};
+use crate::testing::{dr, ip, service, tcp};
 
 #[test]
 fn rise_and_fall_need_consecutive_results() {
@@ -23,22 +23,7 @@ fn rise_and_fall_need_consecutive_results() {
 }
 
 fn key() -> ServiceKey {
-    ServiceKey::Addr {
-        protocol: Protocol::Tcp,
-        addr: "192.0.2.100".parse().expect("ip"),
-        port: 80,
-    }
-}
-
-fn dest(addr: &str, weight: u32) -> Destination {
-    Destination {
-        addr: addr.parse().expect("ip"),
-        port: 80,
-        forward: Forward::Route,
-        weight,
-        upper_threshold: 0,
-        lower_threshold: 0,
-    }
+    tcp("192.0.2.100", 80)
 }
 
 fn desired(on_failure: OnFailure, sorry: Option<Destination>) -> DirectorDesired {
@@ -47,15 +32,8 @@ fn desired(on_failure: OnFailure, sorry: Option<Destination>) -> DirectorDesired
         garp_count: 0,
         garp_interval: Duration::ZERO,
         services: vec![ServiceDesired {
-            service: Service {
-                key: key(),
-                scheduler: "rr".into(),
-                flags: ServiceFlags::default(),
-                timeout: 0,
-                netmask: u32::MAX,
-                pe_name: None,
-            },
-            reals: vec![dest("198.51.100.2", 3), dest("198.51.100.3", 1)],
+            service: service(key(), "rr"),
+            reals: vec![dr("198.51.100.2", 3), dr("198.51.100.3", 1)],
             check: Some(HealthCheck {
                 probe: Probe::Tcp,
                 port: None,
@@ -79,7 +57,7 @@ fn down(addrs: &[&str]) -> HashMap<Target, Health> {
             (
                 Target {
                     service: key(),
-                    addr: a.parse().expect("ip"),
+                    addr: ip(a),
                     port: 80,
                 },
                 h,
@@ -100,7 +78,7 @@ fn quiesce_sets_weight_zero_and_keeps_the_rest() {
     let e = effective(&d, &down(&["198.51.100.2"]));
     assert_eq!(
         e.services[0].reals,
-        vec![dest("198.51.100.2", 0), dest("198.51.100.3", 1)]
+        vec![dr("198.51.100.2", 0), dr("198.51.100.3", 1)]
     );
 }
 
@@ -108,16 +86,16 @@ fn quiesce_sets_weight_zero_and_keeps_the_rest() {
 fn remove_drops_the_destination() {
     let d = desired(OnFailure::Remove, None);
     let e = effective(&d, &down(&["198.51.100.3"]));
-    assert_eq!(e.services[0].reals, vec![dest("198.51.100.2", 3)]);
+    assert_eq!(e.services[0].reals, vec![dr("198.51.100.2", 3)]);
 }
 
 #[test]
 fn sorry_server_only_when_all_are_down() {
-    let sorry = dest("203.0.113.9", 1);
+    let sorry = dr("203.0.113.9", 1);
     let d = desired(OnFailure::Remove, Some(sorry.clone()));
     assert_eq!(
         effective(&d, &down(&["198.51.100.2"])).services[0].reals,
-        vec![dest("198.51.100.3", 1)]
+        vec![dr("198.51.100.3", 1)]
     );
     let e = effective(&d, &down(&["198.51.100.2", "198.51.100.3"]));
     assert_eq!(e.services[0].reals, vec![sorry.clone()]);
@@ -125,7 +103,7 @@ fn sorry_server_only_when_all_are_down() {
     let e = effective(&d, &down(&["198.51.100.2", "198.51.100.3"]));
     assert_eq!(
         e.services[0].reals,
-        vec![dest("198.51.100.2", 0), dest("198.51.100.3", 0), sorry]
+        vec![dr("198.51.100.2", 0), dr("198.51.100.3", 0), sorry]
     );
 }
 

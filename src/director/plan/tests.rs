@@ -3,47 +3,14 @@
 
 use super::*;
 use crate::director::config::{DirectorDesired, ServiceDesired};
-use crate::kernel::ipvs::{Destination, Forward, ObservedDestination, Protocol, Service, Stats};
+use crate::kernel::ipvs::{ObservedDestination, Stats};
+use crate::testing::{addr, dr, ip, service, tcp};
 use std::time::Duration;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
-
-fn key(vip: &str, port: u16) -> ServiceKey {
-    ServiceKey::Addr {
-        protocol: Protocol::Tcp,
-        addr: ip(vip),
-        port,
-    }
-}
-
-fn service(vip: &str, port: u16, sched: &str) -> Service {
-    Service {
-        key: key(vip, port),
-        scheduler: sched.into(),
-        flags: ServiceFlags::default(),
-        timeout: 0,
-        netmask: u32::MAX,
-        pe_name: None,
-    }
-}
-
-fn real(addr: &str, weight: u32) -> Destination {
-    Destination {
-        addr: ip(addr),
-        port: 80,
-        forward: Forward::Route,
-        weight,
-        upper_threshold: 0,
-        lower_threshold: 0,
-    }
-}
 
 fn want(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ServiceDesired {
     ServiceDesired {
-        service: service(vip, 80, sched),
-        reals: reals.iter().map(|(a, w)| real(a, *w)).collect(),
+        service: service(tcp(vip, 80), sched),
+        reals: reals.iter().map(|(a, w)| dr(a, *w)).collect(),
         check: None,
         sorry: None,
     }
@@ -51,7 +18,7 @@ fn want(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ServiceDesired {
 
 /// The kernel's view of a service: HASHED set, as the kernel reports every service.
 fn have(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ObservedService {
-    let mut s = service(vip, 80, sched);
+    let mut s = service(tcp(vip, 80), sched);
     s.flags = ServiceFlags::HASHED;
     ObservedService {
         service: s,
@@ -59,7 +26,7 @@ fn have(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ObservedService {
         destinations: reals
             .iter()
             .map(|(a, w)| ObservedDestination {
-                dest: real(a, *w),
+                dest: dr(a, *w),
                 tun_type: 0,
                 active_conns: 0,
                 inactive_conns: 0,
@@ -81,13 +48,9 @@ fn desired(services: Vec<ServiceDesired>) -> DirectorDesired {
 
 fn vip_addr(vip: &str) -> Addr {
     Addr {
-        ifname: "eth0".into(),
-        ip: ip(vip),
-        prefix: 32,
         label: Some("eth0:rsagent".into()),
-        proto: crate::model::ADDR_PROTO,
         secondary: true,
-        dad: crate::model::Dad::Done,
+        ..addr("eth0", vip, 32, crate::model::ADDR_PROTO)
     }
 }
 
@@ -118,9 +81,9 @@ fn empty_kernel_gets_service_then_reals_then_vip() {
     assert_eq!(
         p.ipvs,
         vec![
-            IpvsOp::AddService(service(VIP, 80, "rr")),
-            IpvsOp::AddDest(key(VIP, 80), real(RS1, 1)),
-            IpvsOp::AddDest(key(VIP, 80), real(RS2, 1)),
+            IpvsOp::AddService(service(tcp(VIP, 80), "rr")),
+            IpvsOp::AddDest(tcp(VIP, 80), dr(RS1, 1)),
+            IpvsOp::AddDest(tcp(VIP, 80), dr(RS2, 1)),
         ]
     );
     assert_eq!(p.addrs, vec![add_vip("eth0", ip(VIP))]);
@@ -133,7 +96,7 @@ fn matching_kernel_is_nothing_to_do_even_with_hashed_flag() {
         &d,
         &[have(VIP, "rr", &[(RS1, 1), (RS2, 1)])],
         &[vip_addr(VIP)],
-        &owning(&[key(VIP, 80)], &[VIP]),
+        &owning(&[tcp(VIP, 80)], &[VIP]),
     );
     assert!(p.is_empty(), "{p:?}");
 }
@@ -147,7 +110,7 @@ fn one_weight_change_is_exactly_one_op() {
         &[vip_addr(VIP)],
         &DirectorState::default(),
     );
-    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 5))]);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 5))]);
     assert!(p.addrs.is_empty());
 }
 
@@ -163,9 +126,9 @@ fn add_and_remove_reals_adds_capacity_first() {
     assert_eq!(
         p.ipvs,
         vec![
-            IpvsOp::AddDest(key(VIP, 80), real(RS3, 1)),
+            IpvsOp::AddDest(tcp(VIP, 80), dr(RS3, 1)),
             IpvsOp::DelDest(
-                key(VIP, 80),
+                tcp(VIP, 80),
                 DestKey {
                     addr: ip(RS1),
                     port: 80
@@ -184,25 +147,28 @@ fn scheduler_change_edits_the_service_only() {
         &[vip_addr(VIP)],
         &DirectorState::default(),
     );
-    assert_eq!(p.ipvs, vec![IpvsOp::EditService(service(VIP, 80, "wlc"))]);
+    assert_eq!(
+        p.ipvs,
+        vec![IpvsOp::EditService(service(tcp(VIP, 80), "wlc"))]
+    );
 }
 
 #[test]
 fn foreign_service_is_invisible_to_up_and_down() {
     let foreign = have("203.0.113.9", "wlc", &[(RS3, 1)]);
     let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
-    let state = owning(&[key(VIP, 80)], &[VIP]);
+    let state = owning(&[tcp(VIP, 80)], &[VIP]);
     let kernel = [have(VIP, "rr", &[(RS1, 1)]), foreign.clone()];
     assert!(plan_up(&d, &kernel, &[vip_addr(VIP)], &state).is_empty());
     let down = plan_down(&kernel, &[vip_addr(VIP)], &state);
-    assert_eq!(down.ipvs, vec![IpvsOp::DelService(key(VIP, 80))]);
+    assert_eq!(down.ipvs, vec![IpvsOp::DelService(tcp(VIP, 80))]);
     assert!(down.touched().iter().all(|k| *k != foreign.service.key));
 }
 
 #[test]
 fn service_dropped_from_config_is_removed_only_if_ours() {
     let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
-    let old = key(VIP, 443);
+    let old = tcp(VIP, 443);
     let mut was_ours = have(VIP, "rr", &[(RS1, 1)]);
     was_ours.service.key = old.clone();
     let kernel = [have(VIP, "rr", &[(RS1, 1)]), was_ours];
@@ -210,14 +176,14 @@ fn service_dropped_from_config_is_removed_only_if_ours() {
         &d,
         &kernel,
         &[vip_addr(VIP)],
-        &owning(&[key(VIP, 80), old.clone()], &[VIP]),
+        &owning(&[tcp(VIP, 80), old.clone()], &[VIP]),
     );
     assert_eq!(p.ipvs, vec![IpvsOp::DelService(old)]);
     let p = plan_up(
         &d,
         &kernel,
         &[vip_addr(VIP)],
-        &owning(&[key(VIP, 80)], &[VIP]),
+        &owning(&[tcp(VIP, 80)], &[VIP]),
     );
     assert!(
         p.ipvs.is_empty(),
@@ -256,7 +222,7 @@ fn dad_failed_vip_is_re_added_only_when_ours() {
         dad,
         ..vip_addr(VIP6)
     };
-    let ours = owning(&[key(VIP6, 80)], &[VIP6]);
+    let ours = owning(&[tcp(VIP6, 80)], &[VIP6]);
     let theirs = DirectorState {
         addrs: Default::default(),
         ..ours.clone()
@@ -283,9 +249,9 @@ fn dad_failed_vip_is_re_added_only_when_ours() {
 #[test]
 fn down_after_crash_removes_what_the_journal_recorded() {
     // `up` recorded the service and VIP, then died before adding the VIP.
-    let state = owning(&[key(VIP, 80)], &[VIP]);
+    let state = owning(&[tcp(VIP, 80)], &[VIP]);
     let down = plan_down(&[have(VIP, "rr", &[(RS1, 1)])], &[], &state);
-    assert_eq!(down.ipvs, vec![IpvsOp::DelService(key(VIP, 80))]);
+    assert_eq!(down.ipvs, vec![IpvsOp::DelService(tcp(VIP, 80))]);
     assert!(down.addrs.is_empty());
     assert!(plan_down(&[], &[], &state).is_empty(), "twice is safe");
 }
@@ -297,15 +263,15 @@ fn restore_puts_touched_services_back() {
         have(VIP, "wlc", &[(RS1, 7), (RS2, 1)]),
         have("203.0.113.1", "rr", &[]),
     ];
-    let new_key = key("203.0.113.1", 80);
-    let ops = restore(&before, &now, &[key(VIP, 80), new_key.clone()]);
+    let new_key = tcp("203.0.113.1", 80);
+    let ops = restore(&before, &now, &[tcp(VIP, 80), new_key.clone()]);
     assert_eq!(
         ops,
         vec![
-            IpvsOp::EditService(service(VIP, 80, "rr")),
-            IpvsOp::EditDest(key(VIP, 80), real(RS1, 1)),
+            IpvsOp::EditService(service(tcp(VIP, 80), "rr")),
+            IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 1)),
             IpvsOp::DelDest(
-                key(VIP, 80),
+                tcp(VIP, 80),
                 DestKey {
                     addr: ip(RS2),
                     port: 80
@@ -333,7 +299,7 @@ fn changed_services_are_the_edited_added_and_removed_ones() {
         want("192.0.2.103", "rr", &[(RS1, 1)]),
     ]);
     let got = changed_services(&old, &new);
-    let expected: HashSet<ServiceKey> = [key(VIP, 80), key(VIP3, 80), key("192.0.2.103", 80)]
+    let expected: HashSet<ServiceKey> = [tcp(VIP, 80), tcp(VIP3, 80), tcp("192.0.2.103", 80)]
         .into_iter()
         .collect();
     assert_eq!(got, expected);
@@ -365,25 +331,25 @@ fn scoped_plan_touches_only_the_scope_and_still_plans_vips() {
         have(VIP2, "rr", &[(RS1, 3)]),
         have(VIP3, "rr", &[(RS1, 1)]),
     ];
-    let state = owning(&[key(VIP, 80), key(VIP2, 80), key(VIP3, 80)], &[VIP]);
-    let scope = Scope::Only([key(VIP, 80)].into_iter().collect());
+    let state = owning(&[tcp(VIP, 80), tcp(VIP2, 80), tcp(VIP3, 80)], &[VIP]);
+    let scope = Scope::Only([tcp(VIP, 80)].into_iter().collect());
     let p = plan_scoped(&d, &kernel[..1], &[vip_addr(VIP)], &state, &scope);
-    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 5))]);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 5))]);
     assert_eq!(p.addrs, vec![add_vip("eth0", ip(VIP2))]);
     // The full plan of the same kernel repairs the rest too.
     let full = plan_up(&d, &kernel, &[vip_addr(VIP)], &state);
     assert_eq!(
         full.ipvs,
         vec![
-            IpvsOp::EditDest(key(VIP, 80), real(RS1, 5)),
-            IpvsOp::EditDest(key(VIP2, 80), real(RS1, 1)),
-            IpvsOp::DelService(key(VIP3, 80)),
+            IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 5)),
+            IpvsOp::EditDest(tcp(VIP2, 80), dr(RS1, 1)),
+            IpvsOp::DelService(tcp(VIP3, 80)),
         ]
     );
     // A removed service in scope is deleted.
-    let scope = Scope::Only([key(VIP3, 80)].into_iter().collect());
+    let scope = Scope::Only([tcp(VIP3, 80)].into_iter().collect());
     let p = plan_scoped(&d, &kernel[2..], &[vip_addr(VIP)], &state, &scope);
-    assert_eq!(p.ipvs, vec![IpvsOp::DelService(key(VIP3, 80))]);
+    assert_eq!(p.ipvs, vec![IpvsOp::DelService(tcp(VIP3, 80))]);
 }
 
 #[test]
@@ -397,17 +363,17 @@ fn health_flips_plan_from_the_last_pass_and_anything_else_observes() {
     new.services[0].reals[1].weight = 0;
     assert_eq!(
         dest_ops(&old, &new),
-        Some(vec![IpvsOp::EditDest(key(VIP, 80), real(RS2, 0))])
+        Some(vec![IpvsOp::EditDest(tcp(VIP, 80), dr(RS2, 0))])
     );
     // Remove, and the sorry server added in its place.
     new = old.clone();
-    new.services[1].reals = vec![real(RS2, 1)];
+    new.services[1].reals = vec![dr(RS2, 1)];
     assert_eq!(
         dest_ops(&old, &new),
         Some(vec![
-            IpvsOp::AddDest(key(VIP2, 80), real(RS2, 1)),
+            IpvsOp::AddDest(tcp(VIP2, 80), dr(RS2, 1)),
             IpvsOp::DelDest(
-                key(VIP2, 80),
+                tcp(VIP2, 80),
                 DestKey {
                     addr: ip(RS1),
                     port: 80
@@ -446,20 +412,20 @@ fn configured_services_someone_else_made_are_unowned_until_adopted() {
         have("192.0.2.101", "rr", &[(RS2, 1)]),  // ours
         have("203.0.113.50", "rr", &[(RS3, 1)]), // foreign, not configured
     ];
-    let state = owning(&[key("192.0.2.101", 80)], &[]);
+    let state = owning(&[tcp("192.0.2.101", 80)], &[]);
     // Absent services (192.0.2.102) are created, hence ours; foreign unconfigured ones are
     // invisible; only the configured, present, unrecorded one is reported.
     assert_eq!(
         unowned(&d, &kernel, &state, &Scope::All),
-        vec![key(VIP, 80)]
+        vec![tcp(VIP, 80)]
     );
-    let only_ours = Scope::Only([key("192.0.2.101", 80)].into_iter().collect());
+    let only_ours = Scope::Only([tcp("192.0.2.101", 80)].into_iter().collect());
     assert!(unowned(&d, &kernel, &state, &only_ours).is_empty());
     let mut adopted = state.clone();
-    adopted.own(&[key(VIP, 80)]);
+    adopted.own(&[tcp(VIP, 80)]);
     assert!(unowned(&d, &kernel, &adopted, &Scope::All).is_empty());
     // Adopting twice records it once.
-    adopted.own(&[key(VIP, 80)]);
+    adopted.own(&[tcp(VIP, 80)]);
     assert_eq!(adopted.services.len(), 2);
 }
 
@@ -478,16 +444,16 @@ fn scope_without_skips_only_the_unowned_services() {
         have("192.0.2.101", "rr", &[(RS2, 1)]),
         have("192.0.2.102", "rr", &[(RS3, 1)]),
     ];
-    let state = owning(&[key(VIP, 80), key("192.0.2.102", 80)], &[]);
+    let state = owning(&[tcp(VIP, 80), tcp("192.0.2.102", 80)], &[]);
     let skip = unowned(&d, &kernel, &state, &Scope::All);
-    assert_eq!(skip, vec![key("192.0.2.101", 80)]);
+    assert_eq!(skip, vec![tcp("192.0.2.101", 80)]);
     let scope = scope_without(&Scope::All, &d, &state, &skip);
     let p = plan_scoped(&d, &kernel, &[], &state, &scope);
     // The foreign service's weight is not touched; the owned one that left the config goes.
-    assert_eq!(p.ipvs, vec![IpvsOp::DelService(key("192.0.2.102", 80))]);
+    assert_eq!(p.ipvs, vec![IpvsOp::DelService(tcp("192.0.2.102", 80))]);
     assert!(unowned(&d, &kernel, &state, &scope).is_empty());
     // A narrower scope stays as narrow.
-    let only = Scope::Only([key("192.0.2.101", 80)].into_iter().collect());
+    let only = Scope::Only([tcp("192.0.2.101", 80)].into_iter().collect());
     assert_eq!(
         scope_without(&only, &d, &state, &skip),
         Scope::Only(HashSet::new())
@@ -554,13 +520,16 @@ fn only_vips_bound_and_usable_on_the_interface_are_announced() {
 #[test]
 fn a_persistence_engine_or_tunnel_type_set_by_hand_is_drift() {
     let d = desired(vec![want(VIP, "rr", &[(RS1, 1)])]);
-    let owned = owning(&[key(VIP, 80)], &[VIP]);
+    let owned = owning(&[tcp(VIP, 80)], &[VIP]);
     let mut sip = have(VIP, "rr", &[(RS1, 1)]);
     sip.service.pe_name = Some("sip".into());
     let p = plan_up(&d, &[sip], &[vip_addr(VIP)], &owned);
-    assert_eq!(p.ipvs, vec![IpvsOp::EditService(service(VIP, 80, "rr"))]);
+    assert_eq!(
+        p.ipvs,
+        vec![IpvsOp::EditService(service(tcp(VIP, 80), "rr"))]
+    );
     let mut gue = have(VIP, "rr", &[(RS1, 1)]);
     gue.destinations[0].tun_type = 1;
     let p = plan_up(&d, &[gue], &[vip_addr(VIP)], &owned);
-    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(key(VIP, 80), real(RS1, 1))]);
+    assert_eq!(p.ipvs, vec![IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 1))]);
 }

@@ -1,56 +1,22 @@
 use super::*;
-use crate::model::{Addr, Link, NftObserved, Sysctls, ADDR_PROTO};
+use crate::model::{Addr, NftObserved, ADDR_PROTO};
+use crate::testing::{addr, default_sysctls, ip, link};
 use std::net::Ipv4Addr;
 
 const VIP: &str = "192.0.2.100";
 const VIP6: &str = "2001:db8::100";
 const RIP: &str = "192.0.2.11";
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test literal")
-}
-
 fn v4(s: &str) -> Ipv4Addr {
     s.parse().expect("test literal")
 }
 
-fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        up: true,
-        carrier: true,
-        loopback: name == "lo",
-        noarp: name == "lo" || kind == Some("dummy"),
-        kind: kind.map(str::to_string),
-        mac: vec![2, 0, 0, 0, 0, index as u8],
-    }
-}
-
-fn addr(ifname: &str, a: &str, prefix: u8, proto: u8) -> Addr {
-    Addr {
-        ifname: ifname.into(),
-        ip: ip(a),
-        prefix,
-        label: None,
-        proto,
-        secondary: false,
-        dad: crate::model::Dad::Done,
-    }
-}
-
 /// A real server: lo, eth0 with RIP/24, all sysctls at the kernel defaults (0).
 fn node() -> Observed {
-    let mut sysctls = Sysctls::new();
-    for iface in ["all", "lo", "eth0"] {
-        for key in SysctlKey::ALL {
-            sysctls.insert((iface.to_string(), key), 0);
-        }
-    }
     Observed {
         links: vec![link(1, "lo", None), link(2, "eth0", Some("veth"))],
         addrs: vec![addr("lo", "127.0.0.1", 8, 0), addr("eth0", RIP, 24, 0)],
-        sysctls,
+        sysctls: default_sysctls(&["all", "lo", "eth0"]),
         nft: NftObserved::default(),
     }
 }

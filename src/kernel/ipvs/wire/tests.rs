@@ -1,40 +1,14 @@
 //! Byte layouts checked against include/uapi/linux/ip_vs.h (little-endian host).
 
 use super::*;
-use std::net::IpAddr;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
+use crate::testing::{dr, ip, service, tcp};
 
 fn tcp80() -> ServiceKey {
-    ServiceKey::Addr {
-        protocol: Protocol::Tcp,
-        addr: ip("192.0.2.100"),
-        port: 80,
-    }
+    tcp("192.0.2.100", 80)
 }
 
 fn rr(key: ServiceKey) -> Service {
-    Service {
-        key,
-        scheduler: "rr".into(),
-        flags: ServiceFlags::default(),
-        timeout: 0,
-        netmask: u32::MAX,
-        pe_name: None,
-    }
-}
-
-fn dr(addr: &str, weight: u32) -> Destination {
-    Destination {
-        addr: ip(addr),
-        port: 80,
-        forward: Forward::Route,
-        weight,
-        upper_threshold: 0,
-        lower_threshold: 0,
-    }
+    service(key, "rr")
 }
 
 #[test]
