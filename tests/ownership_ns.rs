@@ -15,9 +15,7 @@ fn addr_lines(host: &Host, dev: &str) -> String {
 /// names the uplink `eth0` as the dummy. `down` deletes neither device nor their addresses.
 #[test]
 fn down_deletes_no_device_the_state_file_wrongly_calls_its_dummy() {
-    if !privileged("down_deletes_no_device_the_state_file_wrongly_calls_its_dummy") {
-        return;
-    }
+    require_privileges!();
     let mut lan = Lan::new("own-dummy");
     let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
     rs.exec(&[
@@ -49,9 +47,7 @@ fn down_deletes_no_device_the_state_file_wrongly_calls_its_dummy() {
 /// own (and once without one). `status` calls it not rs-agent's, and `down` leaves it.
 #[test]
 fn down_leaves_a_vip_an_operator_re_added_by_hand() {
-    if !privileged("down_leaves_a_vip_an_operator_re_added_by_hand") {
-        return;
-    }
+    require_privileges!();
     let mut lan = Lan::new("own-readd");
     let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
     for label in [Some("lo:0"), None] {
@@ -78,9 +74,7 @@ fn down_leaves_a_vip_an_operator_re_added_by_hand() {
 /// so the other VIP is suppressed again and the client gets no answer from the real server.
 #[test]
 fn one_foreign_vip_does_not_stop_the_other_repairs() {
-    if !privileged("one_foreign_vip_does_not_stop_the_other_repairs") {
-        return;
-    }
+    require_privileges!();
     for arp in ["nft", "sysctl"] {
         let mut lan = Lan::new(&format!("own-rep-{arp}"));
         let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));

@@ -24,9 +24,7 @@ fn install_0_1_state(rs: &Host, method: &str) {
 
 #[test]
 fn a_real_server_configured_by_0_1_is_kept_and_undone_exactly() {
-    if !privileged("upgrade_real_server") {
-        return;
-    }
+    require_privileges!();
     for method in ["sysctl", "nft"] {
         let mut lan = Lan::new(&format!("upg-{method}"));
         let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
