@@ -361,12 +361,30 @@ impl RealServerArgs {
     }
 }
 
+/// A `--max-in-flight` value out of range (clap prefixes the flag).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a count of checks; expected 1..=65536")]
+pub struct InFlightError(String);
+
 /// `--max-in-flight`: 1..=65536 checks at once.
-fn in_flight(value: &str) -> Result<usize, String> {
+fn in_flight(value: &str) -> Result<usize, InFlightError> {
     match value.parse::<usize>() {
         Ok(n) if (1..=65_536).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{value:?} is not a count of checks; expected 1..=65536"
-        )),
+        _ => Err(InFlightError(value.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_in_flight_is_a_count_of_checks() {
+        assert_eq!(in_flight("256"), Ok(256));
+        assert_eq!(
+            in_flight("0").map_err(|e| e.to_string()),
+            Err("\"0\" is not a count of checks; expected 1..=65536".into())
+        );
+        assert!(in_flight("65537").is_err());
     }
 }

@@ -117,38 +117,89 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// A VIP or interface name that is not one; the caller prefixes where it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("VIP {0:?} has a prefix length; give the bare address (it is bound as /32 or /128)")]
+    VipPrefix(String),
+    #[error("{0:?} is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100")]
+    NotAnAddress(String),
+    #[error("VIP {0} is not a usable unicast address; use the service's public unicast address")]
+    NotUnicast(IpAddr),
+    #[error("{0:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")]
+    Ifname(String),
+}
+
 /// A VIP must be a plain unicast host address: no prefix, not loopback, multicast or unspecified.
-pub fn parse_vip_str(value: &str) -> Result<IpAddr, String> {
+pub fn parse_vip_str(value: &str) -> Result<IpAddr, ValueError> {
     if value.contains('/') {
-        return Err(format!(
-            "VIP {value:?} has a prefix length; give the bare address (it is bound as /32 or /128)"
-        ));
+        return Err(ValueError::VipPrefix(value.to_string()));
     }
-    let ip: IpAddr = value.parse().map_err(|_| {
-        format!("{value:?} is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100")
-    })?;
+    let ip: IpAddr = value
+        .parse()
+        .map_err(|_| ValueError::NotAnAddress(value.to_string()))?;
     let bad = ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast() || v4.is_link_local())
         || matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
     if bad {
-        return Err(format!(
-            "VIP {ip} is not a usable unicast address; use the service's public unicast address"
-        ));
+        return Err(ValueError::NotUnicast(ip));
     }
     Ok(ip)
 }
 
 /// A Linux interface name: 1..=15 bytes, no '/', ':', whitespace (dev_valid_name()).
-pub fn check_ifname(name: &str) -> Result<(), String> {
+pub fn check_ifname(name: &str) -> Result<(), ValueError> {
     let bad_char = name
         .chars()
         .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if name.is_empty() || name.len() > IFNAMSIZ_MAX || bad_char || name == "." || name == ".." {
-        return Err(format!(
-            "{name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
-        ));
+        return Err(ValueError::Ifname(name.to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages as the config errors quote them (after `file:line:col: ` or `--vip x: `).
+    #[test]
+    fn value_errors_say_what_to_give() {
+        let vip = |v: &str| parse_vip_str(v).map_err(|e| e.to_string());
+        assert_eq!(
+            vip("192.0.2.100/32"),
+            Err(
+                "VIP \"192.0.2.100/32\" has a prefix length; give the bare address (it is bound \
+                 as /32 or /128)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            vip("vip"),
+            Err("\"vip\" is not an IP address; expected e.g. 192.0.2.100 or 2001:db8::100".into())
+        );
+        assert_eq!(
+            vip("127.0.0.1"),
+            Err(
+                "VIP 127.0.0.1 is not a usable unicast address; use the service's public \
+                 unicast address"
+                    .into()
+            )
+        );
+        assert_eq!(
+            vip("2001:db8::100"),
+            Ok("2001:db8::100".parse().expect("ip"))
+        );
+        assert_eq!(
+            check_ifname("eth0:1").map_err(|e| e.to_string()),
+            Err(
+                "\"eth0:1\" is not a valid interface name (1-15 characters, no '/', ':' or \
+                 spaces)"
+                    .into()
+            )
+        );
+        assert_eq!(check_ifname("eth0.100"), Ok(()));
+    }
 }

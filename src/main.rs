@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs, RunArgs};
-use rs_agent::config_file::ConfigFile;
+use rs_agent::config_file::{ConfigError, ConfigFile};
 use rs_agent::director::{self, config::DirectorDesired};
 use rs_agent::error::Error;
 use rs_agent::real_server::{self, config, drain, model::RealServerDesired};
@@ -18,40 +18,36 @@ fn init_logging(verbose: u8) {
 }
 
 fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
-    config::real_server(&file, &args.flags()).map_err(|e| Error::Input(e.0))
+    let file = ConfigFile::load(args.config.as_deref())?;
+    Ok(config::real_server(&file, &args.flags())?)
 }
 
 /// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
 fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
-    config::run_keys(&file, None, None).map_err(|e| Error::Input(e.0))?;
-    config::real_server(&file, &args.flags()).map_err(|e| Error::Input(e.0))
+    let file = ConfigFile::load(args.config.as_deref())?;
+    config::run_keys(&file, None, None)?;
+    Ok(config::real_server(&file, &args.flags())?)
 }
 
 /// For `status`: settings from flags/config when any are given, else the state file's.
 fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, Error> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
+    let file = ConfigFile::load(args.config.as_deref())?;
     let has_file = file.raw.real_server.is_some();
     if args.flags().is_empty() && !has_file {
         return Ok(None);
     }
-    config::real_server(&file, &args.flags())
-        .map(Some)
-        .map_err(|e| Error::Input(e.0))
+    Ok(Some(config::real_server(&file, &args.flags())?))
 }
 
 /// For `run`: the desired state and check interval, re-read on every SIGHUP.
 fn run_settings(args: &RunArgs) -> Result<real_server::RunSettings, Error> {
-    let file = ConfigFile::load(args.settings.config.as_deref()).map_err(|e| Error::Input(e.0))?;
-    let desired =
-        config::real_server(&file, &args.settings.flags()).map_err(|e| Error::Input(e.0))?;
+    let file = ConfigFile::load(args.settings.config.as_deref())?;
+    let desired = config::real_server(&file, &args.settings.flags())?;
     let (interval, health_listen) = config::run_keys(
         &file,
         args.interval.as_deref(),
         args.health_listen.as_deref(),
-    )
-    .map_err(|e| Error::Input(e.0))?;
+    )?;
     Ok(real_server::RunSettings {
         desired,
         interval,
@@ -73,7 +69,7 @@ fn emit<W: Write>(
         }
         None => text(out),
     };
-    written.map_err(|e| Error::Input(format!("writing output: {e}")))?;
+    written.map_err(Error::Output)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -94,15 +90,14 @@ fn printed_after_change(written: std::io::Result<()>, changed: bool) -> Result<(
             ));
             Ok(())
         }
-        Err(e) => Err(Error::Input(format!("writing output: {e}"))),
+        Err(e) => Err(Error::Output(e)),
     }
 }
 
 fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, Error> {
     let t = std::time::Instant::now();
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
-    let desired =
-        director::config::director(&file, &args.flags()).map_err(|e| Error::Input(e.0))?;
+    let file = ConfigFile::load(args.config.as_deref())?;
+    let desired = director::config::director(&file, &args.flags())?;
     rs_agent::timing("read and validate the configuration", t);
     Ok(desired)
 }
@@ -110,13 +105,11 @@ fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, Error> {
 /// For `director status`: settings from flags or a config file with a [director] table, else
 /// the state file's.
 fn optional_director(args: &DirectorArgs) -> Result<Option<DirectorDesired>, Error> {
-    let file = ConfigFile::load(args.config.as_deref()).map_err(|e| Error::Input(e.0))?;
+    let file = ConfigFile::load(args.config.as_deref())?;
     if args.is_empty() && file.raw.director.is_none() {
         return Ok(None);
     }
-    director::config::director(&file, &args.flags())
-        .map(Some)
-        .map_err(|e| Error::Input(e.0))
+    Ok(Some(director::config::director(&file, &args.flags())?))
 }
 
 fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, Error> {
@@ -133,7 +126,6 @@ async fn run_director(
     command: DirectorCommand,
 ) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
-    let print_err = |e: std::io::Error| Error::Input(format!("writing output: {e}"));
     match command {
         DirectorCommand::Up(args) => {
             let desired = director_desired(&args.settings)?;
@@ -174,21 +166,17 @@ async fn run_director(
                 "ok: configuration valid and preflight passed: {} service(s), {reals} real server(s)",
                 desired.services.len()
             )
-            .map_err(print_err)?;
+            .map_err(Error::Output)?;
         }
         DirectorCommand::Import(args) => {
             let toml = read_import(&args)?;
-            write!(out, "{toml}").map_err(print_err)?;
+            write!(out, "{toml}").map_err(Error::Output)?;
             // The table converts line by line; what rs-agent would refuse to apply (e.g. a dr
             // real server on another port than its service's, which ipvsadm cannot make but
             // other tools can) is said now, naming the line of the output to fix.
-            let file = rs_agent::config_file::ConfigFile::parse(
-                Some(std::path::PathBuf::from("output")),
-                toml,
-            )
-            .map_err(|e| Error::Input(e.0))?;
+            let file = ConfigFile::parse(Some(std::path::PathBuf::from("output")), toml)?;
             director::config::director(&file, &Default::default())
-                .map_err(|e| Error::Input(format!("{}; edit the output", e.0)))?;
+                .map_err(|e| ConfigError(format!("{e}; edit the output")))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -196,7 +184,6 @@ async fn run_director(
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
-    let print_err = |e: std::io::Error| Error::Input(format!("writing output: {e}"));
     match cli.command {
         Command::Director(command) => return run_director(&cli.state_dir, command).await,
         Command::Drain | Command::Undrain => {
@@ -236,14 +223,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let desired = checked_desired(&args)?;
             let plan = real_server::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
-                writeln!(out, "warning: {w}").map_err(print_err)?;
+                writeln!(out, "warning: {w}").map_err(Error::Output)?;
             }
             writeln!(
                 out,
                 "ok: configuration valid and preflight passed; `up` would make {} change(s)",
                 plan.changes.len()
             )
-            .map_err(print_err)?;
+            .map_err(Error::Output)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -122,7 +122,30 @@ fn send_na(fd: &OwnedFd, ifindex: u32, payload: &[u8]) -> io::Result<()> {
     check(rc)
 }
 
-/// Announces each VIP `count` times, `interval` apart, on the interface.
+/// Why announcing failed, naming the interface and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum GarpError {
+    #[error("{ifname} has no Ethernet address; cannot send gratuitous ARP on it")]
+    NoEthernetAddress { ifname: String },
+    /// `what` is the step: a socket, a socket option, or the VIP being announced.
+    #[error("gratuitous ARP on {ifname}: {what}: {source}{}", hint(source))]
+    Io {
+        ifname: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+/// What the usual errnos of sending mean here.
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => " (needs CAP_NET_RAW)",
+        Some(libc::ENETDOWN) => " (the interface is down)",
+        _ => "",
+    }
+}
+
+/// [`send_announcements`] with its error as a `String`, as the director's passes keep it.
 pub async fn announce(
     ifname: &str,
     ifindex: u32,
@@ -131,16 +154,28 @@ pub async fn announce(
     count: u32,
     interval: Duration,
 ) -> Result<u32, String> {
-    let mac: [u8; 6] = mac.try_into().map_err(|_| {
-        format!("{ifname} has no Ethernet address; cannot send gratuitous ARP on it")
+    send_announcements(ifname, ifindex, mac, vips, count, interval)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Announces each VIP `count` times, `interval` apart, on the interface; returns how many
+/// packets were sent.
+pub async fn send_announcements(
+    ifname: &str,
+    ifindex: u32,
+    mac: &[u8],
+    vips: &[IpAddr],
+    count: u32,
+    interval: Duration,
+) -> Result<u32, GarpError> {
+    let mac: [u8; 6] = mac.try_into().map_err(|_| GarpError::NoEthernetAddress {
+        ifname: ifname.to_string(),
     })?;
-    let ctx = |what: &str, e: io::Error| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => " (needs CAP_NET_RAW)",
-            Some(libc::ENETDOWN) => " (the interface is down)",
-            _ => "",
-        };
-        format!("gratuitous ARP on {ifname}: {what}: {e}{hint}")
+    let ctx = |what: &str, source: io::Error| GarpError::Io {
+        ifname: ifname.to_string(),
+        what: what.to_string(),
+        source,
     };
     let has_v4 = vips.iter().any(IpAddr::is_ipv4);
     let has_v6 = vips.iter().any(IpAddr::is_ipv6);
@@ -196,6 +231,32 @@ pub async fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_interface_the_step_and_the_fix() {
+        let io = |errno| GarpError::Io {
+            ifname: "eth0".into(),
+            what: "192.0.2.100".into(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(
+            io(libc::EPERM).to_string(),
+            format!("gratuitous ARP on eth0: 192.0.2.100: {eperm} (needs CAP_NET_RAW)")
+        );
+        let eio = io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(
+            io(libc::EIO).to_string(),
+            format!("gratuitous ARP on eth0: 192.0.2.100: {eio}")
+        );
+        let no_mac = GarpError::NoEthernetAddress {
+            ifname: "tun0".into(),
+        };
+        assert_eq!(
+            no_mac.to_string(),
+            "tun0 has no Ethernet address; cannot send gratuitous ARP on it"
+        );
+    }
 
     #[test]
     fn arp_announcement_layout() {

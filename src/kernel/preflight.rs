@@ -20,27 +20,45 @@ pub fn has_capability(cap: u32) -> bool {
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
-pub fn require_net_admin() -> Result<(), String> {
+/// What the host lacks for a command; each message names what is missing and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "permission denied: changing addresses, sysctls and nft tables needs root or \
+         CAP_NET_ADMIN; run with sudo or grant the capability (see units/)"
+    )]
+    NetAdmin,
+    #[error(
+        "--arp nft needs the `nft` binary, which is not on PATH; install it with \
+         `apt-get install nftables`, or use --arp sysctl"
+    )]
+    NoNft,
+    #[error(
+        "--device {name}: this kernel has no dummy driver (module `dummy` neither loaded nor \
+         installed under /lib/modules); use --device lo, or install the module"
+    )]
+    Dummy { name: String },
+}
+
+pub fn require_cap_net_admin() -> Result<(), PreflightError> {
     if has_capability(CAP_NET_ADMIN) {
         Ok(())
     } else {
-        Err(
-            "permission denied: changing addresses, sysctls and nft tables needs root or \
-             CAP_NET_ADMIN; run with sudo or grant the capability (see units/)"
-                .to_string(),
-        )
+        Err(PreflightError::NetAdmin)
     }
 }
 
-pub fn require_nft() -> Result<(), String> {
+/// [`require_cap_net_admin`] with its message as a `String`, for callers that wrap it in
+/// `Error::Input` (the director's commands).
+pub fn require_net_admin() -> Result<(), String> {
+    require_cap_net_admin().map_err(|e| e.to_string())
+}
+
+pub fn require_nft() -> Result<(), PreflightError> {
     if super::nft::nft_available() {
         Ok(())
     } else {
-        Err(
-            "--arp nft needs the `nft` binary, which is not on PATH; install it with \
-             `apt-get install nftables`, or use --arp sysctl"
-                .to_string(),
-        )
+        Err(PreflightError::NoNft)
     }
 }
 
@@ -66,13 +84,37 @@ pub fn dummy_driver_available() -> bool {
     })
 }
 
-pub fn require_dummy(name: &str) -> Result<(), String> {
+pub fn require_dummy(name: &str) -> Result<(), PreflightError> {
     if dummy_driver_available() {
         Ok(())
     } else {
-        Err(format!(
-            "--device {name}: this kernel has no dummy driver (module `dummy` neither loaded nor \
+        Err(PreflightError::Dummy {
+            name: name.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages docs/troubleshooting.md and the namespace tests quote.
+    #[test]
+    fn messages_name_what_is_missing_and_the_fix() {
+        assert_eq!(
+            PreflightError::NetAdmin.to_string(),
+            "permission denied: changing addresses, sysctls and nft tables needs root or \
+             CAP_NET_ADMIN; run with sudo or grant the capability (see units/)"
+        );
+        assert_eq!(
+            PreflightError::NoNft.to_string(),
+            "--arp nft needs the `nft` binary, which is not on PATH; install it with \
+             `apt-get install nftables`, or use --arp sysctl"
+        );
+        assert_eq!(
+            PreflightError::Dummy { name: "rs0".into() }.to_string(),
+            "--device rs0: this kernel has no dummy driver (module `dummy` neither loaded nor \
              installed under /lib/modules); use --device lo, or install the module"
-        ))
+        );
     }
 }

@@ -87,19 +87,20 @@ impl Report {
 pub fn preflight(desired: &RealServerDesired, observed: &Observed) -> Result<(), Error> {
     require_net_admin()?;
     if desired.arp == ArpMethod::Nft {
-        preflight::require_nft().map_err(Error::Input)?;
+        preflight::require_nft()?;
     }
     if let Device::Dummy(name) = &desired.device {
         if observed.link(name).is_none() {
-            preflight::require_dummy(name).map_err(Error::Input)?;
+            preflight::require_dummy(name)?;
         }
     }
     Ok(())
 }
 
-/// The preflight's first line: no CAP_NET_ADMIN is bad input (exit 2), nothing was changed.
+/// The preflight's first line: no CAP_NET_ADMIN is the host's setup (exit 2), nothing was
+/// changed.
 pub fn require_net_admin() -> Result<(), Error> {
-    preflight::require_net_admin().map_err(Error::Input)
+    Ok(preflight::require_cap_net_admin()?)
 }
 
 /// `with_nft: false` skips listing the nft tables (two `nft` processes, half the cost of a
@@ -384,7 +385,7 @@ pub async fn status(
     if needs_nft {
         require_net_admin()?;
     }
-    let with_nft = needs_nft || preflight::require_net_admin().is_ok();
+    let with_nft = needs_nft || preflight::require_cap_net_admin().is_ok();
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);

@@ -180,7 +180,7 @@ fn watchdog_timer() -> Option<tokio::time::Interval> {
 }
 
 fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, Error> {
-    signal(kind).map_err(|e| Error::Input(format!("cannot handle {name}: {e}")))
+    signal(kind).map_err(|e| Error::signal(name, e))
 }
 
 impl Daemon<'_> {

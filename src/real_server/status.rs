@@ -65,6 +65,27 @@ fn nft_has(observed: &Observed, rule: &NftRule) -> bool {
         .is_some_and(|rules| rules.contains(rule))
 }
 
+/// Why neighbours may learn this node's MAC for a VIP: nothing keeps its ARP or neighbour
+/// advertisements off a LAN interface.
+#[derive(Debug, thiserror::Error)]
+enum Unsuppressed {
+    #[error(
+        "ARP for {vip} is not suppressed on {iface} (arp_ignore={ignore}, arp_announce={announce} \
+         effective{}, no matching rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
+         and arp_announce 2): neighbours may learn this node's MAC for the VIP",
+        if *vip_on_iface { ", and the VIP is on this interface" } else { "" }
+    )]
+    Arp {
+        vip: std::net::Ipv4Addr,
+        iface: String,
+        ignore: i64,
+        announce: i64,
+        vip_on_iface: bool,
+    },
+    #[error("{vip} is on a LAN interface and nothing drops neighbour advertisements for it")]
+    Nd { vip: std::net::Ipv6Addr },
+}
+
 /// How (or whether) ARP for an IPv4 VIP is suppressed on one LAN interface. The nft rules
 /// count only as `up` writes them: a rewrite rule naming an old RIP is not suppression.
 fn v4_suppression(
@@ -73,7 +94,7 @@ fn v4_suppression(
     vip: std::net::Ipv4Addr,
     iface: &InterfaceStatus,
     vip_on_iface: bool,
-) -> Result<String, String> {
+) -> Result<String, Unsuppressed> {
     let ignore = iface.arp_ignore.unwrap_or(0);
     let announce = iface.arp_announce.unwrap_or(0);
     let by_sysctl = suppresses_arp(SysctlKey::ArpIgnore, ignore)
@@ -96,17 +117,13 @@ fn v4_suppression(
     if nft_has(observed, &drop) && mangles {
         return Ok(format!("{}: nft table arp rs_agent", iface.name));
     }
-    Err(format!(
-        "ARP for {vip} is not suppressed on {} (arp_ignore={ignore}, arp_announce={announce} \
-         effective{}, no matching rs_agent nft rules; the sysctls suppress only with arp_ignore 1 or 2 \
-         and arp_announce 2): neighbours may learn this node's MAC for the VIP",
-        iface.name,
-        if vip_on_iface {
-            ", and the VIP is on this interface"
-        } else {
-            ""
-        }
-    ))
+    Err(Unsuppressed::Arp {
+        vip,
+        iface: iface.name.clone(),
+        ignore,
+        announce,
+        vip_on_iface,
+    })
 }
 
 fn v6_suppression(
@@ -114,7 +131,7 @@ fn v6_suppression(
     vip: std::net::Ipv6Addr,
     on_device_only: bool,
     device: &str,
-) -> Result<String, String> {
+) -> Result<String, Unsuppressed> {
     if on_device_only {
         return Ok(format!(
             "{device}: silent by design (Linux answers neighbour solicitations only for \
@@ -125,9 +142,7 @@ fn v6_suppression(
     if rules.iter().all(|r| nft_has(observed, r)) {
         return Ok("nft table ip6 rs_agent drops NS/NA for it".to_string());
     }
-    Err(format!(
-        "{vip} is on a LAN interface and nothing drops neighbour advertisements for it"
-    ))
+    Err(Unsuppressed::Nd { vip })
 }
 
 /// Why a VIP on its device is not usable (tentative, or its duplicate address detection
@@ -174,9 +189,13 @@ fn vip_status(
         ));
     }
     let mut suppression = Vec::new();
-    let mut record = |r: Result<String, String>| match r {
+    let mut unsuppressed = false;
+    let mut record = |r: Result<String, Unsuppressed>| match r {
         Ok(s) => suppression.push(s),
-        Err(p) => problems.push(p),
+        Err(p) => {
+            unsuppressed = true;
+            problems.push(p.to_string());
+        }
     };
     match vip {
         IpAddr::V4(v4) => {
@@ -196,9 +215,7 @@ fn vip_status(
             record(v6_suppression(observed, v6, only_device, device));
         }
     }
-    let suppressed = !problems
-        .iter()
-        .any(|p| p.contains("not suppressed") || p.contains("nothing drops"));
+    let suppressed = !unsuppressed;
     VipStatus {
         vip,
         bound_on: on
@@ -387,6 +404,38 @@ mod tests {
     use crate::testing::{addr, default_sysctls, ip, link};
 
     const VIP: &str = "192.0.2.100";
+
+    /// The problems as docs/troubleshooting.md quotes them.
+    #[test]
+    fn unsuppressed_messages_name_the_interface_and_the_effective_values() {
+        let arp = |vip_on_iface| Unsuppressed::Arp {
+            vip: VIP.parse().expect("v4"),
+            iface: "eth0".into(),
+            ignore: 0,
+            announce: 0,
+            vip_on_iface,
+        };
+        let rest = ", no matching rs_agent nft rules; the sysctls suppress only with arp_ignore 1 \
+                    or 2 and arp_announce 2): neighbours may learn this node's MAC for the VIP";
+        assert_eq!(
+            arp(false).to_string(),
+            format!("ARP for 192.0.2.100 is not suppressed on eth0 (arp_ignore=0, arp_announce=0 effective{rest}")
+        );
+        assert_eq!(
+            arp(true).to_string(),
+            format!(
+                "ARP for 192.0.2.100 is not suppressed on eth0 (arp_ignore=0, arp_announce=0 \
+                 effective, and the VIP is on this interface{rest}"
+            )
+        );
+        let nd = Unsuppressed::Nd {
+            vip: "2001:db8::100".parse().expect("v6"),
+        };
+        assert_eq!(
+            nd.to_string(),
+            "2001:db8::100 is on a LAN interface and nothing drops neighbour advertisements for it"
+        );
+    }
 
     /// A real server after `up --arp sysctl`: VIP on lo, eth0 at arp_ignore 1, arp_announce 2.
     fn configured() -> (RealServerDesired, Observed) {

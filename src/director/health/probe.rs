@@ -25,14 +25,84 @@ pub struct Session {
     request: Option<String>,
 }
 
-/// Runs one check; Ok when healthy, Err with the reason otherwise. An HTTP(S) check with
-/// `reuse_connection` sends its request on the session's connection when it holds one and
-/// leaves the connection there when the server keeps it open.
+/// Why a check failed: the step and the server's address or the program, as the logs say it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {ms} ms")]
+    Timeout { ms: u128 },
+    #[error("connect {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("sending request to {addr}: {source}")]
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} closed the connection without answering")]
+    NoAnswer(SocketAddr),
+    #[error("reading from {addr}: {source}")]
+    Read {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("not an HTTP response")]
+    NotHttp,
+    #[error("HTTP status {got}, expected {want}")]
+    Status { got: u16, want: u16 },
+    #[error("body does not contain {0:?}")]
+    Body(String),
+    #[error("TLS setup: {0}")]
+    TlsSetup(rustls::Error),
+    #[error(transparent)]
+    TlsName(#[from] TlsNameError),
+    #[error("TLS handshake with {addr}: {source}")]
+    TlsHandshake {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("empty command")]
+    EmptyCommand,
+    #[error("running {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} exited with {status}")]
+    Exited {
+        program: String,
+        status: std::process::ExitStatus,
+    },
+}
+
+/// A check's `host` that cannot be sent as a TLS server name (SNI).
+#[derive(Debug, thiserror::Error)]
+#[error("check host {host:?} is not a TLS server name ({source}); use a DNS name or an address")]
+pub struct TlsNameError {
+    host: String,
+    source: rustls::pki_types::InvalidDnsNameError,
+}
+
+/// [`check`] with its reason as a `String`, as the director's check results keep it.
 pub async fn run(
     target: &Target,
     check: &HealthCheck,
     session: &mut Session,
 ) -> Result<(), String> {
+    self::check(target, check, session)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Runs one check; Ok when healthy, Err with the reason otherwise. An HTTP(S) check with
+/// `reuse_connection` sends its request on the session's connection when it holds one and
+/// leaves the connection there when the server keeps it open.
+pub async fn check(
+    target: &Target,
+    check: &HealthCheck,
+    session: &mut Session,
+) -> Result<(), ProbeError> {
     let addr = SocketAddr::new(target.addr, check.port.unwrap_or(target.port));
     let work = async {
         match &check.probe {
@@ -46,7 +116,9 @@ pub async fn run(
         Ok(result) => result,
         // A kept connection was taken out of the session for the exchange, and is dropped
         // with it.
-        Err(_) => Err(format!("no answer within {} ms", check.timeout.as_millis())),
+        Err(_) => Err(ProbeError::Timeout {
+            ms: check.timeout.as_millis(),
+        }),
     }
 }
 
@@ -57,7 +129,7 @@ async fn http_check(
     http: &HttpProbe,
     tls: bool,
     session: &mut Session,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let Session {
         conn: kept,
         request,
@@ -94,7 +166,7 @@ fn settle(
     conn: impl FnOnce() -> Box<dyn Conn>,
     http: &HttpProbe,
     kept: &mut Option<Box<dyn Conn>>,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let verdict = answer.judge(http);
     if verdict.is_ok() && answer.keep {
         *kept = Some(conn());
@@ -119,8 +191,8 @@ fn still_idle(conn: &mut dyn Conn) -> bool {
 /// FIN handshake, so a check leaves no TIME_WAIT socket behind on either side (2,000 checks a
 /// second would otherwise keep ~120,000 of them) and costs fewer packets. The response has
 /// been read by then; like HAProxy's checks, nothing is lost by not lingering.
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let fail = |e: std::io::Error| format!("connect {addr}: {e}");
+async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
+    let fail = |source| ProbeError::Connect { addr, source };
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -167,16 +239,19 @@ pub fn status_code(response: &[u8]) -> Option<u16> {
 }
 
 /// Judges a (possibly truncated) response against the probe.
-pub fn judge(response: &[u8], http: &HttpProbe) -> Result<(), String> {
-    let status = status_code(response).ok_or("not an HTTP response")?;
+pub fn judge(response: &[u8], http: &HttpProbe) -> Result<(), ProbeError> {
+    let status = status_code(response).ok_or(ProbeError::NotHttp)?;
     if status != http.status {
-        return Err(format!("HTTP status {status}, expected {}", http.status));
+        return Err(ProbeError::Status {
+            got: status,
+            want: http.status,
+        });
     }
     if let Some(want) = &http.body {
         let body_at = head_len(response).unwrap_or(response.len());
         let body = String::from_utf8_lossy(&response[body_at..]);
         if !body.contains(want.as_str()) {
-            return Err(format!("body does not contain {want:?}"));
+            return Err(ProbeError::Body(want.clone()));
         }
     }
     Ok(())
@@ -192,7 +267,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn judge(&self, http: &HttpProbe) -> Result<(), String> {
+    fn judge(&self, http: &HttpProbe) -> Result<(), ProbeError> {
         match &self.whole {
             Some(whole) => judge(&whole.response(&self.buf), http),
             None => judge(&self.buf, http),
@@ -208,11 +283,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     addr: SocketAddr,
     request: &str,
     http: &HttpProbe,
-) -> Result<Answer, String> {
+) -> Result<Answer, ProbeError> {
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("sending request to {addr}: {e}"))?;
+        .map_err(|source| ProbeError::Send { addr, source })?;
     let mut buf = Vec::with_capacity(4096);
     let cut = |buf: Vec<u8>| Answer {
         buf,
@@ -248,14 +323,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         }
         let room = (MAX_RESPONSE - buf.len()) as u64;
         match (&mut *stream).take(room).read_buf(&mut buf).await {
-            Ok(0) if buf.is_empty() => {
-                return Err(format!("{addr} closed the connection without answering"))
-            }
+            Ok(0) if buf.is_empty() => return Err(ProbeError::NoAnswer(addr)),
             Ok(0) => return Ok(cut(buf)),
             Ok(_) => {}
             // A TLS peer that closes without close_notify: judge what arrived.
             Err(_) if !buf.is_empty() => return Ok(cut(buf)),
-            Err(e) => return Err(format!("reading from {addr}: {e}")),
+            Err(source) => return Err(ProbeError::Read { addr, source }),
         }
     }
 }
@@ -312,15 +385,14 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 /// The one TLS client configuration of every https check, built at the first. Without session
 /// resumption: each new connection is a full handshake, as a new client's would be, and no
 /// cache of sessions grows with the number of servers.
-pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> =
         std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup: {e}"))?
+                .with_safe_default_protocol_versions()?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
                 .with_no_client_auth();
@@ -328,37 +400,39 @@ pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
             Ok(Arc::new(config))
         })
         .clone()
+        .map_err(ProbeError::TlsSetup)
 }
 
 async fn tls_connect(
     stream: TcpStream,
     addr: SocketAddr,
     http: &HttpProbe,
-) -> Result<TlsConn, String> {
+) -> Result<TlsConn, ProbeError> {
     let name = match &http.host {
         Some(h) => tls_server_name(h)?,
         None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
     };
     TlsConn::connect(tls_config()?, name, stream)
         .await
-        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+        .map_err(|source| ProbeError::TlsHandshake { addr, source })
 }
 
 /// The TLS server name (SNI) of a check's `Host` value: the host without any `:port`, and
 /// without the brackets of an IPv6 literal.
-pub fn tls_server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+pub fn tls_server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, TlsNameError> {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(host),
         None => host,
     };
-    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
-        format!("check host {host:?} is not a TLS server name ({e}); use a DNS name or an address")
+    rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|source| TlsNameError {
+        host: host.to_string(),
+        source,
     })
 }
 
-async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(), ProbeError> {
+    let (program, args) = argv.split_first().ok_or(ProbeError::EmptyCommand)?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env("RS_ADDR", addr.ip().to_string())
@@ -379,14 +453,17 @@ async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(
         cmd.env("VIP", vip.to_string())
             .env("VPORT", port.to_string());
     }
-    let status = cmd
-        .status()
-        .await
-        .map_err(|e| format!("running {program}: {e}"))?;
+    let status = cmd.status().await.map_err(|source| ProbeError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{program} exited with {status}"))
+        Err(ProbeError::Exited {
+            program: program.clone(),
+            status,
+        })
     }
 }
 
@@ -438,6 +515,7 @@ mod tests {
         let answer = answer.expect("an answer");
         let mut kept = None;
         let verdict = settle(answer, move || Box::new(client), http, &mut kept);
+        let verdict = verdict.map_err(|e| e.to_string());
         drop(server);
         (verdict, kept.is_some())
     }
@@ -528,6 +606,8 @@ mod tests {
 
     #[test]
     fn judges_status_and_body() {
+        let judge =
+            |response: &[u8], http: &HttpProbe| judge(response, http).map_err(|e| e.to_string());
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(judge(ok, &probe(200, None)), Ok(()));
         assert_eq!(judge(ok, &probe(200, Some("ell"))), Ok(()));
@@ -568,11 +648,22 @@ mod tests {
 
     #[test]
     fn tls_name_leaves_off_port_and_brackets() {
-        let name = |h: &str| tls_server_name(h).map(|n| n.to_str().into_owned());
+        let name = |h: &str| {
+            tls_server_name(h)
+                .map(|n| n.to_str().into_owned())
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(name("www.example.com:8443"), Ok("www.example.com".into()));
         assert_eq!(name("www.example.com"), Ok("www.example.com".into()));
         assert_eq!(name("[2001:db8::2]:8443"), Ok("2001:db8::2".into()));
         assert_eq!(name("2001:db8::2"), Ok("2001:db8::2".into()));
-        assert!(name("bad_name!").is_err());
+        assert_eq!(
+            name("bad_name!"),
+            Err(
+                "check host \"bad_name!\" is not a TLS server name (invalid dns name); use a \
+                 DNS name or an address"
+                    .into()
+            )
+        );
     }
 }

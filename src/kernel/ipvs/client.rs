@@ -239,9 +239,7 @@ impl IpvsClient {
                 .collect();
             let mut result = self.dump_dests(mine);
             for handle in others {
-                let joined = handle.join().unwrap_or_else(|_| {
-                    Err(IpvsError::Decode("a dump thread panicked".to_string()))
-                });
+                let joined = handle.join().unwrap_or(Err(IpvsError::DumpPanicked));
                 result = result.and(joined);
             }
             result

@@ -303,7 +303,10 @@ pub enum IpvsError {
         hint: &'static str,
     },
     #[error("IPVS netlink: malformed reply: {0}")]
-    Decode(String),
+    Decode(#[from] wire::WireError),
+    /// A thread dumping destinations panicked (said as a malformed reply: the dump is lost).
+    #[error("IPVS netlink: malformed reply: a dump thread panicked")]
+    DumpPanicked,
 }
 
 impl IpvsError {

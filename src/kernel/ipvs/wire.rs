@@ -9,7 +9,7 @@ use super::{
     AddressFamily, DestKey, Destination, Forward, IpvsOp, ObservedDestination, ObservedService,
     Protocol, Service, ServiceFlags, ServiceKey, Stats,
 };
-use netlink_packet_core::{NlaBuffer, NlasIterator, NLA_F_NESTED};
+use netlink_packet_core::{DecodeError, NlaBuffer, NlasIterator, NLA_F_NESTED};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const GENL_NAME: &str = "IPVS";
@@ -261,6 +261,30 @@ pub fn op_payload(op: &IpvsOp) -> (u8, Vec<u8>) {
 
 // ---------------------------------------------------------------- decoding
 
+/// A reply the decoder cannot read: what is missing or out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("netlink message length {len} in a {buf}-byte buffer")]
+    MessageLength { len: usize, buf: usize },
+    #[error("short buffer at offset {0}")]
+    ShortBuffer(usize),
+    /// A field shorter than its type: "short u16", "short IPv4 address", ...
+    #[error("short {0}")]
+    Short(&'static str),
+    #[error(transparent)]
+    Attribute(#[from] DecodeError),
+    #[error("attribute longer than its message")]
+    AttributeLength,
+    #[error("{0} missing")]
+    Missing(&'static str),
+    #[error("unknown address family {0}")]
+    AddressFamily(u16),
+    #[error("unknown protocol {0}")]
+    Protocol(u16),
+    #[error("unknown forwarding method {0}")]
+    Forward(u32),
+}
+
 /// One netlink message in a receive buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RawMessage<'a> {
@@ -271,15 +295,15 @@ pub struct RawMessage<'a> {
 }
 
 /// Splits a receive buffer into messages.
-pub fn split_messages(mut buf: &[u8]) -> Result<Vec<RawMessage<'_>>, String> {
+pub fn split_messages(mut buf: &[u8]) -> Result<Vec<RawMessage<'_>>, WireError> {
     let mut out = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32_at(buf, 0)? as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(format!(
-                "netlink message length {len} in a {}-byte buffer",
-                buf.len()
-            ));
+            return Err(WireError::MessageLength {
+                len,
+                buf: buf.len(),
+            });
         }
         out.push(RawMessage {
             kind: u16::from_ne_bytes([buf[4], buf[5]]),
@@ -294,71 +318,74 @@ pub fn split_messages(mut buf: &[u8]) -> Result<Vec<RawMessage<'_>>, String> {
 }
 
 /// The errno of an NLMSG_ERROR payload (0 = ack).
-pub fn error_code(payload: &[u8]) -> Result<i32, String> {
+pub fn error_code(payload: &[u8]) -> Result<i32, WireError> {
     let b: [u8; 4] = payload
         .get(..4)
         .and_then(|s| s.try_into().ok())
-        .ok_or("short NLMSG_ERROR")?;
+        .ok_or(WireError::Short("NLMSG_ERROR"))?;
     Ok(-i32::from_ne_bytes(b))
 }
 
-fn u32_at(buf: &[u8], at: usize) -> Result<u32, String> {
+fn u32_at(buf: &[u8], at: usize) -> Result<u32, WireError> {
     buf.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
         .map(u32::from_ne_bytes)
-        .ok_or_else(|| format!("short buffer at offset {at}"))
+        .ok_or(WireError::ShortBuffer(at))
 }
 
 /// The attributes of a generic netlink payload (after the 4-byte genl header), by kind.
-fn attrs(bytes: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+fn attrs(bytes: &[u8]) -> Result<Vec<(u16, &[u8])>, WireError> {
     let mut out = Vec::new();
     for nla in NlasIterator::new(bytes) {
-        let nla: NlaBuffer<&[u8]> = nla.map_err(|e| e.to_string())?;
+        let nla: NlaBuffer<&[u8]> = nla?;
         let (kind, len) = (nla.kind(), nla.length() as usize);
         let inner = nla.into_inner();
-        out.push((
-            kind,
-            inner
-                .get(4..len)
-                .ok_or("attribute longer than its message")?,
-        ));
+        out.push((kind, inner.get(4..len).ok_or(WireError::AttributeLength)?));
     }
     Ok(out)
 }
 
-fn genl_attrs(payload: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
-    attrs(payload.get(GENL_HDRLEN..).ok_or("short genl header")?)
+fn genl_attrs(payload: &[u8]) -> Result<Vec<(u16, &[u8])>, WireError> {
+    attrs(
+        payload
+            .get(GENL_HDRLEN..)
+            .ok_or(WireError::Short("genl header"))?,
+    )
 }
 
 fn find<'a>(list: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
     list.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
 }
 
-fn need<'a>(list: &[(u16, &'a [u8])], kind: u16, what: &str) -> Result<&'a [u8], String> {
-    find(list, kind).ok_or_else(|| format!("{what} missing"))
+fn need<'a>(
+    list: &[(u16, &'a [u8])],
+    kind: u16,
+    what: &'static str,
+) -> Result<&'a [u8], WireError> {
+    find(list, kind).ok_or(WireError::Missing(what))
 }
 
-fn get_u16(v: &[u8]) -> Result<u16, String> {
+fn get_u16(v: &[u8]) -> Result<u16, WireError> {
     v.get(..2)
         .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-        .ok_or_else(|| "short u16".into())
+        .ok_or(WireError::Short("u16"))
 }
 
-fn get_u32(v: &[u8]) -> Result<u32, String> {
+fn get_u32(v: &[u8]) -> Result<u32, WireError> {
     u32_at(v, 0)
 }
 
-fn get_u64(v: &[u8]) -> Result<u64, String> {
+fn get_u64(v: &[u8]) -> Result<u64, WireError> {
     v.get(..8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_ne_bytes)
-        .ok_or_else(|| "short u64".into())
+        .ok_or(WireError::Short("u64"))
 }
 
-fn get_port(v: &[u8]) -> Result<u16, String> {
+fn get_port(v: &[u8]) -> Result<u16, WireError> {
     v.get(..2)
         .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .ok_or_else(|| "short port".into())
+        .ok_or(WireError::Short("port"))
 }
 
 fn get_string(v: &[u8]) -> String {
@@ -366,35 +393,35 @@ fn get_string(v: &[u8]) -> String {
     String::from_utf8_lossy(&v[..end]).into_owned()
 }
 
-fn get_af(v: &[u8]) -> Result<AddressFamily, String> {
+fn get_af(v: &[u8]) -> Result<AddressFamily, WireError> {
     match get_u16(v)? {
         AF_INET => Ok(AddressFamily::V4),
         AF_INET6 => Ok(AddressFamily::V6),
-        other => Err(format!("unknown address family {other}")),
+        other => Err(WireError::AddressFamily(other)),
     }
 }
 
-fn get_addr(v: &[u8], af: AddressFamily) -> Result<IpAddr, String> {
+fn get_addr(v: &[u8], af: AddressFamily) -> Result<IpAddr, WireError> {
     match af {
         AddressFamily::V4 => {
             let b: [u8; 4] = v
                 .get(..4)
                 .and_then(|s| s.try_into().ok())
-                .ok_or("short IPv4 address")?;
+                .ok_or(WireError::Short("IPv4 address"))?;
             Ok(IpAddr::V4(Ipv4Addr::from(b)))
         }
         AddressFamily::V6 => {
             let b: [u8; 16] = v
                 .get(..16)
                 .and_then(|s| s.try_into().ok())
-                .ok_or("short IPv6 address")?;
+                .ok_or(WireError::Short("IPv6 address"))?;
             Ok(IpAddr::V6(Ipv6Addr::from(b)))
         }
     }
 }
 
 /// The family id in a CTRL_CMD_NEWFAMILY reply.
-pub fn parse_family_id(payload: &[u8]) -> Result<u16, String> {
+pub fn parse_family_id(payload: &[u8]) -> Result<u16, WireError> {
     get_u16(need(
         &genl_attrs(payload)?,
         CTRL_ATTR_FAMILY_ID,
@@ -403,7 +430,7 @@ pub fn parse_family_id(payload: &[u8]) -> Result<u16, String> {
 }
 
 /// IPVS version (e.g. 0x010201 = 1.2.1) and connection table size from a GET_INFO reply.
-pub fn parse_info(payload: &[u8]) -> Result<(u32, u32), String> {
+pub fn parse_info(payload: &[u8]) -> Result<(u32, u32), WireError> {
     let list = genl_attrs(payload)?;
     Ok((
         get_u32(need(&list, INFO_VERSION, "IPVS_INFO_ATTR_VERSION")?)?,
@@ -415,9 +442,9 @@ pub fn parse_info(payload: &[u8]) -> Result<(u32, u32), String> {
     ))
 }
 
-fn parse_stats(v: &[u8], wide: bool) -> Result<Stats, String> {
+fn parse_stats(v: &[u8], wide: bool) -> Result<Stats, WireError> {
     let list = attrs(v)?;
-    let get = |kind: u16| -> Result<u64, String> {
+    let get = |kind: u16| -> Result<u64, WireError> {
         match find(&list, kind) {
             None => Ok(0),
             Some(v) if wide || kind == 4 || kind == 5 => get_u64(v),
@@ -438,7 +465,7 @@ fn parse_stats(v: &[u8], wide: bool) -> Result<Stats, String> {
     })
 }
 
-fn stats_of(list: &[(u16, &[u8])], narrow: u16, wide: u16) -> Result<Stats, String> {
+fn stats_of(list: &[(u16, &[u8])], narrow: u16, wide: u16) -> Result<Stats, WireError> {
     match (find(list, wide), find(list, narrow)) {
         (Some(v), _) => parse_stats(v, true),
         (None, Some(v)) => parse_stats(v, false),
@@ -447,7 +474,7 @@ fn stats_of(list: &[(u16, &[u8])], narrow: u16, wide: u16) -> Result<Stats, Stri
 }
 
 /// A service from a GET_SERVICE dump message.
-pub fn parse_service(payload: &[u8]) -> Result<ObservedService, String> {
+pub fn parse_service(payload: &[u8]) -> Result<ObservedService, WireError> {
     let top = genl_attrs(payload)?;
     let list = attrs(need(&top, CMD_ATTR_SERVICE, "IPVS_CMD_ATTR_SERVICE")?)?;
     let af = get_af(need(&list, SVC_AF, "IPVS_SVC_ATTR_AF")?)?;
@@ -458,7 +485,7 @@ pub fn parse_service(payload: &[u8]) -> Result<ObservedService, String> {
                 6 => Protocol::Tcp,
                 17 => Protocol::Udp,
                 132 => Protocol::Sctp,
-                other => return Err(format!("unknown protocol {other}")),
+                other => return Err(WireError::Protocol(other)),
             };
             ServiceKey::Addr {
                 protocol,
@@ -473,7 +500,7 @@ pub fn parse_service(payload: &[u8]) -> Result<ObservedService, String> {
             netmask_raw
                 .get(..4)
                 .and_then(|s| s.try_into().ok())
-                .ok_or("short netmask")?,
+                .ok_or(WireError::Short("netmask"))?,
         ),
         AddressFamily::V6 => get_u32(netmask_raw)?,
     };
@@ -496,7 +523,7 @@ pub fn parse_service(payload: &[u8]) -> Result<ObservedService, String> {
 
 /// A destination from a GET_DEST dump message; `af` is the service's family, used when
 /// the kernel is too old to send IPVS_DEST_ATTR_ADDR_FAMILY.
-pub fn parse_dest(payload: &[u8], af: AddressFamily) -> Result<ObservedDestination, String> {
+pub fn parse_dest(payload: &[u8], af: AddressFamily) -> Result<ObservedDestination, WireError> {
     let top = genl_attrs(payload)?;
     let list = attrs(need(&top, CMD_ATTR_DEST, "IPVS_CMD_ATTR_DEST")?)?;
     let af = match find(&list, DEST_ADDR_FAMILY) {
@@ -514,8 +541,7 @@ pub fn parse_dest(payload: &[u8], af: AddressFamily) -> Result<ObservedDestinati
         dest: Destination {
             addr: get_addr(need(&list, DEST_ADDR, "IPVS_DEST_ATTR_ADDR")?, af)?,
             port: get_port(need(&list, DEST_PORT, "IPVS_DEST_ATTR_PORT")?)?,
-            forward: Forward::from_code(fwd)
-                .ok_or_else(|| format!("unknown forwarding method {fwd}"))?,
+            forward: Forward::from_code(fwd).ok_or(WireError::Forward(fwd))?,
             weight: get_u32(need(&list, DEST_WEIGHT, "IPVS_DEST_ATTR_WEIGHT")?)?,
             upper_threshold: u32_or0(DEST_U_THRESH)?,
             lower_threshold: u32_or0(DEST_L_THRESH)?,

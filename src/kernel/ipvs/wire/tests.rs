@@ -171,7 +171,21 @@ fn error_and_truncation() {
     m.extend_from_slice(&(-17i32).to_ne_bytes());
     m[0] = m.len() as u8;
     let msgs = split_messages(&m).expect("split");
-    assert_eq!(error_code(msgs[0].payload), Ok(17));
-    assert!(split_messages(&[40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    assert_eq!(error_code(msgs[0].payload).ok(), Some(17));
+    let long = split_messages(&[40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).map(drop);
+    assert_eq!(
+        long.map_err(|e| e.to_string()),
+        Err("netlink message length 40 in a 16-byte buffer".into())
+    );
+    assert_eq!(
+        error_code(&[0, 0]).map_err(|e| e.to_string()),
+        Err("short NLMSG_ERROR".into())
+    );
+    assert_eq!(
+        parse_service(&[0, 0, 0, 0])
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Err("IPVS_CMD_ATTR_SERVICE missing".into())
+    );
     assert!(parse_service(&[0, 0, 0, 0, 8, 0, 1, 0]).is_err());
 }
