@@ -120,3 +120,52 @@ fn one_foreign_vip_does_not_stop_the_other_repairs() {
         let _ = std::fs::remove_file(&log);
     }
 }
+
+/// A second agent on the node with a state directory of its own (issue #17: the two fought
+/// for ever, each removing the other's VIP) is refused, saying why; and `down` with that
+/// other state directory removes nothing the first agent made.
+#[test]
+fn a_second_agent_with_another_state_dir_is_refused_and_owns_nothing() {
+    require_privileges!();
+    let mut lan = Lan::new("own-two");
+    let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+    let log = rs.state_dir.with_extension("run.log");
+    let file = std::fs::File::create(&log).expect("run log");
+    let args = ["--vip", "192.0.2.100", "--arp", "sysctl"];
+    let mut first = RunAgent::start(&rs, &args, std::process::Stdio::from(file));
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    first.wait_configured(&rs, read_log);
+
+    let other = rs.state_dir.with_extension("other");
+    let env = format!("RS_AGENT_STATE_DIR={}", other.display());
+    let second = |cmd: &[&str]| {
+        let mut full = vec!["env", "RS_AGENT_LOG=warn", env.as_str(), RS_AGENT];
+        full.extend_from_slice(cmd);
+        rs.ns.try_exec(
+            &["timeout", "10"]
+                .into_iter()
+                .chain(full)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let refused = second(&["run", "--vip", "192.0.2.101", "--arp", "nft"]);
+    assert_refused(
+        &refused,
+        "a second run with another state directory",
+        &[
+            "already manages this node with another state directory",
+            "one rs-agent run per node",
+        ],
+    );
+    let down = second(&["down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let lo = stdout(&rs.exec(&["ip", "-o", "addr", "show", "dev", "lo"]));
+    assert!(
+        lo.contains("192.0.2.100/32"),
+        "down with another state directory removed the first agent's VIP:\n{lo}"
+    );
+    assert!(!read_log().contains("repaired:"), "{}", read_log());
+    assert!(first.stop().success());
+    let _ = std::fs::remove_dir_all(&other);
+    let _ = std::fs::remove_file(&log);
+}

@@ -409,7 +409,7 @@ fn address_changes(
     changes.extend(dad_failed_changes(desired, observed, state));
     let wanted = |ifname: &str, ip: &IpAddr| ifname == device && desired.vips.contains(ip);
     changes.extend(
-        removable_addrs(observed, state, Some(device))
+        removable_addrs(observed, state)
             .filter(|a| !wanted(&a.ifname, &a.ip))
             .map(del_addr),
     );
@@ -489,16 +489,22 @@ fn owned_addrs<'a>(
     })
 }
 
-/// The owned addresses rs-agent may remove: those that still carry its marker. One the journal
-/// records without it was deleted and put back by someone else (`ip addr add VIP/32 dev lo
-/// label lo:0`): `status` shows it as not rs-agent's, and neither `down` nor a pass that
-/// releases an unwanted VIP takes it away.
+/// The addresses rs-agent may remove: those its own journal records that still carry its
+/// marker. One the journal records without it was deleted and put back by someone else (`ip
+/// addr add VIP/32 dev lo label lo:0`): `status` shows it as not rs-agent's, and neither `down`
+/// nor a pass that releases an unwanted VIP takes it away. One with the marker that the journal
+/// does not record belongs to another state directory's rs-agent.
 fn removable_addrs<'a>(
     observed: &'a Observed,
     state: &'a RealServerState,
-    device: Option<&'a str>,
 ) -> impl Iterator<Item = &'a crate::model::Addr> + 'a {
-    owned_addrs(observed, state, device).filter(|a| a.is_ours())
+    observed.addrs.iter().filter(move |a| {
+        a.is_ours()
+            && state
+                .addrs
+                .iter()
+                .any(|o| o.ifname == a.ifname && o.ip == a.ip && o.prefix == a.prefix)
+    })
 }
 
 /// Deleting the dummy device the journal names, if the kernel's device still is the one
@@ -632,13 +638,9 @@ pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
     // Deleting the dummy takes its addresses with it.
     let goes_with_dummy = |ifname: &str| matches!(&delete_dummy, Some(Change::DeleteDummy { name }) if name == ifname);
     plan.changes.extend(
-        removable_addrs(
-            observed,
-            state,
-            state.desired.as_ref().map(|d| d.device.name()),
-        )
-        .filter(|a| !goes_with_dummy(&a.ifname))
-        .map(del_addr),
+        removable_addrs(observed, state)
+            .filter(|a| !goes_with_dummy(&a.ifname))
+            .map(del_addr),
     );
     plan.changes.extend(delete_dummy);
     // Only the tables we recorded: an `rs_agent` table someone else made is theirs.

@@ -57,6 +57,8 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct StateLock {
     file: File,
+    /// A daemon's claim on the node, held as long as its run lock.
+    node: Option<super::node::NodeClaim>,
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(true) when taken, Ok(false) when someone else holds it.
@@ -155,6 +157,12 @@ fn record_pid(file: &mut File) {
 }
 
 impl StateLock {
+    /// This lock, holding `claim` as long as itself.
+    pub(crate) fn with(mut self, claim: super::node::NodeClaim) -> Self {
+        self.node = Some(claim);
+        self
+    }
+
     /// Rewrites the holder's line as `PID WORD` (e.g. `run`'s /health address), for others.
     pub fn note(&mut self, word: &str) {
         let pid = std::process::id();
@@ -175,7 +183,7 @@ impl StateLock {
             match try_lock(&file) {
                 Ok(true) => {
                     record_pid(&mut file);
-                    return Ok(StateLock { file });
+                    return Ok(StateLock { file, node: None });
                 }
                 Ok(false) if start.elapsed() < wait => tokio::time::sleep(POLL).await,
                 Ok(false) => {
@@ -205,7 +213,7 @@ impl StateLock {
         match try_lock(&file) {
             Ok(true) => {
                 record_pid(&mut file);
-                Ok(Ok(StateLock { file }))
+                Ok(Ok(StateLock { file, node: None }))
             }
             Ok(false) => Ok(Err(read_holder(&path))),
             Err(source) => Err(LockError::Lock {

@@ -7,6 +7,7 @@
 
 mod journal;
 mod lock;
+mod node;
 mod owned;
 
 pub use journal::{Journal, DIRECTOR_JOURNAL, REAL_SERVER_JOURNAL};
@@ -156,14 +157,30 @@ impl RunLock {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             attempt = StateLock::try_acquire(state_dir, self.file)?;
         }
-        match attempt {
-            Ok(lock) => Ok(lock),
+        let lock = match attempt {
+            Ok(lock) => lock,
+            Err(holder) => {
+                return Err(Error::Input(format!(
+                    "another {} ({}) already manages this node (state directory {}); stop it \
+                     first: one {} per node",
+                    self.command,
+                    lock::describe_holder(holder),
+                    state_dir.display(),
+                    self.command,
+                )))
+            }
+        };
+        let kind = self.file.trim_end_matches(".lock");
+        let claim = node::claim(kind)
+            .map_err(|e| Error::Input(format!("claiming the node for {}: {e}", self.command)))?;
+        match claim {
+            Ok(claim) => Ok(lock.with(claim)),
             Err(holder) => Err(Error::Input(format!(
-                "another {} ({}) already manages this node (state directory {}); stop it \
-                 first, or give this one another --state-dir",
+                "another {} ({}) already manages this node with another state directory; \
+                 stop it first: one {} per node, with every VIP in its configuration",
                 self.command,
                 lock::describe_holder(holder),
-                state_dir.display()
+                self.command,
             ))),
         }
     }

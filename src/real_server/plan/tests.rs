@@ -857,8 +857,9 @@ fn dad_failed_vip_is_re_added_only_when_ours() {
 }
 
 /// A node that is both director and real server: director mode marks its VIPs on the LAN
-/// interface with the same IFA_PROTO. The real server's `up` and `down` (even without a state
-/// file) leave them alone; on `lo` the marker still identifies the real server's own VIPs.
+/// interface with the same IFA_PROTO. The real server's `up` and `down` leave them alone; a
+/// marked VIP on `lo` is removed only when this journal records it (without, it is another
+/// state directory's rs-agent's).
 #[test]
 fn director_vips_on_the_lan_interface_are_not_the_real_servers() {
     let mut obs = node();
@@ -870,13 +871,27 @@ fn director_vips_on_the_lan_interface_are_not_the_real_servers() {
             .iter()
             .any(|c| matches!(c, Change::DelAddr { ip, .. } if *ip == vip))
     };
-    let state = RealServerState::default();
-    let up = plan_up(&sysctl_desired(), &obs, &state).expect("plan");
-    assert!(!removes(&up, director_vip), "{:?}", up.changes);
-    assert!(removes(&up, ip("192.0.2.201")), "{:?}", up.changes);
-    let down = plan_down(&state, &obs);
-    assert!(!removes(&down, director_vip), "{:?}", down.changes);
-    assert!(removes(&down, ip("192.0.2.201")), "{:?}", down.changes);
+    let unrecorded = RealServerState::default();
+    let mut recorded = RealServerState::default();
+    recorded.record(&Change::AddAddr {
+        ifname: "lo".into(),
+        ip: ip("192.0.2.201"),
+        prefix: 32,
+        label: Some("lo:rsagent".into()),
+    });
+    for (state, theirs) in [(&unrecorded, false), (&recorded, true)] {
+        let up = plan_up(&sysctl_desired(), &obs, state).expect("plan");
+        assert!(!removes(&up, director_vip), "{:?}", up.changes);
+        assert_eq!(removes(&up, ip("192.0.2.201")), theirs, "{:?}", up.changes);
+        let down = plan_down(state, &obs);
+        assert!(!removes(&down, director_vip), "{:?}", down.changes);
+        assert_eq!(
+            removes(&down, ip("192.0.2.201")),
+            theirs,
+            "{:?}",
+            down.changes
+        );
+    }
 }
 
 /// Moving the VIPs to another device (lo → dummy → lo) is a plan, not a refusal: rs-agent's
