@@ -191,60 +191,15 @@ fn require_check_port(
     Ok(())
 }
 
+/// The service's identity (vip, port and protocol, or fwmark and family) and its family.
 fn service_key(
     file: &ConfigFile,
     raw: &RawService,
     at: &Loc,
 ) -> Result<(ServiceKey, AddressFamily), ConfigError> {
     match (&raw.fwmark, &raw.vip) {
-        (Some(m), None) => {
-            if raw.port.is_some() || raw.protocol.is_some() {
-                return Err(file.err_at(m, "a fwmark service has no port or protocol; remove them"));
-            }
-            let mark = int_in(file, m, 1, u32::MAX as i64, "fwmark")? as u32;
-            let af = match raw.family.as_ref().map(|f| f.get_ref().as_str()) {
-                None | Some("ipv4") => AddressFamily::V4,
-                Some("ipv6") => AddressFamily::V6,
-                Some(other) => {
-                    let f = raw
-                        .family
-                        .as_ref()
-                        .map(|f| file.at(f.span()))
-                        .unwrap_or_default();
-                    return Err(err(
-                        &f,
-                        format!("unknown family {other:?}; expected ipv4 or ipv6"),
-                    ));
-                }
-            };
-            Ok((ServiceKey::Fwmark { af, mark }, af))
-        }
-        (None, Some(v)) => {
-            if let Some(f) = &raw.family {
-                return Err(file.err_at(
-                    f,
-                    "family applies only to fwmark services (a vip names its own family); remove it",
-                ));
-            }
-            let addr = parse_vip_str(v.get_ref()).map_err(|m| file.err_at(v, m))?;
-            let protocol = match &raw.protocol {
-                Some(p) => parse_protocol(&spanned(file, p))?,
-                None => Protocol::Tcp,
-            };
-            let port = match &raw.port {
-                Some(p) if *p.get_ref() == 0 && persistent(raw) => 0,
-                Some(p) => int_in(file, p, 1, 65535, "port")? as u16,
-                None => return Err(err(at, "service has no port; add port = 80 (1..=65535)")),
-            };
-            Ok((
-                ServiceKey::Addr {
-                    protocol,
-                    addr,
-                    port,
-                },
-                family_of(&addr),
-            ))
-        }
+        (Some(m), None) => fwmark_key(file, raw, m),
+        (None, Some(v)) => addr_key(file, raw, v, at),
         (Some(m), Some(_)) => {
             Err(file.err_at(m, "a service has either vip/port or fwmark, not both"))
         }
@@ -253,6 +208,66 @@ fn service_key(
             "service has neither vip nor fwmark; add vip = \"192.0.2.100\" and port",
         )),
     }
+}
+
+/// A fwmark service: the mark and the family (`ipv4` unless `family` says otherwise).
+fn fwmark_key(
+    file: &ConfigFile,
+    raw: &RawService,
+    m: &Spanned<i64>,
+) -> Result<(ServiceKey, AddressFamily), ConfigError> {
+    if raw.port.is_some() || raw.protocol.is_some() {
+        return Err(file.err_at(m, "a fwmark service has no port or protocol; remove them"));
+    }
+    let mark = int_in(file, m, 1, u32::MAX as i64, "fwmark")? as u32;
+    let af = match raw.family.as_ref().map(|f| f.get_ref().as_str()) {
+        None | Some("ipv4") => AddressFamily::V4,
+        Some("ipv6") => AddressFamily::V6,
+        Some(other) => {
+            let f = raw
+                .family
+                .as_ref()
+                .map(|f| file.at(f.span()))
+                .unwrap_or_default();
+            return Err(err(
+                &f,
+                format!("unknown family {other:?}; expected ipv4 or ipv6"),
+            ));
+        }
+    };
+    Ok((ServiceKey::Fwmark { af, mark }, af))
+}
+
+/// A vip service: the address, the protocol (tcp by default) and the port (0 only when
+/// persistent: all ports).
+fn addr_key(
+    file: &ConfigFile,
+    raw: &RawService,
+    v: &Spanned<String>,
+    at: &Loc,
+) -> Result<(ServiceKey, AddressFamily), ConfigError> {
+    if let Some(f) = &raw.family {
+        return Err(file.err_at(
+            f,
+            "family applies only to fwmark services (a vip names its own family); remove it",
+        ));
+    }
+    let addr = parse_vip_str(v.get_ref()).map_err(|m| file.err_at(v, m))?;
+    let protocol = match &raw.protocol {
+        Some(p) => parse_protocol(&spanned(file, p))?,
+        None => Protocol::Tcp,
+    };
+    let port = match &raw.port {
+        Some(p) if *p.get_ref() == 0 && persistent(raw) => 0,
+        Some(p) => int_in(file, p, 1, 65535, "port")? as u16,
+        None => return Err(err(at, "service has no port; add port = 80 (1..=65535)")),
+    };
+    let key = ServiceKey::Addr {
+        protocol,
+        addr,
+        port,
+    };
+    Ok((key, family_of(&addr)))
 }
 
 /// `persistence` set to a positive number of seconds (port 0 is then allowed: all ports).
