@@ -199,3 +199,31 @@ impl Passes {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::director::run::checks::tests::two_checked_services;
+
+    fn adopt_and_skip(passes: &Passes) -> (bool, bool) {
+        let options = passes.unowned.options();
+        (options.adopt, options.skip_unowned)
+    }
+
+    /// `--adopt` takes over at the first pass only; without it the first pass refuses; once a
+    /// pass has succeeded, later ones leave such services alone either way.
+    #[test]
+    fn only_the_first_pass_adopts_or_refuses_services_someone_else_made() {
+        for adopt in [true, false] {
+            let mut passes = Passes::new(adopt);
+            assert_eq!(adopt_and_skip(&passes), (adopt, false));
+            let desired = two_checked_services(2, false);
+            passes.succeeded(
+                desired,
+                DirectorReport::default(),
+                Path::new("/nonexistent"),
+            );
+            assert_eq!(adopt_and_skip(&passes), (false, true));
+        }
+    }
+}
