@@ -169,7 +169,7 @@ async fn accept_loop(
 
 async fn run(count_file: PathBuf, ports: Vec<u16>) -> Result<(), String> {
     // Thousands of connections can be open at once: the soft fd limit up to the hard one.
-    rs_agent::director::run::fit_fd_limit(u64::MAX);
+    rs_agent::kernel::rlimit::fit_fd_limit(u64::MAX);
     let accepted = Rc::new(Cell::new(0u64));
     let shared = Rc::new(Shared::default());
     let tls = match std::env::var("BENCH_TLS") {

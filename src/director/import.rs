@@ -49,100 +49,60 @@ fn split_host_port(s: &str) -> Option<(String, String)> {
     Some((host.to_string(), port.to_string()))
 }
 
+/// The words of one input line, each with its column (from 1), and the line's number.
+struct Words<'a> {
+    line: usize,
+    words: Vec<(usize, &'a str)>,
+}
+
+impl<'a> Words<'a> {
+    fn split(text: &'a str, line: usize) -> Words<'a> {
+        let words = text
+            .split_whitespace()
+            .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize + 1, w))
+            .collect();
+        Words { line, words }
+    }
+
+    /// The value after the option at `i`.
+    fn value(&self, i: usize) -> Result<String, String> {
+        let (col, opt) = self.words[i];
+        self.words
+            .get(i + 1)
+            .map(|(_, w)| w.to_string())
+            .ok_or_else(|| err(self.line, col, format!("{opt} needs a value")))
+    }
+}
+
 /// Parses one `-A`/`-a` line into (is_add_service, service fields, real server fields).
 fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String> {
-    let words: Vec<(usize, &str)> = line
-        .split_whitespace()
-        .map(|w| (w.as_ptr() as usize - line.as_ptr() as usize + 1, w))
-        .collect();
+    let words = Words::split(line, n);
     let mut svc = Svc::default();
     let mut real: Option<Real> = None;
     let mut add_service = None;
     let mut i = 0;
-    let value = |i: usize, opt: &str| -> Result<String, String> {
-        words
-            .get(i + 1)
-            .map(|(_, w)| w.to_string())
-            .ok_or_else(|| err(n, words[i].0, format!("{opt} needs a value")))
-    };
-    while i < words.len() {
-        let (col, w) = words[i];
-        let mut takes = 0;
-        match w {
-            "-A" | "--add-service" => add_service = Some(true),
-            "-a" | "--add-server" => add_service = Some(false),
-            "-t" | "--tcp-service" | "-u" | "--udp-service" | "--sctp-service" => {
-                let proto = match w {
-                    "-t" | "--tcp-service" => "tcp",
-                    "-u" | "--udp-service" => "udp",
-                    _ => "sctp",
-                };
-                svc.addr = Some((proto, value(i, w)?));
-                takes = 1;
+    while i < words.words.len() {
+        let (col, w) = words.words[i];
+        let takes = match w {
+            "-A" | "--add-service" => {
+                add_service = Some(true);
+                0
             }
-            "-f" | "--fwmark-service" => {
-                svc.fwmark = Some(value(i, w)?);
-                takes = 1;
+            "-a" | "--add-server" => {
+                add_service = Some(false);
+                0
             }
-            "-6" | "--ipv6" => svc.ipv6 = true,
-            "-s" | "--scheduler" => {
-                svc.scheduler = Some(value(i, w)?);
-                takes = 1;
-            }
-            "-p" | "--persistent" => {
-                // The timeout is optional in ipvsadm; ipvsadm-save always prints it.
-                match words.get(i + 1) {
-                    Some((_, t)) if t.parse::<u32>().is_ok() => {
-                        svc.persistence = Some(t.to_string());
-                        takes = 1;
-                    }
-                    _ => svc.persistence = Some("300".into()),
-                }
-            }
-            "-M" | "--netmask" => {
-                svc.netmask = Some(value(i, w)?);
-                takes = 1;
-            }
-            "-b" | "--sched-flags" => {
-                svc.sched_flags = value(i, w)?.split(',').map(str::to_string).collect();
-                takes = 1;
-            }
-            "-o" | "--ops" => svc.one_packet = true,
-            "-r" | "--real-server" => {
-                real.get_or_insert_with(Real::default).address = value(i, w)?;
-                takes = 1;
-            }
-            "-g" | "--gatewaying" => real.get_or_insert_with(Real::default).forward = "dr",
-            "-i" | "--ipip" => real.get_or_insert_with(Real::default).forward = "tunnel",
-            "-m" | "--masquerading" => real.get_or_insert_with(Real::default).forward = "nat",
-            // ipvsadm-save spells out the tunnel type of -i destinations; only IPIP is supported.
-            "--tun-type" => {
-                let t = value(i, w)?;
-                if t != "ipip" {
-                    return Err(err(n, col, format!("tunnel type {t:?} is not supported; expected ipip")));
-                }
-                takes = 1;
-            }
-            "-w" | "--weight" => {
-                real.get_or_insert_with(Real::default).weight = Some(value(i, w)?);
-                takes = 1;
-            }
-            "-x" | "--u-threshold" => {
-                real.get_or_insert_with(Real::default).upper = Some(value(i, w)?);
-                takes = 1;
-            }
-            "-y" | "--l-threshold" => {
-                real.get_or_insert_with(Real::default).lower = Some(value(i, w)?);
-                takes = 1;
-            }
-            other => {
-                return Err(err(
-                    n,
-                    col,
-                    format!("unsupported ipvsadm option {other:?}; import handles the output of `ipvsadm-save -n`"),
-                ))
-            }
-        }
+            _ => match service_option(&mut svc, &words, i)? {
+                Some(takes) => takes,
+                None => real_option(&mut real, &words, i)?.ok_or_else(|| {
+                    err(
+                        n,
+                        col,
+                        format!("unsupported ipvsadm option {w:?}; import handles the output of `ipvsadm-save -n`"),
+                    )
+                })?,
+            },
+        };
         i += 1 + takes;
     }
     let is_service =
@@ -158,6 +118,109 @@ fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String>
         return Err(err(n, 1, "-a line without -r REAL:PORT"));
     }
     Ok((is_service, svc, real))
+}
+
+/// Takes in the service option at `i`: how many values after it it took; `None` when it is
+/// not a service option.
+fn service_option(svc: &mut Svc, words: &Words, i: usize) -> Result<Option<usize>, String> {
+    let takes = match words.words[i].1 {
+        "-t" | "--tcp-service" => {
+            svc.addr = Some(("tcp", words.value(i)?));
+            1
+        }
+        "-u" | "--udp-service" => {
+            svc.addr = Some(("udp", words.value(i)?));
+            1
+        }
+        "--sctp-service" => {
+            svc.addr = Some(("sctp", words.value(i)?));
+            1
+        }
+        "-f" | "--fwmark-service" => {
+            svc.fwmark = Some(words.value(i)?);
+            1
+        }
+        "-6" | "--ipv6" => {
+            svc.ipv6 = true;
+            0
+        }
+        "-s" | "--scheduler" => {
+            svc.scheduler = Some(words.value(i)?);
+            1
+        }
+        // The timeout is optional in ipvsadm; ipvsadm-save always prints it.
+        "-p" | "--persistent" => match words.words.get(i + 1) {
+            Some((_, t)) if t.parse::<u32>().is_ok() => {
+                svc.persistence = Some(t.to_string());
+                1
+            }
+            _ => {
+                svc.persistence = Some("300".into());
+                0
+            }
+        },
+        "-M" | "--netmask" => {
+            svc.netmask = Some(words.value(i)?);
+            1
+        }
+        "-b" | "--sched-flags" => {
+            svc.sched_flags = words.value(i)?.split(',').map(str::to_string).collect();
+            1
+        }
+        "-o" | "--ops" => {
+            svc.one_packet = true;
+            0
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(takes))
+}
+
+/// Takes in the real server option at `i`: how many values after it it took; `None` when it
+/// is not a real server option.
+fn real_option(real: &mut Option<Real>, words: &Words, i: usize) -> Result<Option<usize>, String> {
+    let (col, w) = words.words[i];
+    let takes = match w {
+        "-r" | "--real-server" => {
+            real.get_or_insert_with(Real::default).address = words.value(i)?;
+            1
+        }
+        "-g" | "--gatewaying" => forward(real, "dr"),
+        "-i" | "--ipip" => forward(real, "tunnel"),
+        "-m" | "--masquerading" => forward(real, "nat"),
+        // ipvsadm-save spells out the tunnel type of -i destinations; only IPIP is supported.
+        "--tun-type" => {
+            let t = words.value(i)?;
+            if t != "ipip" {
+                return Err(err(
+                    words.line,
+                    col,
+                    format!("tunnel type {t:?} is not supported; expected ipip"),
+                ));
+            }
+            1
+        }
+        "-w" | "--weight" => {
+            real.get_or_insert_with(Real::default).weight = Some(words.value(i)?);
+            1
+        }
+        "-x" | "--u-threshold" => {
+            real.get_or_insert_with(Real::default).upper = Some(words.value(i)?);
+            1
+        }
+        "-y" | "--l-threshold" => {
+            real.get_or_insert_with(Real::default).lower = Some(words.value(i)?);
+            1
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(takes))
+}
+
+/// Sets the real server's forwarding method (an option without a value).
+fn forward(real: &mut Option<Real>, method: &'static str) -> usize {
+    real.get_or_insert_with(Real::default).forward = method;
+    0
 }
 
 fn quote(s: &str) -> String {
@@ -216,24 +279,29 @@ fn write_service(out: &mut String, s: &Svc) {
         out.push_str("one_packet = true\n");
     }
     for r in &s.reals {
-        out.push_str("\n[[director.service.real]]\n");
-        let _ = writeln!(out, "address = {}", quote(&r.address));
-        let _ = writeln!(
-            out,
-            "forward = {}",
-            quote(if r.forward.is_empty() {
-                "dr"
-            } else {
-                r.forward
-            })
-        );
-        let _ = writeln!(out, "weight = {}", r.weight.as_deref().unwrap_or("1"));
-        if let Some(x) = r.upper.as_deref().filter(|x| *x != "0") {
-            let _ = writeln!(out, "upper_threshold = {x}");
-        }
-        if let Some(y) = r.lower.as_deref().filter(|y| *y != "0") {
-            let _ = writeln!(out, "lower_threshold = {y}");
-        }
+        write_real(out, r);
+    }
+}
+
+/// One `[[director.service.real]]` table.
+fn write_real(out: &mut String, r: &Real) {
+    out.push_str("\n[[director.service.real]]\n");
+    let _ = writeln!(out, "address = {}", quote(&r.address));
+    let _ = writeln!(
+        out,
+        "forward = {}",
+        quote(if r.forward.is_empty() {
+            "dr"
+        } else {
+            r.forward
+        })
+    );
+    let _ = writeln!(out, "weight = {}", r.weight.as_deref().unwrap_or("1"));
+    if let Some(x) = r.upper.as_deref().filter(|x| *x != "0") {
+        let _ = writeln!(out, "upper_threshold = {x}");
+    }
+    if let Some(y) = r.lower.as_deref().filter(|y| *y != "0") {
+        let _ = writeln!(out, "lower_threshold = {y}");
     }
 }
 

@@ -6,6 +6,7 @@ pub mod ipvs;
 pub mod link;
 pub mod nft;
 pub mod preflight;
+pub mod rlimit;
 pub mod sysctl;
 
 use crate::model::{Change, NftFamily, NftObserved, Observed};

@@ -1,6 +1,7 @@
 //! Director config: every bad input gives one line naming where it is and the fix.
 
 use super::*;
+use crate::director::health::Probe;
 use std::path::PathBuf;
 
 fn parse(text: &str) -> Result<DirectorDesired, String> {

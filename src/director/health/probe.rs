@@ -444,7 +444,7 @@ async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(
     // SAFETY: the hook only makes system calls (getrlimit, setrlimit), which are safe between
     // fork and exec.
     unsafe {
-        cmd.pre_exec(crate::director::run::restore_fd_limit_in_child);
+        cmd.pre_exec(crate::kernel::rlimit::restore_fd_limit_in_child);
     }
     if let ServiceKey::Addr {
         addr: vip, port, ..
