@@ -359,6 +359,18 @@ pub enum Change {
 }
 
 impl Change {
+    /// Removing an observed address.
+    pub fn del_addr(a: &Addr) -> Change {
+        Change::DelAddr {
+            ifname: a.ifname.clone(),
+            ip: a.ip,
+            prefix: a.prefix,
+            label: a.label.clone(),
+        }
+    }
+}
+
+impl Change {
     /// Where this change sorts in a plan: ARP is suppressed before a VIP is bound, and the VIP
     /// is unbound before suppression is lifted, so there is never a moment of ARP flux.
     /// An `NftReplace` can do both at once (a VIP added, another removed: `up --vip B` after

@@ -10,6 +10,7 @@ pub mod config;
 pub mod garp;
 pub mod health;
 pub mod import;
+pub mod model;
 pub mod plan;
 pub mod raw;
 mod reconcile;

@@ -328,7 +328,7 @@ pub fn plan_scoped(
             .iter()
             .filter(|a| state.owns_addr(&a.ifname, &a.ip))
             .filter(|a| !(a.ifname == desired.interface && vips.contains(&a.ip)))
-            .map(crate::real_server::plan::del_addr),
+            .map(Change::del_addr),
     );
     DirectorPlan {
         ipvs: diff(want, ipvs, &remove),
@@ -415,7 +415,7 @@ pub fn plan_down(ipvs: &[ObservedService], addrs: &[Addr], state: &DirectorState
         addrs: addrs
             .iter()
             .filter(|a| state.owns_addr(&a.ifname, &a.ip))
-            .map(crate::real_server::plan::del_addr)
+            .map(Change::del_addr)
             .collect(),
     }
 }

@@ -310,7 +310,7 @@ fn clear_drain_flag(state_dir: &Path, report: &mut Report) {
 
 /// The real-server pass lock (waits for another `up`, `down` or `run` pass to finish).
 async fn lock_passes(state_dir: &Path) -> Result<StateLock, Error> {
-    crate::state_dir::lock_pass(state_dir, state_dir::REAL_SERVER).await
+    Ok(crate::state_dir::lock_pass(state_dir, state_dir::REAL_SERVER).await?)
 }
 
 pub(crate) const AGENT_RUN: RunLock = RunLock {

@@ -411,7 +411,7 @@ fn address_changes(
     changes.extend(
         removable_addrs(observed, state)
             .filter(|a| !wanted(&a.ifname, &a.ip))
-            .map(del_addr),
+            .map(Change::del_addr),
     );
     changes
 }
@@ -540,16 +540,6 @@ fn release_dummy(name: &str, observed: &Observed, warnings: &mut Vec<String>) ->
     })
 }
 
-/// Removing an observed address, as a change.
-pub(crate) fn del_addr(a: &crate::model::Addr) -> Change {
-    Change::DelAddr {
-        ifname: a.ifname.clone(),
-        ip: a.ip,
-        prefix: a.prefix,
-        label: a.label.clone(),
-    }
-}
-
 /// What `up` must do to reach `desired`, including releasing what we own but no longer want.
 /// A VIP that cannot be bound (already another interface's address) refuses the whole plan:
 /// `up` is all or nothing.
@@ -640,7 +630,7 @@ pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
     plan.changes.extend(
         removable_addrs(observed, state)
             .filter(|a| !goes_with_dummy(&a.ifname))
-            .map(del_addr),
+            .map(Change::del_addr),
     );
     plan.changes.extend(delete_dummy);
     // Only the tables we recorded: an `rs_agent` table someone else made is theirs.

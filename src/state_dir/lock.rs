@@ -46,6 +46,10 @@ pub enum LockError {
         holder: String,
         secs: u64,
     },
+    /// A daemon manages the node (its run lock or its claim on the node is held): the
+    /// message names it and what to do instead.
+    #[error("{0}")]
+    Managed(String),
     #[error("{path}: cannot lock: {source}")]
     Lock {
         path: String,

@@ -18,7 +18,6 @@ pub use lock::{
     REAL_SERVER, REAL_SERVER_RUN, WAIT,
 };
 
-use crate::error::Error;
 use std::path::Path;
 
 /// Default directory for state files (tmpfs: cleared at boot, like the addresses it describes).
@@ -93,8 +92,8 @@ pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), 
 
 /// A side's pass lock: one `up`, `down` or `run` pass at a time per state directory, from
 /// loading the state file to saving it (waits for the holder, at most [`WAIT`]).
-pub(crate) async fn lock_pass(state_dir: &Path, name: &str) -> Result<StateLock, Error> {
-    Ok(StateLock::acquire(state_dir, name, WAIT).await?)
+pub(crate) async fn lock_pass(state_dir: &Path, name: &str) -> Result<StateLock, LockError> {
+    StateLock::acquire(state_dir, name, WAIT).await
 }
 
 /// A daemon's run lock: held by the daemon for its lifetime, so that `down` can tell it runs
@@ -110,7 +109,7 @@ pub(crate) struct RunLock {
 
 impl RunLock {
     /// `down` while the daemon manages the node would be undone by its next pass.
-    pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), Error> {
+    pub(crate) fn refuse_down(&self, state_dir: &Path) -> Result<(), LockError> {
         self.refuse(
             state_dir,
             &format!(
@@ -122,7 +121,7 @@ impl RunLock {
 
     /// `up` while the daemon manages the node: the daemon's next pass would undo any
     /// difference between the two configurations.
-    pub(crate) fn refuse_up(&self, state_dir: &Path) -> Result<(), Error> {
+    pub(crate) fn refuse_up(&self, state_dir: &Path) -> Result<(), LockError> {
         self.refuse(
             state_dir,
             &format!(
@@ -133,10 +132,10 @@ impl RunLock {
         )
     }
 
-    fn refuse(&self, state_dir: &Path, fix: &str) -> Result<(), Error> {
+    fn refuse(&self, state_dir: &Path, fix: &str) -> Result<(), LockError> {
         match lock::probe(state_dir, self.file)? {
             None => Ok(()),
-            Some(holder) => Err(Error::Input(format!(
+            Some(holder) => Err(LockError::Managed(format!(
                 "{} ({}) manages this node (state directory {}); {fix}",
                 self.command,
                 lock::describe_holder(holder),
@@ -148,7 +147,7 @@ impl RunLock {
     /// Takes the lock for the daemon's lifetime; refused while another daemon holds it.
     /// A command probing the lock (`up`, `down`, `drain`) holds it shared for an instant, so
     /// a few short retries tell that apart from a daemon.
-    pub(crate) async fn hold(&self, state_dir: &Path) -> Result<StateLock, Error> {
+    pub(crate) async fn hold(&self, state_dir: &Path) -> Result<StateLock, LockError> {
         let mut attempt = StateLock::try_acquire(state_dir, self.file)?;
         for _ in 0..10 {
             if attempt.is_ok() {
@@ -160,7 +159,7 @@ impl RunLock {
         let lock = match attempt {
             Ok(lock) => lock,
             Err(holder) => {
-                return Err(Error::Input(format!(
+                return Err(LockError::Managed(format!(
                     "another {} ({}) already manages this node (state directory {}); stop it \
                      first: one {} per node",
                     self.command,
@@ -171,11 +170,12 @@ impl RunLock {
             }
         };
         let kind = self.file.trim_end_matches(".lock");
-        let claim = node::claim(kind)
-            .map_err(|e| Error::Input(format!("claiming the node for {}: {e}", self.command)))?;
+        let claim = node::claim(kind).map_err(|e| {
+            LockError::Managed(format!("claiming the node for {}: {e}", self.command))
+        })?;
         match claim {
             Ok(claim) => Ok(lock.with(claim)),
-            Err(holder) => Err(Error::Input(format!(
+            Err(holder) => Err(LockError::Managed(format!(
                 "another {} ({}) already manages this node with another state directory; \
                  stop it first: one {} per node, with every VIP in its configuration",
                 self.command,

@@ -10,14 +10,13 @@ mod check;
 mod service;
 mod values;
 
-use super::health::HealthCheck;
+pub use super::model::{DirectorDesired, ServiceDesired};
 use super::raw::RawDirector;
 use crate::config_file::{check_ifname, parse_vip_str, ConfigError, ConfigFile};
 use crate::kernel::ipvs::{
     AddressFamily, Destination, Forward, Protocol, Service, ServiceFlags, ServiceKey,
 };
 use service::service;
-use std::net::IpAddr;
 use std::time::Duration;
 use values::{
     err, family_of, flag, int_in, parse_forward, parse_port_str, parse_protocol, parse_real_addr,
@@ -28,44 +27,6 @@ use values::{
 pub const SCHEDULERS: [&str; 14] = [
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
-
-/// One virtual service and its real servers, as they must be in the kernel.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceDesired {
-    pub service: Service,
-    pub reals: Vec<Destination>,
-    /// Health check of every real server (none: all are taken as healthy).
-    #[serde(default)]
-    pub check: Option<HealthCheck>,
-    /// Used, at weight 1, only while every real server of the service is down.
-    #[serde(default)]
-    pub sorry: Option<Destination>,
-}
-
-/// Validated director configuration.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DirectorDesired {
-    /// Where the VIPs are bound and announced.
-    pub interface: String,
-    pub garp_count: u32,
-    pub garp_interval: Duration,
-    pub services: Vec<ServiceDesired>,
-}
-
-impl DirectorDesired {
-    /// The addresses the director must hold: every non-fwmark service address, once.
-    pub fn vips(&self) -> Vec<IpAddr> {
-        let mut vips: Vec<IpAddr> = Vec::new();
-        for s in &self.services {
-            if let ServiceKey::Addr { addr, .. } = s.service.key {
-                if !vips.contains(&addr) {
-                    vips.push(addr);
-                }
-            }
-        }
-        vips
-    }
-}
 
 /// The one-service quick flags (`--vip --port --scheduler --real ... --interface`).
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,7 @@
 //! Health checks for the director's real servers.
 //!
-//! Pure parts here: the validated check settings, the rise/fall state machine, and
+//! Pure parts here (the validated check settings are `director::model`'s): the rise/fall
+//! state machine, and
 //! `effective`, which turns the configured services plus the health of every real server
 //! into the services the kernel must hold (dead servers quiesced at weight 0 or removed; the
 //! sorry server in when every real server of a service is down). The run loop then feeds
@@ -10,71 +11,11 @@ pub mod http;
 pub mod probe;
 pub mod tls;
 
-use super::config::{DirectorDesired, ServiceDesired};
+use super::model::{DirectorDesired, ServiceDesired};
+pub use super::model::{HealthCheck, HttpProbe, OnFailure, Probe};
 use crate::kernel::ipvs::{Destination, ServiceKey};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// What a check does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Probe {
-    /// A TCP connection to the real server.
-    Tcp,
-    /// An HTTP GET; healthy when the status matches and the body contains `body` (if set).
-    Http(HttpProbe),
-    /// The same over TLS (certificates are not verified: a health check, not a client).
-    Https(HttpProbe),
-    /// A command; healthy when it exits 0. Gets RS_ADDR, RS_PORT, VIP, VPORT in its env.
-    Command { argv: Vec<String> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpProbe {
-    pub path: String,
-    pub status: u16,
-    pub body: Option<String>,
-    /// Host header; default: the real server's address.
-    pub host: Option<String>,
-    /// Keep the connection open between checks (HTTP keep-alive) instead of opening one per
-    /// check: no TCP (and TLS) handshake per check. See docs/health-checks.md.
-    #[serde(default)]
-    pub reuse_connection: bool,
-}
-
-/// What happens to a real server that fails its check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    /// Weight 0: no new connections, existing ones finish (the default).
-    Quiesce,
-    /// Delete the destination.
-    Remove,
-}
-
-/// A service's health check, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    pub probe: Probe,
-    /// Port to check; default: the real server's port.
-    pub port: Option<u16>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Consecutive successes that bring a down server back.
-    pub rise: u32,
-    /// Consecutive failures that take an up server out.
-    pub fall: u32,
-    pub on_failure: OnFailure,
-}
-
-impl HealthCheck {
-    /// True when the check holds its connection open between checks (`reuse_connection`).
-    pub fn keeps_connection(&self) -> bool {
-        matches!(&self.probe, Probe::Http(h) | Probe::Https(h) if h.reuse_connection)
-    }
-}
 
 /// One real server's health: current verdict and the run of results against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testing::{dr, ip, service, tcp};
+use std::time::Duration;
 
 #[test]
 fn rise_and_fall_need_consecutive_results() {
