@@ -613,6 +613,19 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
     );
     preflight(&["status", "--vip", VIP, "--arp", "nft"]);
     rs.rs_agent_ok(&["down"]);
+    // A state directory `up` creates itself under umask 077 is readable by all too (0755).
+    std::fs::remove_dir_all(&rs.state_dir).expect("state dir removed");
+    let out = rs.ns.try_exec(&["sh", "-c", &up]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rs_agent_unprivileged(&rs, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    rs.rs_agent_ok(&["down"]);
 }
 
 /// `up` waiting for another pass while `run` starts is refused once it gets its turn: it

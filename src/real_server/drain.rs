@@ -28,7 +28,7 @@ pub fn set_drained(state_dir: &Path, drained: bool) -> std::io::Result<bool> {
     let path = flag_path(state_dir);
     match (drained, path.exists()) {
         (true, false) => {
-            std::fs::create_dir_all(state_dir)?;
+            crate::state_dir::create_dir(state_dir)?;
             std::fs::write(
                 &path,
                 "drained by `rs-agent drain`; `rs-agent undrain` clears it\n",

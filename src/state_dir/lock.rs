@@ -108,7 +108,7 @@ fn open(path: &Path) -> Result<File, LockError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(open_err)?;
+        super::create_dir(dir).map_err(open_err)?;
     }
     let rw = File::options()
         .read(true)

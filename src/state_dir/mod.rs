@@ -66,6 +66,17 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
     })
 }
 
+/// Creates the state directory (and its parents) if missing, readable by all (0755) whatever
+/// the umask (the units set 0077): `status` run by a monitoring user reads the files in it.
+/// A directory that exists keeps its mode (the operator's choice).
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+}
+
 /// Writes `dir/name` atomically (temp file + rename), or removes it when `text` is `None`.
 /// The file is readable by all (0644) whatever the umask (the units set 0077): it holds VIPs
 /// and the sysctl values to restore, nothing secret, and `status` run by a monitoring user
@@ -82,7 +93,7 @@ pub fn write_atomic(dir: &Path, name: &str, text: Option<String>) -> Result<(), 
             _ => Ok(()),
         };
     };
-    std::fs::create_dir_all(dir).map_err(werr)?;
+    create_dir(dir).map_err(werr)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text + "\n").map_err(werr)?;
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
