@@ -91,6 +91,7 @@ impl Error {
             Error::Preflight(_) | Error::Signal { .. } | Error::Output(_) => ErrorKind::Environment,
             Error::Lock(_) => ErrorKind::Busy,
             Error::Apply { .. } | Error::Kernel(_) => ErrorKind::Kernel,
+            Error::State(StateError::NotADirectory { .. }) => ErrorKind::Input,
             Error::State(_) => ErrorKind::State,
         }
     }

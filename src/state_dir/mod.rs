@@ -38,6 +38,9 @@ pub enum StateError {
         path: String,
         source: serde_json::Error,
     },
+    /// `--state-dir` names a file (or a path through one): bad input, nothing was changed.
+    #[error("{dir} is not a directory; give --state-dir a directory (default /run/rs-agent)")]
+    NotADirectory { dir: String },
     /// Parsed, but names something no rs-agent writes (a state file is input, not truth).
     #[error("{path}: corrupt state file: {reason}; inspect it, or remove it and clean up by hand")]
     Invalid { path: String, reason: String },
@@ -53,6 +56,13 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            let dir = path.parent().unwrap_or(path);
+            return Err(not_a_directory(dir).unwrap_or(StateError::Read {
+                path: path.display().to_string(),
+                source: e,
+            }));
+        }
         Err(source) => {
             return Err(StateError::Read {
                 path: path.display().to_string(),
@@ -66,12 +76,23 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
     })
 }
 
+/// The error for a state directory that is a file (or lies under one), if it is.
+fn not_a_directory(dir: &Path) -> Option<StateError> {
+    let file = dir.ancestors().find(|a| a.exists() && !a.is_dir())?;
+    Some(StateError::NotADirectory {
+        dir: file.display().to_string(),
+    })
+}
+
 /// Creates the state directory (and its parents) if missing, readable by all (0755) whatever
 /// the umask (the units set 0077): `status` run by a monitoring user reads the files in it.
 /// A directory that exists keeps its mode (the operator's choice).
 pub fn create_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
+    }
+    if let Some(e) = not_a_directory(dir) {
+        return Err(std::io::Error::other(e));
     }
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -194,5 +215,27 @@ impl RunLock {
                 self.command,
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_named_as_bad_input() {
+        let file = std::env::temp_dir().join(format!("rsa-state-file-{}", std::process::id()));
+        std::fs::write(&file, "").expect("file");
+        let loaded: Result<Option<u8>, _> = load_json(&file.join("x.json"));
+        let e = loaded.expect_err("a file is no state directory");
+        assert!(matches!(e, StateError::NotADirectory { .. }), "{e}");
+        assert_eq!(
+            crate::error::Error::State(e).exit_code(),
+            2,
+            "bad --state-dir is bad input"
+        );
+        let made = create_dir(&file.join("sub"));
+        assert!(made.is_err_and(|e| e.to_string().contains("is not a directory")));
+        let _ = std::fs::remove_file(&file);
     }
 }
