@@ -22,6 +22,9 @@ pub enum Error {
     /// The state directory is busy (another rs-agent's pass): nothing was changed.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The process's environment refused what the command needs (a signal handler).
+    #[error("{0}")]
+    Environment(String),
 }
 
 impl Error {
