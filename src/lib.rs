@@ -5,16 +5,20 @@
 
 pub mod cli;
 pub mod config_file;
+pub mod daemon;
 pub mod director;
 pub mod error;
 pub mod kernel;
 pub mod logging;
 pub mod model;
-pub mod notify;
 pub mod real_server;
 pub mod state_dir;
 #[cfg(test)]
 pub(crate) mod testing;
+
+/// The sd_notify client (`Notifier`), for a daemon that speaks to systemd without
+/// [`daemon::Lifecycle`].
+pub use daemon::notify;
 
 /// Aborts a background task when dropped (e.g. the drain endpoint when `run` returns).
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);

@@ -207,7 +207,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             printed_after_change(report.print(&mut out), report.changed())?;
         }
         Command::Run(args) => {
-            real_server::run(|| run_settings(&args), &cli.state_dir).await?;
+            let (shutdown, reloads) = rs_agent::daemon::signals::install()?;
+            real_server::run(|| run_settings(&args), &cli.state_dir, shutdown, reloads).await?;
         }
         Command::Down(args) => {
             let report = real_server::down(&cli.state_dir, args.dry_run).await?;

@@ -1,17 +1,19 @@
 //! `rs-agent run`: keep the node as configured. The loop only schedules the pipeline that
 //! `up` runs (observe → plan_up → apply) — on a link/address event, on a timer (sysctls and
-//! nft tables send no events) and on SIGHUP — so a repair is exactly an `up`.
+//! nft tables send no events) and on SIGHUP — so a repair is exactly an `up`. The loop
+//! itself, the signals, sd_notify, the rollback of a refused reload and the backoff are the
+//! daemon skeleton's ([`crate::daemon`]); what is here is when a pass runs and what it logs.
 
 use super::model::RealServerDesired;
 use super::{reconcile, Apply, Report};
+use crate::daemon::{self, Backoff, Lifecycle, Reloads, Running};
 use crate::error::Error;
 use crate::kernel::events::{Event, Events};
 use crate::kernel::{self, KernelError};
-use crate::notify::{watchdog_tick, Notifier};
 use rtnetlink::Handle;
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, Instant};
 
 /// What `run` needs from the configuration; re-read on SIGHUP.
@@ -26,9 +28,6 @@ pub struct RunSettings {
 
 /// Events arriving within this time of the first are handled by one pass.
 const DEBOUNCE: Duration = Duration::from_millis(2);
-/// First retry delay after a failed pass; doubles up to `MAX_BACKOFF`.
-const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why the next pass runs, for the logs.
 #[derive(Debug, Clone, Copy)]
@@ -51,14 +50,25 @@ impl Trigger {
     }
 }
 
+/// Why the loop woke.
+enum Wake {
+    /// A link/address event, or `None` when the subscription ended.
+    Event(Option<Event>),
+    /// The next pass is due.
+    Due,
+}
+
 /// The loop's state between passes.
-struct Daemon<'a> {
+struct RealServer<'a, L> {
+    load: L,
     handle: Handle,
     state_dir: &'a Path,
-    settings: RunSettings,
-    notifier: Notifier,
+    /// The settings running; a reload the kernel refuses is undone rather than failing every
+    /// later pass.
+    settings: Running<RunSettings>,
+    events: Option<Events>,
     repairs: u64,
-    failures: u32,
+    backoff: Backoff,
     /// When the next pass runs (a tick, a debounced event, or a retry).
     next: Instant,
     /// Where /health is served (fixed at start; a reload cannot move it).
@@ -67,27 +77,20 @@ struct Daemon<'a> {
     /// `MIN_BACKOFF` after it.
     last_pass: Instant,
     trigger: Trigger,
+    /// The status line as of the last pass.
     status: String,
-    /// The settings a SIGHUP replaced, until a pass with the new ones worked: a reload the
-    /// kernel refuses is undone rather than failing every later pass.
-    replaced: Option<RunSettings>,
     /// The last pass's warnings, to log each when it appears rather than every pass.
     warnings: Vec<String>,
-    /// The signals, installed before the first pass (a SIGHUP during it must not kill us).
-    signals: Signals,
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
 }
 
 /// Applies like `up` (all-or-nothing; an error here ends the command), then keeps the node
-/// so until SIGTERM/SIGINT, which leave it configured (`down` is the only way back).
+/// so until `shutdown` completes (SIGTERM/SIGINT, from [`daemon::signals::install`], as
+/// `reloads` are SIGHUPs), which leaves it configured (`down` is the only way back).
 pub async fn run(
     load: impl Fn() -> Result<RunSettings, Error>,
     state_dir: &Path,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: Reloads,
 ) -> Result<(), Error> {
     let settings = load()?;
     let mut agent_lock = super::AGENT_RUN.hold(state_dir).await?;
@@ -105,15 +108,8 @@ pub async fn run(
         None => None,
     };
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    // Installed before the first pass: a signal's default action would end the process, and
-    // systemd counts death by SIGHUP as a clean exit (no restart).
-    let signals = Signals {
-        term: signal_stream(SignalKind::terminate(), "SIGTERM")?,
-        int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
-        hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
-    };
     // Subscribe before the first pass, so that no change after it goes unnoticed.
-    let mut events = subscribe();
+    let events = subscribe();
     let first = reconcile(&handle, &settings.desired, state_dir, Apply::AllOrNothing).await?;
     for w in &first.warnings {
         tracing::warn!("{w}");
@@ -123,25 +119,29 @@ pub async fn run(
         interval_ms = settings.interval.as_millis() as u64,
         "configured; watching for drift"
     );
-    let mut daemon = Daemon {
+    let mut lifecycle = Lifecycle::from_env();
+    let mut daemon = RealServer {
+        load,
         handle,
         state_dir,
+        events,
         next: Instant::now() + settings.interval,
         last_pass: Instant::now(),
         serving: settings.health_listen,
-        settings,
-        notifier: Notifier::from_env(),
+        settings: Running::new(settings),
         repairs: 0,
-        failures: 0,
+        backoff: Backoff::default(),
         trigger: Trigger::Tick,
         status: String::new(),
-        replaced: None,
         warnings: first.warnings,
-        signals,
     };
+    daemon.status = daemon.status_line();
     let _endpoint = endpoint.map(|listener| {
-        tracing::info!(listen = ?daemon.settings.health_listen, "serving the drain state on /health");
-        crate::AbortOnDrop(tokio::spawn(crate::real_server::drain::serve(listener, state_dir.to_path_buf())))
+        tracing::info!(listen = ?daemon.serving, "serving the drain state on /health");
+        crate::AbortOnDrop(tokio::spawn(crate::real_server::drain::serve(
+            listener,
+            state_dir.to_path_buf(),
+        )))
     });
     if crate::real_server::drain::is_drained(state_dir) {
         tracing::warn!(
@@ -149,9 +149,8 @@ pub async fn run(
             "drained: the drain flag is set, /health answers 503 (`rs-agent undrain` clears it)"
         );
     }
-    daemon.notifier.send("READY=1");
-    daemon.publish_status();
-    daemon.serve(&load, &mut events).await
+    daemon::serve(&mut daemon, &mut lifecycle, &mut reloads, shutdown).await;
+    Ok(())
 }
 
 fn subscribe() -> Option<Events> {
@@ -175,56 +174,55 @@ async fn next_event(events: &mut Option<Events>) -> Option<Event> {
     }
 }
 
-fn watchdog_timer() -> Option<tokio::time::Interval> {
-    Notifier::watchdog_interval().map(tokio::time::interval)
-}
+impl<L: Fn() -> Result<RunSettings, Error>> daemon::Daemon for RealServer<'_, L> {
+    type Wake = Wake;
 
-fn signal_stream(kind: SignalKind, name: &str) -> Result<tokio::signal::unix::Signal, Error> {
-    signal(kind).map_err(|e| Error::signal(name, e))
-}
+    async fn wake(&mut self) -> Wake {
+        tokio::select! {
+            event = next_event(&mut self.events) => Wake::Event(event),
+            _ = sleep_until(self.next) => Wake::Due,
+        }
+    }
 
-impl Daemon<'_> {
-    async fn serve(
-        &mut self,
-        load: &impl Fn() -> Result<RunSettings, Error>,
-        events: &mut Option<Events>,
-    ) -> Result<(), Error> {
-        let mut watchdog = watchdog_timer();
-        loop {
-            tokio::select! {
-                _ = self.signals.term.recv() => break,
-                _ = self.signals.int.recv() => break,
-                _ = self.signals.hup.recv() => self.reload(load),
-                event = next_event(events) => match event {
-                    Some(event) => self.on_event(event),
-                    None => {
-                        tracing::warn!("link/address event subscription ended; resubscribing");
-                        *events = subscribe();
-                        self.soon(Trigger::Event(Event::Overrun));
+    async fn handle(&mut self, wake: Wake) {
+        match wake {
+            Wake::Event(Some(event)) => self.on_event(event),
+            Wake::Event(None) => {
+                tracing::warn!("link/address event subscription ended; resubscribing");
+                self.events = subscribe();
+                self.soon(Trigger::Event(Event::Overrun));
+            }
+            Wake::Due => {
+                // A subscription that failed (at start, or on renewal) is tried again at
+                // every pass, quietly: the timer covers meanwhile.
+                if self.events.is_none() {
+                    self.events = Events::subscribe().ok();
+                    if self.events.is_some() {
+                        tracing::info!("subscribed to link/address events again");
                     }
-                },
-                _ = watchdog_tick(&mut watchdog) => self.notifier.send("WATCHDOG=1"),
-                _ = sleep_until(self.next) => {
-                    // A subscription that failed (at start, or on renewal) is tried again at
-                    // every pass, quietly: the timer covers meanwhile.
-                    if events.is_none() {
-                        *events = Events::subscribe().ok();
-                        if events.is_some() {
-                            tracing::info!("subscribed to link/address events again");
-                        }
-                    }
-                    self.pass().await
                 }
+                self.pass().await
             }
         }
+    }
+
+    async fn reload(&mut self) {
+        self.reread();
+    }
+
+    fn status(&self) -> String {
+        self.status.clone()
+    }
+
+    fn stopping(&mut self) {
         tracing::info!(
             repairs = self.repairs,
             "stopping; the node stays configured (`rs-agent down` unconfigures it)"
         );
-        self.notifier.send("STOPPING=1");
-        Ok(())
     }
+}
 
+impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Overrun => tracing::info!("netlink event socket overran; resyncing everything"),
@@ -238,15 +236,16 @@ impl Daemon<'_> {
     /// deleted meanwhile must not wait for a backoff of up to 30 s — but no sooner than
     /// `MIN_BACKOFF` after the last pass, so that events cannot make the retries spin.
     fn soon(&mut self, trigger: Trigger) {
-        let mut at = Instant::now() + DEBOUNCE;
-        if self.failures > 0 {
-            at = at.max(self.last_pass + MIN_BACKOFF);
-        }
+        let at = self
+            .backoff
+            .paced(Instant::now() + DEBOUNCE, self.last_pass);
         (self.next, self.trigger) = merge((self.next, self.trigger), at, trigger);
     }
 
-    fn reload(&mut self, load: &impl Fn() -> Result<RunSettings, Error>) {
-        match load() {
+    /// SIGHUP: reads the configuration again; the pass that applies it is scheduled like an
+    /// event's.
+    fn reread(&mut self) {
+        match (self.load)() {
             Ok(settings) => {
                 if settings.health_listen != self.serving {
                     tracing::warn!(
@@ -254,20 +253,16 @@ impl Daemon<'_> {
                         "SIGHUP: a new health_listen takes effect only after a restart"
                     );
                 }
-                if settings != self.settings {
+                if settings != *self.settings.settings() {
                     tracing::info!("configuration reloaded (SIGHUP); reconciling the difference");
                 } else {
                     tracing::info!("configuration reloaded (SIGHUP); unchanged");
                 }
-                let old = std::mem::replace(&mut self.settings, settings);
                 // The configuration to go back to if the kernel refuses this one: the one
-                // running, if it worked (a second reload before the pass that tries the first
-                // keeps the older). One that was failing is nothing to go back to.
-                if self.failures == 0 {
-                    self.replaced.get_or_insert(old);
-                }
+                // running, if it worked.
+                self.settings.replace(settings, !self.backoff.failing());
                 // A reload is worth a pass even while backing off: the fix may be in it.
-                self.failures = 0;
+                self.backoff.reset();
                 self.soon(Trigger::Reload);
             }
             Err(e) => tracing::error!("SIGHUP: {e}; keeping the previous configuration"),
@@ -279,7 +274,7 @@ impl Daemon<'_> {
     async fn pass(&mut self) {
         let trigger = self.trigger;
         self.trigger = Trigger::Tick;
-        let desired = &self.settings.desired;
+        let desired = &self.settings.settings().desired;
         let result = reconcile(&self.handle, desired, self.state_dir, Apply::KeepProgress).await;
         self.last_pass = Instant::now();
         let failure = match result {
@@ -299,16 +294,16 @@ impl Daemon<'_> {
         };
         match failure {
             None => {
-                if self.failures > 0 {
-                    tracing::info!("repair succeeded after {} failed attempt(s)", self.failures);
+                let failures = self.backoff.reset();
+                if failures > 0 {
+                    tracing::info!("repair succeeded after {failures} failed attempt(s)");
                 }
-                self.failures = 0;
-                self.replaced = None;
-                self.next = Instant::now() + self.settings.interval;
+                self.settings.worked();
+                self.next = Instant::now() + self.settings.settings().interval;
             }
             Some(e) => self.failed(&e),
         }
-        self.publish_status();
+        self.status = self.status_line();
     }
 
     /// Logs and counts what a pass made, and its warnings when they change.
@@ -341,53 +336,41 @@ impl Daemon<'_> {
     /// go back to the configuration that worked (the kernel refuses the new one: a module
     /// it lacks, IPv6 disabled for an IPv6 VIP), as `director run` does.
     fn failed(&mut self, e: &str) {
-        if let Some(old) = self.replaced.take() {
+        if self.settings.refused() {
             tracing::error!(
                 "SIGHUP: the kernel refused the new configuration, going back to the running \
                  one (fix it, then reload again): {e}"
             );
-            self.settings = old;
-            self.failures = 0;
+            self.backoff.reset();
             self.next = Instant::now();
             self.trigger = Trigger::Reload;
             return;
         }
-        self.failures = self.failures.saturating_add(1);
-        let delay = backoff(self.failures);
+        let delay = self.backoff.failed();
+        let attempt = self.backoff.failures();
         // A first failure is often a race with whoever is changing the node.
         let ms = delay.as_millis();
-        if self.failures == 1 {
+        if attempt == 1 {
             tracing::warn!(attempt = 1, "repair failed: {e}; retrying in {ms} ms");
         } else {
-            tracing::error!(
-                attempt = self.failures,
-                "repair failed: {e}; retrying in {ms} ms"
-            );
+            tracing::error!(attempt, "repair failed: {e}; retrying in {ms} ms");
         }
         self.next = Instant::now() + delay;
     }
 
-    fn publish_status(&mut self) {
-        let status = self.status_line();
-        if status != self.status {
-            self.notifier.send(&format!("STATUS={status}"));
-            self.status = status;
-        }
-    }
-
     /// One line for `systemctl status`.
     fn status_line(&self) -> String {
-        let d = &self.settings.desired;
+        let d = &self.settings.settings().desired;
         let n = d.vips.len();
         let vips = if n == 1 { "VIP" } else { "VIPs" };
         let repairs = match self.repairs {
             1 => "1 repair".to_string(),
             r => format!("{r} repairs"),
         };
-        if self.failures > 0 {
+        if self.backoff.failing() {
             return format!(
                 "{n} {vips} wanted; repair failing ({} attempts, see the log); {repairs}",
-                self.failures
+                self.backoff.failures()
             );
         }
         format!(
@@ -420,24 +403,9 @@ fn merge(pending: (Instant, Trigger), at: Instant, trigger: Trigger) -> (Instant
     (next.min(at), named)
 }
 
-/// 200 ms, 400 ms, 800 ms, ... capped at `MAX_BACKOFF`.
-fn backoff(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    MIN_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_bounded() {
-        let ms: Vec<u128> = [1, 2, 3, 8, 9, 50, u32::MAX]
-            .iter()
-            .map(|f| backoff(*f).as_millis())
-            .collect();
-        assert_eq!(ms, vec![200, 400, 800, 25_600, 30_000, 30_000, 30_000]);
-    }
 
     #[test]
     fn a_reload_names_the_pass_it_joins() {
