@@ -12,7 +12,6 @@ pub mod health;
 pub mod import;
 pub mod model;
 pub mod plan;
-pub mod raw;
 mod reconcile;
 mod report;
 pub mod run;

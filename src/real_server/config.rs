@@ -3,7 +3,7 @@
 //! `--flag`) and the fix, before anything touches the kernel.
 
 use super::model::{ArpMethod, Device, RealServerDesired};
-use super::raw::RawRealServer;
+use crate::config_file::real_server::RawRealServer;
 use crate::config_file::{check_ifname, parse_vip_str, ConfigError, ConfigFile};
 use std::net::IpAddr;
 use std::time::Duration;

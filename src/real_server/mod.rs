@@ -16,7 +16,6 @@ pub mod config;
 pub mod drain;
 pub mod model;
 pub mod plan;
-pub mod raw;
 mod run;
 pub mod state;
 pub mod status;

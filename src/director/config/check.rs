@@ -6,9 +6,9 @@
 //! service beyond where to point an error.
 
 use super::values::{err, int_in, Loc};
+use crate::config_file::director::RawCheck;
 use crate::config_file::{ConfigError, ConfigFile};
 use crate::director::health::{HealthCheck, HttpProbe, OnFailure, Probe};
-use crate::director::raw::RawCheck;
 use std::time::Duration;
 use toml::Spanned;
 

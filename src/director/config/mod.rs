@@ -11,7 +11,7 @@ mod service;
 mod values;
 
 pub use super::model::{DirectorDesired, ServiceDesired};
-use super::raw::RawDirector;
+use crate::config_file::director::RawDirector;
 use crate::config_file::{check_ifname, parse_vip_str, ConfigError, ConfigFile};
 use crate::kernel::ipvs::{
     AddressFamily, Destination, Forward, Protocol, Service, ServiceFlags, ServiceKey,

@@ -11,9 +11,9 @@ use super::values::{
     parse_scheduler, same_port, spanned, Loc,
 };
 use super::{ServiceDesired, MAX_PERSISTENCE};
+use crate::config_file::director::{RawReal, RawService};
 use crate::config_file::{parse_vip_str, ConfigError, ConfigFile};
 use crate::director::health::{HealthCheck, Probe};
-use crate::director::raw::{RawReal, RawService};
 use crate::kernel::ipvs::{
     AddressFamily, Destination, Forward, Protocol, Service, ServiceFlags, ServiceKey,
 };

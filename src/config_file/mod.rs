@@ -1,7 +1,11 @@
-//! The config file: reading it, its top-level tables, and turning a value's span into
-//! `file:line:col`. Each side owns its own table (`real_server::raw`, `director::raw`) and
-//! validates it (`real_server::config`, `director::config`); this module knows neither's
-//! meaning. Also the value checks both sides share (a VIP, an interface name).
+//! The config file as written: reading it, its tables as serde types with spans
+//! (`real_server`, `director`: no validation), and turning a value's span into
+//! `file:line:col`. What the tables mean is each side's (`real_server::config`,
+//! `director::config` validate them); this module imports neither. Also the value checks both
+//! sides share (a VIP, an interface name).
+
+pub mod director;
+pub mod real_server;
 
 use crate::model::IFNAMSIZ_MAX;
 use serde::Deserialize;
@@ -22,8 +26,8 @@ pub struct ConfigError(pub String);
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub real_server: Option<crate::real_server::raw::RawRealServer>,
-    pub director: Option<crate::director::raw::RawDirector>,
+    pub real_server: Option<real_server::RawRealServer>,
+    pub director: Option<director::RawDirector>,
 }
 
 /// A parsed config file together with its text, for turning spans into `file:line:col`.

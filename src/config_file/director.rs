@@ -1,5 +1,5 @@
 //! The `[director]` table as written: serde types with spans, no validation (that is
-//! `director::config`'s). Imports nothing of the crate, so `config_file` can name it.
+//! `director::config`'s). Imports nothing of the crate.
 
 use serde::Deserialize;
 use toml::Spanned;

@@ -1,5 +1,5 @@
 //! The `[real_server]` table as written: serde types with spans, no validation (that is
-//! `real_server::config`'s). Imports nothing of the crate, so `config_file` can name it.
+//! `real_server::config`'s). Imports nothing of the crate.
 
 use serde::Deserialize;
 use toml::Spanned;
