@@ -169,3 +169,82 @@ fn a_second_agent_with_another_state_dir_is_refused_and_owns_nothing() {
     let _ = std::fs::remove_dir_all(&other);
     let _ = std::fs::remove_file(&log);
 }
+
+/// Holds 40 connections to argv[1]:argv[2], re-opened every 1.5 s, for argv[3] rounds
+/// (bounded); prints how many connections it opened in all.
+const FLOOD: &str = r#"
+import socket, sys, time
+opened = 0
+for _ in range(int(sys.argv[3])):
+    conns = []
+    for _ in range(40):
+        try:
+            conns.append(socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1))
+            opened += 1
+        except OSError:
+            pass
+    time.sleep(1.5)
+    for c in conns:
+        c.close()
+print(opened)
+"#;
+
+/// argv[3] GETs of http://argv[1]:argv[2]/health, 100 ms apart, 1 s timeout each, as a
+/// director's check would; prints how many answered 200.
+const CHECKS: &str = r#"
+import socket, sys, time
+ok = 0
+for _ in range(int(sys.argv[3])):
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1) as c:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: rs\r\nConnection: close\r\n\r\n")
+            if c.recv(64).startswith(b"HTTP/1.1 200"):
+                ok += 1
+    except OSError:
+        pass
+    time.sleep(0.1)
+print(ok)
+"#;
+
+/// One misbehaving LAN client holding and re-opening 40 connections to /health (issue #17:
+/// 36 of 38 checks failed, so the director took a healthy server out) leaves every
+/// director's check answered.
+#[test]
+fn one_client_cannot_starve_the_health_endpoint() {
+    require_privileges!();
+    let mut lan = Lan::new("own-flood");
+    let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+    let flooder = lan.host(HostSpec::new("flood", "192.0.2.20/24"));
+    let director = lan.host(HostSpec::new("dir", "192.0.2.30/24"));
+    let listen = format!("{}:8081", rs.ip);
+    let args = ["--vip", "192.0.2.100", "--health-listen", listen.as_str()];
+    let mut agent = RunAgent::start(&rs, &args, std::process::Stdio::null());
+    agent.wait_configured(&rs, String::new);
+    let flood = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &flooder.ns.name,
+            "timeout",
+            "30",
+            "python3",
+            "-c",
+            FLOOD,
+        ])
+        .args([rs.ip.as_str(), "8081", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flood started");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let checks = director.exec(&["python3", "-c", CHECKS, &rs.ip, "8081", "38"]);
+    let flood = flood.wait_with_output().expect("flood ended");
+    let opened: u32 = stdout(&flood).trim().parse().unwrap_or(0);
+    assert!(opened >= 40, "the flood opened {opened} connections");
+    assert_eq!(
+        stdout(&checks).trim(),
+        "38",
+        "director checks answered 200 (of 38) during the flood: {}",
+        stderr(&checks)
+    );
+    assert!(agent.stop().success());
+}

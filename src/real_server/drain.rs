@@ -140,13 +140,63 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
 /// descriptor (the agent's own passes need some: the lock, nft, /proc/sys).
 const MAX_CONNECTIONS: usize = 32;
 
+/// Connections one source address may hold open at once; one more from it is closed at once.
+/// A director's check holds one (two while a reused connection is replaced), so one
+/// misbehaving client on the LAN — holding connections open, or re-opening them as fast as
+/// they are closed — can take at most this many of [`MAX_CONNECTIONS`] and never starve the
+/// directors' checks (which would take a healthy server out of rotation).
+const MAX_PER_SOURCE: usize = 4;
+
+/// The connections open per source address.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One open connection of a source; counted down on drop.
+struct SourceSlot {
+    sources: std::sync::Arc<PerSource>,
+    ip: std::net::IpAddr,
+}
+
+impl PerSource {
+    /// A slot for `ip`, unless it holds [`MAX_PER_SOURCE`] already.
+    fn take(sources: &std::sync::Arc<PerSource>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut open = sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= MAX_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves until the task is dropped; each connection bounded by a timeout, at most
-/// [`MAX_CONNECTIONS`] at once.
+/// [`MAX_CONNECTIONS`] at once and [`MAX_PER_SOURCE`] from one address.
 pub async fn serve(listener: TcpListener, state_dir: PathBuf) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sources = std::sync::Arc::new(PerSource::default());
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(source) = PerSource::take(&sources, peer.ip()) else {
+            tracing::debug!(%peer, "health endpoint: {MAX_PER_SOURCE} connections open from it; closing");
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -155,7 +205,7 @@ pub async fn serve(listener: TcpListener, state_dir: PathBuf) {
         };
         let dir = state_dir.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, source);
             match tokio::time::timeout(REQUEST_TIMEOUT, serve_one(stream, &dir)).await {
                 Ok(Err(e)) => tracing::debug!(%peer, "health endpoint: {e}"),
                 Err(_) => tracing::debug!(%peer, "health endpoint: request timed out"),
@@ -207,6 +257,23 @@ mod tests {
             line.starts_with("nothing to do: drain flag cleared, but rs-agent run (holder unknown) serves no /health"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share() {
+        let sources = std::sync::Arc::new(PerSource::default());
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+            "192.0.2.20".parse().expect("literal"),
+            "192.0.2.30".parse().expect("literal"),
+        );
+        let held: Vec<SourceSlot> = (0..MAX_PER_SOURCE)
+            .filter_map(|_| PerSource::take(&sources, a))
+            .collect();
+        assert_eq!(held.len(), MAX_PER_SOURCE);
+        assert!(PerSource::take(&sources, a).is_none());
+        assert!(PerSource::take(&sources, b).is_some());
+        drop(held);
+        assert!(PerSource::take(&sources, a).is_some());
     }
 
     #[test]
