@@ -157,14 +157,36 @@ pub fn delete_batch(family: NftFamily) -> Nftables<'static> {
     }
 }
 
+/// An `nft` that dies with rs-agent (SIGKILL when the thread that started it ends). rs-agent
+/// records a table in its journal before it writes it, and a `down` after a crash deletes
+/// what the journal records; an `nft` left running by a killed rs-agent could still commit
+/// its batch after that `down`, leaving a table no journal records. Killed with us, its batch
+/// is committed whole or not at all (nft's batches are one kernel transaction).
+fn dies_with_us(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the line above: then nothing would kill us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Sends one batch to `nft -j -f -`; on failure the error carries nft's own message.
 pub fn apply(batch: &Nftables, action: &str) -> Result<(), NftError> {
     let json = serde_json::to_vec(batch).map_err(|e| NftError::Failed {
         action: action.to_string(),
         stderr: e.to_string(),
     })?;
-    let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
+    let mut child = dies_with_us(Command::new("nft").args(["-j", "-f", "-"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,8 +234,7 @@ pub fn observe_all(families: &[NftFamily]) -> Result<Vec<Option<Vec<NftRule>>>, 
 }
 
 fn spawn_listing(family: NftFamily) -> Result<std::process::Child, NftError> {
-    Command::new("nft")
-        .args(["-j", "list", "table", &family.to_string(), NFT_TABLE])
+    dies_with_us(Command::new("nft").args(["-j", "list", "table", &family.to_string(), NFT_TABLE]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
