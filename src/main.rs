@@ -145,7 +145,8 @@ async fn run_director(
                 adopt: args.adopt,
             };
             let load = || director_desired(&args.settings);
-            director::run::run(load, cli_state, options).await?;
+            let (shutdown, reloads) = rs_agent::daemon::signals::install()?;
+            director::run::run(load, cli_state, options, shutdown, reloads).await?;
         }
         DirectorCommand::Down(args) => {
             let report = director::down(cli_state, args.dry_run).await?;

@@ -7,8 +7,10 @@
 //! choose how much of the kernel to read (`passes`); VIPs are announced in the background
 //! (`announce`).
 //!
-//! This module owns the loop and the daemon's edges — signals, sd_notify, reload with rollback,
-//! each in a small piece of its own. It must not plan, probe or write to the kernel itself.
+//! The loop, the signals, sd_notify and the rollback of a refused reload are the daemon
+//! skeleton's ([`crate::daemon`]): the director is a [`daemon::Daemon`] whose wake-ups are
+//! check results, the drift timer and the announcements. This module says which pass each
+//! calls for and what it logs; it must not plan, probe or write to the kernel itself.
 
 mod announce;
 mod checks;
@@ -19,18 +21,20 @@ pub use checks::{check_only, CheckTally};
 use super::config::DirectorDesired;
 use super::health::{Health, Target};
 use super::DirectorReport;
+use crate::daemon::{self, Attempt, Lifecycle, Reloaded, Reloads, Running};
 use crate::error::Error;
 use crate::kernel::rlimit::coalesce_timers;
-use crate::notify::{watchdog_tick, Notifier};
 use announce::Announcer;
 use checks::{judge_queued, CheckResult, Checks};
 use passes::{Pass, Passes};
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{Interval, MissedTickBehavior};
 
 /// Settings of the run loop itself.
 #[derive(Debug, Clone)]
@@ -43,140 +47,58 @@ pub struct RunOptions {
     pub adopt: bool,
 }
 
-/// Applies, then runs until SIGTERM/SIGINT (leaving the director configured). `load` reads the
-/// configuration again on SIGHUP; a bad new config is logged and the running one kept.
+/// Applies, then runs until `shutdown` completes (SIGTERM/SIGINT, from
+/// [`daemon::signals::install`], as `reloads` are SIGHUPs), which leaves the director
+/// configured. `load` reads the configuration again at each reload; a bad new config is
+/// logged and the running one kept.
 pub async fn run(
     load: impl Fn() -> Result<DirectorDesired, Error>,
     state_dir: &Path,
     options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: Reloads,
 ) -> Result<(), Error> {
     coalesce_timers();
     let desired = load()?;
     let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
-    // Installed before the first pass (seconds for a large table): a signal's default action
-    // would end the process, and systemd counts death by SIGHUP as a clean exit (no restart).
-    let mut signals = Signals::install()?;
-    let mut director =
-        Director::configure(desired, state_dir, options.max_in_flight, options.adopt).await?;
-    let mut status = Status::ready(director.summary());
-    tracing::info!(summary = %director.summary(), "director configured; checking real servers");
+    let mut director = Director::configure(load, desired, state_dir, &options).await?;
+    tracing::info!(summary = %director.status, "director configured; checking real servers");
     director.start_checks();
-    serve(
-        &mut director,
-        &mut signals,
-        &mut status,
-        &load,
-        options.reconcile_interval,
-    )
-    .await;
-    status.stopping();
-    director.stop();
-    tracing::info!("stopping; the director stays configured (`rs-agent director down` removes it)");
+    let mut lifecycle = Lifecycle::from_env();
+    daemon::serve(&mut director, &mut lifecycle, &mut reloads, shutdown).await;
     Ok(())
 }
 
-/// The loop: waits for the next event and runs the pass it calls for, until SIGTERM/SIGINT.
-async fn serve(
-    d: &mut Director<'_>,
-    signals: &mut Signals,
-    status: &mut Status,
-    load: &impl Fn() -> Result<DirectorDesired, Error>,
-    reconcile_interval: Duration,
-) {
-    let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
-    let mut drift = tokio::time::interval(reconcile_interval);
-    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    drift.tick().await;
-    let mut announce_retry = tokio::time::interval(Duration::from_secs(1));
-    announce_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut pass = None;
-        // The configuration a SIGHUP replaced, until the pass that applies the new one worked.
-        let mut replaced = None;
-        tokio::select! {
-            Some(done) = d.rx.recv() => {
-                if judge_queued(&done, &mut d.rx, &mut d.health, &d.checks) {
-                    pass = Some(Pass::Health);
-                }
-            }
-            _ = signals.hup.recv() => {
-                replaced = d.reload(load);
-                pass = replaced.is_some().then_some(Pass::Scoped);
-            }
-            _ = drift.tick() => pass = Some(Pass::Full),
-            (vips, result) = d.announcer.end() => d.announcer.ended(vips, result),
-            _ = announce_retry.tick(), if d.announcer.idle_with_pending() => {
-                d.announcer.start(d.passes.kernel(), &d.desired).await;
-            }
-            _ = watchdog_tick(&mut watchdog) => status.watchdog(),
-            _ = signals.term.recv() => break,
-            _ = signals.int.recv() => break,
-        }
-        if let Some(pass) = pass {
-            if d.pass(pass, replaced).await {
-                status.show(d.summary());
-            }
-        }
-    }
+/// Why the director woke, besides signals and the watchdog.
+enum Wake {
+    /// A check finished (more may be queued behind it).
+    Checked(CheckResult),
+    /// The periodic full pass is due.
+    Drift,
+    /// The announcement in flight ended: its VIPs and how.
+    Announced(Vec<IpAddr>, Result<u32, String>),
+    /// VIPs wait to be announced and none is in flight: try again.
+    AnnounceRetry,
 }
 
-/// The signals `director run` handles: SIGHUP reloads, SIGTERM and SIGINT stop.
-struct Signals {
-    hup: Signal,
-    term: Signal,
-    int: Signal,
+/// The daemon: the configuration in force, what runs under it, and its timers.
+struct Director<'a, L> {
+    load: L,
+    /// The configuration in force, and the one a reload replaced while its pass runs.
+    desired: Running<DirectorDesired>,
+    engine: Engine<'a>,
+    /// The periodic full pass.
+    drift: Interval,
+    /// The retry of VIPs whose announcement could not be sent.
+    announce_retry: Interval,
+    /// The summary as of the last pass, for systemd's STATUS=.
+    status: String,
 }
 
-impl Signals {
-    fn install() -> Result<Signals, Error> {
-        let signal_err =
-            |e: std::io::Error| Error::Input(format!("installing signal handlers: {e}"));
-        Ok(Signals {
-            hup: signal(SignalKind::hangup()).map_err(signal_err)?,
-            term: signal(SignalKind::terminate()).map_err(signal_err)?,
-            int: signal(SignalKind::interrupt()).map_err(signal_err)?,
-        })
-    }
-}
-
-/// What systemd hears (sd_notify): READY, STATUS when the summary changes, WATCHDOG, STOPPING.
-struct Status {
-    notifier: Notifier,
-    shown: String,
-}
-
-impl Status {
-    fn ready(summary: String) -> Status {
-        let notifier = Notifier::from_env();
-        notifier.send("READY=1");
-        notifier.send(&format!("STATUS={summary}"));
-        Status {
-            notifier,
-            shown: summary,
-        }
-    }
-
-    fn show(&mut self, summary: String) {
-        if summary != self.shown {
-            self.notifier.send(&format!("STATUS={summary}"));
-            self.shown = summary;
-        }
-    }
-
-    fn watchdog(&self) {
-        self.notifier.send("WATCHDOG=1");
-    }
-
-    fn stopping(&self) {
-        self.notifier.send("STOPPING=1");
-    }
-}
-
-/// What the run loop keeps: the configuration in force, the verdicts, the passes, the check
-/// tasks and the announcements.
-struct Director<'a> {
+/// What runs under the configuration in force (which each method is handed): the verdicts,
+/// the passes, the check tasks and the announcements.
+struct Engine<'a> {
     state_dir: &'a Path,
-    desired: DirectorDesired,
     health: HashMap<Target, Health>,
     passes: Passes,
     announcer: Announcer,
@@ -186,16 +108,16 @@ struct Director<'a> {
     rx: mpsc::Receiver<CheckResult>,
 }
 
-impl<'a> Director<'a> {
+impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
     /// The first pass (all servers taken as healthy), then the announcement of every VIP.
     async fn configure(
+        load: L,
         desired: DirectorDesired,
         state_dir: &'a Path,
-        max_in_flight: usize,
-        adopt: bool,
-    ) -> Result<Director<'a>, Error> {
+        options: &RunOptions,
+    ) -> Result<Director<'a, L>, Error> {
         let health = HashMap::new();
-        let mut passes = Passes::new(adopt);
+        let mut passes = Passes::new(options.adopt);
         let first = passes
             .reconcile(&desired, &health, state_dir, Pass::Full)
             .await?;
@@ -205,102 +127,198 @@ impl<'a> Director<'a> {
         // failover or an older MAC.
         let mut announcer = Announcer::default();
         announcer.every_vip(passes.kernel(), &desired).await;
+        Ok(Director::new(
+            load, desired, state_dir, passes, announcer, options,
+        ))
+    }
+
+    /// After the first pass (`passes`) and the start of the announcement (`announcer`).
+    fn new(
+        load: L,
+        desired: DirectorDesired,
+        state_dir: &'a Path,
+        passes: Passes,
+        announcer: Announcer,
+        options: &RunOptions,
+    ) -> Director<'a, L> {
         let (tx, rx) = mpsc::channel::<CheckResult>(1024);
-        Ok(Director {
+        let engine = Engine {
             state_dir,
-            desired,
-            health,
+            health: HashMap::new(),
             passes,
             announcer,
             checks: Checks::default(),
-            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            slots: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             tx,
             rx,
-        })
+        };
+        let period = options.reconcile_interval;
+        let mut drift = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        drift.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut announce_retry = tokio::time::interval(Duration::from_secs(1));
+        announce_retry.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let status = summary(&desired, &engine.health);
+        Director {
+            load,
+            desired: Running::new(desired),
+            engine,
+            drift,
+            announce_retry,
+            status,
+        }
     }
 
     fn start_checks(&mut self) {
-        self.checks.sync(&self.desired, &self.tx, &self.slots);
+        self.engine.start_checks(self.desired.settings());
     }
 
-    /// SIGHUP: the new configuration in force (its checks started), and the one it replaced;
-    /// `None` when it does not load (the running one is kept).
-    fn reload(
-        &mut self,
-        load: &impl Fn() -> Result<DirectorDesired, Error>,
-    ) -> Option<DirectorDesired> {
-        match load() {
-            Ok(new) => {
-                tracing::info!("SIGHUP: configuration re-read");
-                let old = std::mem::replace(&mut self.desired, new);
-                self.start_checks();
-                Some(old)
+    /// A pass of `pass`'s kind under the configuration in force, and what follows it.
+    async fn pass(&mut self, pass: Pass) {
+        let desired = self.desired.settings();
+        let result = self.engine.reconcile(desired, pass).await;
+        self.engine.after_pass(desired, result).await;
+        self.status = summary(desired, &self.engine.health);
+    }
+}
+
+impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, L> {
+    type Wake = Wake;
+
+    /// Cancel-safe, as `serve` needs: a channel, two intervals and a join handle polled by
+    /// reference.
+    async fn wake(&mut self) -> Wake {
+        let announcer = &mut self.engine.announcer;
+        tokio::select! {
+            Some(done) = self.engine.rx.recv() => Wake::Checked(done),
+            _ = self.drift.tick() => Wake::Drift,
+            (vips, result) = announcer.end() => Wake::Announced(vips, result),
+            _ = self.announce_retry.tick(), if announcer.idle_with_pending() => Wake::AnnounceRetry,
+        }
+    }
+
+    async fn handle(&mut self, wake: Wake) {
+        let engine = &mut self.engine;
+        match wake {
+            Wake::Checked(done) => {
+                if judge_queued(&done, &mut engine.rx, &mut engine.health, &engine.checks) {
+                    self.pass(Pass::Health).await;
+                }
             }
-            Err(e) => {
-                tracing::error!("SIGHUP: keeping the running configuration: {e}");
-                None
+            Wake::Drift => self.pass(Pass::Full).await,
+            Wake::Announced(vips, result) => engine.announcer.ended(vips, result),
+            Wake::AnnounceRetry => {
+                let desired = self.desired.settings();
+                engine
+                    .announcer
+                    .start(engine.passes.kernel(), desired)
+                    .await;
             }
         }
     }
 
-    /// One pass and what follows it (`replaced`: the configuration a reload replaced). False
-    /// when the kernel refused a reloaded configuration and the running one is back.
-    async fn pass(&mut self, pass: Pass, replaced: Option<DirectorDesired>) -> bool {
-        // An announcement for a VIP the new configuration drops (or on an interface it no
-        // longer uses) stops before the pass removes the VIP, not after: a round sent in
-        // between would pull the VIP's traffic back from whichever node took it over.
-        if replaced.is_some() {
-            self.announcer.stop_superseded(&self.desired, false);
-        }
-        let result = self.reconcile(pass).await;
-        match (&result, replaced) {
-            (Ok(_), Some(_)) => self.health.retain(|t, _| self.checks.is_checked(t)),
-            (Err(e), Some(old)) => {
-                self.keep_running(e, old).await;
-                return false;
-            }
-            _ => {}
-        }
-        log_pass(result);
-        self.announcer
-            .after_pass(self.passes.kernel(), &self.desired)
+    /// SIGHUP: the new configuration in force at once (its checks started, a scoped pass);
+    /// one that does not load is logged and the running one kept, and one the kernel refuses
+    /// although it validates (a scheduler module it lacks, an address it will not route) is
+    /// rolled back like one with an error — otherwise every later pass, health flips
+    /// included, would fail on it.
+    async fn reload(&mut self) {
+        let new = match (self.load)() {
+            Ok(new) => new,
+            Err(e) => return tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+        };
+        tracing::info!("SIGHUP: configuration re-read");
+        let engine = &mut self.engine;
+        // `true`: a refused configuration always goes back to the running one, as one that
+        // does not load does, even while the running one's passes fail.
+        let reloaded = self
+            .desired
+            .apply(new, true, async |desired, attempt| match attempt {
+                Attempt::New => engine.reload_pass(desired).await,
+                Attempt::Back => engine.back_pass(desired).await,
+            })
             .await;
-        true
-    }
-
-    /// A config that validates yet the kernel refuses (a scheduler module it lacks, an
-    /// address it will not route): rolled back, and kept out like a config with an error —
-    /// otherwise every later pass, health flips included, would fail on it.
-    async fn keep_running(&mut self, refused: &Error, old: DirectorDesired) {
-        tracing::error!(
-            "SIGHUP: the kernel refused the new configuration, keeping the running \
-             one (fix it, then reload again): {refused}"
-        );
-        self.desired = old;
-        self.start_checks();
-        if let Err(e) = self.reconcile(Pass::Full).await {
-            tracing::error!("reconcile failed, retrying at the next event: {e}");
+        let desired = self.desired.settings();
+        match reloaded {
+            Reloaded::Applied(report) => {
+                engine.health.retain(|t, _| engine.checks.is_checked(t));
+                engine.after_pass(desired, Ok(report)).await;
+            }
+            Reloaded::WentBack { refused, again } => {
+                tracing::error!(
+                    "SIGHUP: the kernel refused the new configuration, keeping the running \
+                     one (fix it, then reload again): {refused}"
+                );
+                if let Err(e) = again {
+                    tracing::error!("reconcile failed, retrying at the next event: {e}");
+                }
+                return;
+            }
+            // Not with `worked` true; a failed pass like any other, retried at the next event.
+            Reloaded::Failed(e) => engine.after_pass(desired, Err(e)).await,
         }
+        self.status = summary(desired, &engine.health);
     }
 
-    /// A pass of `pass`'s kind; the VIPs it bound are queued for announcing.
-    async fn reconcile(&mut self, pass: Pass) -> Result<DirectorReport, Error> {
+    fn status(&self) -> String {
+        self.status.clone()
+    }
+
+    fn stopping(&mut self) {
+        self.engine.checks.abort_all();
+        self.engine.announcer.abort();
+        tracing::info!(
+            "stopping; the director stays configured (`rs-agent director down` removes it)"
+        );
+    }
+}
+
+impl Engine<'_> {
+    /// Makes the check tasks match `desired`'s checks.
+    fn start_checks(&mut self, desired: &DirectorDesired) {
+        self.checks.sync(desired, &self.tx, &self.slots);
+    }
+
+    /// A pass of `pass`'s kind for `desired`; the VIPs it bound are queued for announcing.
+    async fn reconcile(
+        &mut self,
+        desired: &DirectorDesired,
+        pass: Pass,
+    ) -> Result<DirectorReport, Error> {
         let report = self
             .passes
-            .reconcile(&self.desired, &self.health, self.state_dir, pass)
+            .reconcile(desired, &self.health, self.state_dir, pass)
             .await?;
         self.announcer.queue(&report.unannounced);
         Ok(report)
     }
 
-    fn summary(&self) -> String {
-        summary(&self.desired, &self.health)
+    /// The pass for a reload's configuration: its checks start, and an announcement for a
+    /// VIP it drops (or on an interface it no longer uses) stops before the pass removes the
+    /// VIP, not after: a round sent in between would pull the VIP's traffic back from
+    /// whichever node took it over.
+    async fn reload_pass(&mut self, desired: &DirectorDesired) -> Result<DirectorReport, Error> {
+        self.start_checks(desired);
+        self.announcer.stop_superseded(desired, false);
+        self.reconcile(desired, Pass::Scoped).await
     }
 
-    /// At shutdown: the check tasks and the announcement in flight stop.
-    fn stop(&mut self) {
-        self.checks.abort_all();
-        self.announcer.abort();
+    /// The pass for the running configuration after the kernel refused a reload's: its
+    /// checks again, and the whole table, to undo whatever the refused pass made.
+    async fn back_pass(&mut self, desired: &DirectorDesired) -> Result<DirectorReport, Error> {
+        self.start_checks(desired);
+        self.reconcile(desired, Pass::Full).await
+    }
+
+    /// Logs a pass's outcome; the VIPs it bound are announced now.
+    async fn after_pass(
+        &mut self,
+        desired: &DirectorDesired,
+        result: Result<DirectorReport, Error>,
+    ) {
+        log_pass(result);
+        self.announcer
+            .after_pass(self.passes.kernel(), desired)
+            .await;
     }
 }
 
@@ -332,4 +350,108 @@ fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> Strin
         "{} service(s), {reals} real server(s), {down} down",
         desired.services.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::Notifier;
+    use checks::tests::two_checked_services;
+    use std::os::unix::net::UnixDatagram;
+    use tokio::sync::oneshot;
+
+    /// Generous: only a broken loop waits this long.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// What systemd heard on `socket`.
+    fn heard(socket: &UnixDatagram) -> Vec<String> {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = socket.recv(&mut buf) {
+            sent.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        sent
+    }
+
+    /// Without a kernel: the director serves (a reload whose configuration does not load
+    /// keeps the running one) until its shutdown future completes, then stops its checks and
+    /// tells systemd. No pass runs: the drift timer is an hour, and so are the checks.
+    #[test]
+    fn the_shutdown_future_stops_the_director() {
+        let path = std::env::temp_dir().join(format!("rs-agent-dnotify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let systemd = UnixDatagram::bind(&path).expect("bind a notify socket");
+        systemd.set_nonblocking(true).expect("non-blocking");
+        let notifier = Notifier::at(path.to_str().expect("a UTF-8 temp path")).expect("open");
+        let mut lifecycle = Lifecycle::new(notifier);
+        let options = RunOptions {
+            reconcile_interval: Duration::from_secs(3600),
+            max_in_flight: 4,
+            adopt: false,
+        };
+        let desired = two_checked_services(2, true);
+        let target = crate::director::health::targets(&desired)
+            .into_iter()
+            .map(|(target, _)| target)
+            .next()
+            .expect("a checked real server");
+        let (loaded_tx, mut loaded) = mpsc::unbounded_channel();
+        let load = move || {
+            let _ = loaded_tx.send(());
+            Err(Error::Input(
+                "config.toml:1:1: not a valid configuration".into(),
+            ))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let passes = Passes::new(false);
+            let state_dir = Path::new("/nonexistent");
+            let mut director = Director::new(
+                load,
+                desired.clone(),
+                state_dir,
+                passes,
+                Announcer::default(),
+                &options,
+            );
+            director.start_checks();
+            assert!(director.engine.checks.is_checked(&target));
+            let (reload_tx, mut reloads) = Reloads::channel();
+            let (stop_tx, stop) = oneshot::channel::<()>();
+            let shutdown = async {
+                let _ = stop.await;
+            };
+            let served = daemon::serve(&mut director, &mut lifecycle, &mut reloads, shutdown);
+            let driver = async {
+                reload_tx.send(()).expect("the director listens");
+                loaded
+                    .recv()
+                    .await
+                    .expect("the reload read the configuration");
+                stop_tx
+                    .send(())
+                    .expect("the director waits for its shutdown");
+            };
+            tokio::time::timeout(BOUND, async { tokio::join!(served, driver) })
+                .await
+                .expect("the director stopped when its shutdown future completed");
+            assert!(
+                !director.engine.checks.is_checked(&target),
+                "checks stopped"
+            );
+            assert_eq!(*director.desired.settings(), desired, "running config kept");
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            heard(&systemd),
+            [
+                "READY=1",
+                "STATUS=2 service(s), 4 real server(s), 0 down",
+                "STOPPING=1"
+            ]
+        );
+    }
 }
