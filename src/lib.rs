@@ -16,10 +16,6 @@ pub mod state_dir;
 #[cfg(test)]
 pub(crate) mod testing;
 
-/// The sd_notify client (`Notifier`), for a daemon that speaks to systemd without
-/// [`daemon::Lifecycle`].
-pub use daemon::notify;
-
 /// Aborts a background task when dropped (e.g. the drain endpoint when `run` returns).
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
