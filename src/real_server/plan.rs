@@ -507,6 +507,32 @@ fn removable_addrs<'a>(
     })
 }
 
+/// Wanted VIPs an operator bound on the VIP device before rs-agent did: they serve, keep
+/// their label and stay rs-agent's neither now nor at `down`; said once, so the operator knows.
+fn bound_by_hand(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    state: &RealServerState,
+) -> Vec<String> {
+    let device = desired.device.name();
+    let ours: Vec<&crate::model::Addr> = owned_addrs(observed, state, Some(device)).collect();
+    observed
+        .addrs_on(device)
+        .filter(|a| a.is_host() && desired.vips.contains(&a.ip) && !ours.contains(a))
+        .map(|a| {
+            format!(
+                "VIP {} is already bound on {device} by hand{}; rs-agent leaves it as it is \
+                 (not its own: `down` keeps it)",
+                a.ip,
+                a.label
+                    .as_ref()
+                    .filter(|l| *l != device)
+                    .map_or(String::new(), |l| format!(" (label {l})"))
+            )
+        })
+        .collect()
+}
+
 /// Deleting the dummy device the journal names, if the kernel's device still is the one
 /// rs-agent made: a dummy (the journal may be stale or forged: a veth or the uplink under
 /// that name is never deleted) that holds no address rs-agent did not add (someone else's
@@ -606,6 +632,8 @@ fn plan_reaching(
             .into_iter()
             .filter(|c| !binds_blocked(c)),
     );
+    plan.warnings
+        .extend(bound_by_hand(desired, observed, state));
     if let Some(dummy) = &state.dummy {
         let still_wanted = desired.device == Device::Dummy(dummy.clone());
         if !still_wanted {

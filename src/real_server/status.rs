@@ -48,6 +48,22 @@ pub struct StatusReport {
     pub drained: bool,
 }
 
+/// One binding of a VIP as `status` shows it: where, and whose (the marker on the VIP device
+/// is rs-agent's; an address on another interface, or without the marker, is not).
+fn binding(a: &Addr, device: &str) -> String {
+    let dad = match a.dad {
+        Dad::Done => "",
+        Dad::Tentative => ", tentative",
+        Dad::Failed => ", dadfailed",
+    };
+    let whose = match (a.is_ours() && a.ifname == device, &a.label) {
+        (true, _) => "rs-agent".to_string(),
+        (false, Some(label)) if label != &a.ifname => format!("not rs-agent's, label {label}"),
+        (false, _) => "not rs-agent's".to_string(),
+    };
+    format!("{}/{} ({whose}{dad})", a.ifname, a.prefix)
+}
+
 fn interface_status(observed: &Observed, name: &str) -> InterfaceStatus {
     let eff = |key| effective(&observed.sysctls, name, key);
     InterfaceStatus {
@@ -218,14 +234,7 @@ fn vip_status(
     let suppressed = !unsuppressed;
     VipStatus {
         vip,
-        bound_on: on
-            .iter()
-            .map(|a| match a.dad {
-                Dad::Done => format!("{}/{}", a.ifname, a.prefix),
-                Dad::Tentative => format!("{}/{} (tentative)", a.ifname, a.prefix),
-                Dad::Failed => format!("{}/{} (dadfailed)", a.ifname, a.prefix),
-            })
-            .collect(),
+        bound_on: on.iter().map(|a| binding(a, device)).collect(),
         bound,
         owned: on.iter().any(|a| a.ifname == device && a.is_ours()),
         suppression,
@@ -349,19 +358,21 @@ impl StatusReport {
                 v(i.rp_filter)
             )?;
         }
+        // A VIP is OK only on a node that is: lo down, a foreign rule in our table or a
+        // pending repair concern every VIP, and the line must not say OK above a NOT OK.
+        let node_fine = self.problems.is_empty() && self.pending.is_empty();
         for v in &self.vips {
-            let verdict = if v.problems.is_empty() {
-                "OK"
-            } else {
-                "NOT OK"
+            let verdict = match (v.problems.is_empty(), node_fine) {
+                (true, true) => "OK",
+                (true, false) => "NOT OK (the node's problems below)",
+                (false, _) => "NOT OK",
             };
             let on = if v.bound_on.is_empty() {
                 "nowhere".to_string()
             } else {
                 v.bound_on.join(", ")
             };
-            let owner = if v.owned { " (rs-agent)" } else { "" };
-            writeln!(out, "VIP {}: {verdict}: bound on {on}{owner}", v.vip)?;
+            writeln!(out, "VIP {}: {verdict}: bound on {on}", v.vip)?;
             for s in &v.suppression {
                 writeln!(out, "  suppressed on {s}")?;
             }

@@ -629,6 +629,14 @@ fn hand_bound_vip_with_its_own_label_is_left_alone() {
         "{:?}",
         plan.changes
     );
+    // `up` says so, instead of nothing.
+    assert_eq!(
+        plan.warnings,
+        vec![format!(
+            "VIP {VIP} is already bound on lo by hand (label lo:mine); rs-agent leaves it as it \
+             is (not its own: `down` keeps it)"
+        )]
+    );
 }
 
 const VIP2: &str = "192.0.2.101";
