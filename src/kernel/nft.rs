@@ -201,8 +201,23 @@ pub fn apply(batch: &Nftables, action: &str) -> Result<(), NftError> {
     }
     Err(NftError::Failed {
         action: action.to_string(),
-        stderr: one_line(&String::from_utf8_lossy(&out.stderr)),
+        stderr: cause(&out),
     })
+}
+
+/// What a failed `nft` said, on one line; when it said nothing (killed, or it crashed), how it
+/// ended, so the error never ends in an empty cause.
+fn cause(out: &std::process::Output) -> String {
+    let said = one_line(&String::from_utf8_lossy(&out.stderr));
+    if !said.is_empty() {
+        return said;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => format!("nft exited with status {code} and printed nothing"),
+        (None, Some(signal)) => format!("nft was killed by signal {signal}"),
+        (None, None) => format!("nft ended: {}", out.status),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -254,7 +269,7 @@ fn finish_listing(
         }
         return Err(NftError::Failed {
             action: format!("listing table {family} {NFT_TABLE}"),
-            stderr: one_line(&stderr),
+            stderr: cause(&out),
         });
     }
     Ok(Some(parse_listing(family, &out.stdout)))
@@ -357,6 +372,22 @@ pub fn nft_available() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_silent_nft_failure_says_how_nft_ended() {
+        let out = |raw: i32, stderr: &str| std::process::Output {
+            status: std::process::ExitStatus::from_raw(raw),
+            stdout: Vec::new(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        assert_eq!(cause(&out(9, "")), "nft was killed by signal 9");
+        assert_eq!(
+            cause(&out(1 << 8, "")),
+            "nft exited with status 1 and printed nothing"
+        );
+        assert_eq!(cause(&out(1 << 8, "Error: x\n  ^^\n")), "Error: x | ^^");
+    }
     use super::*;
 
     /// Captured from `nft -j list table arp rs_agent` (nft 1.0.6) after rs-agent wrote it.
