@@ -22,13 +22,6 @@ fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error
     Ok(config::real_server(&file, &args.flags())?)
 }
 
-/// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
-fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
-    let file = ConfigFile::load(args.config.as_deref())?;
-    config::run_keys(&file, None, None)?;
-    Ok(config::real_server(&file, &args.flags())?)
-}
-
 /// For `status`: settings from flags/config when any are given, else the state file's.
 fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, Error> {
     let file = ConfigFile::load(args.config.as_deref())?;
@@ -220,7 +213,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
-            let desired = checked_desired(&args)?;
+            let desired = real_server_desired(&args)?;
             let plan = real_server::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
                 writeln!(out, "warning: {w}").map_err(Error::Output)?;
