@@ -1,15 +1,18 @@
 //! Bad input changes nothing: files and values every command must refuse before it touches the
-//! kernel (exit 2, one line naming the input and the fix, the namespace as it was).
+//! kernel (exit 2, one line naming the input and the fix, the namespace as it was), and a
+//! `director import` that fails prints nothing.
 //!
-//! Needs root (skips loudly otherwise; fails when CI is set). Run with
-//! `cargo test --test inputs_ns`.
+//! The namespace tests need root (skip loudly otherwise; fail when CI is set); the import
+//! tests run the binary on stdin and need nothing. Run with `cargo test --test inputs_ns`.
 
 mod common;
 
 use common::{
-    assert_refused, assert_same_snapshot, require_privileges, Host, HostSpec, Lan, RS_AGENT,
+    assert_refused, assert_same_snapshot, require_privileges, stderr, stdout, Host, HostSpec, Lan,
+    RS_AGENT,
 };
-use std::process::Output;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 const VIP: &str = "192.0.2.100";
 
@@ -162,4 +165,59 @@ fn a_config_that_is_not_a_regular_file_or_too_big_is_refused_at_once() {
             assert_same_snapshot(&before, &rs.snapshot(), &what);
         }
     }
+}
+
+/// `rs-agent director import` with `input` on stdin (no namespace, no root needed).
+fn import(input: &str) -> Output {
+    let mut child = Command::new("timeout")
+        .args(["-k", "2", "30", RS_AGENT, "director", "import"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running rs-agent director import");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("writing stdin");
+    }
+    child
+        .wait_with_output()
+        .expect("waiting for director import")
+}
+
+/// `ipvsadm-save` without `-n` (service and host names) and tables rs-agent would refuse
+/// print nothing, so `import > director.toml` never leaves a broken file; one line on stderr
+/// names the input line.
+#[test]
+fn a_refused_import_prints_nothing() {
+    let cases = [
+        (
+            "-A -t 192.0.2.100:http -s rr\n-a -t 192.0.2.100:http -r 198.51.100.2:http -g -w 1\n",
+            "ipvsadm-save input:1:7: service \"192.0.2.100:http\"",
+            "use ipvsadm-save -n",
+        ),
+        (
+            "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r web1.example.org:80 -g -w 1\n",
+            "ipvsadm-save input:2:25: real server \"web1.example.org:80\"",
+            "use ipvsadm-save -n",
+        ),
+        (
+            "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:8080 -g -w 1\n",
+            "ipvsadm-save input:2:1: rs-agent would refuse this line",
+            "differs from the service's port 80",
+        ),
+        ("", "ipvsadm-save input: no service", "ipvsadm-save -n"),
+    ];
+    for (input, at, fix) in cases {
+        let out = import(input);
+        assert_eq!(stdout(&out), "", "{input:?}: printed on a refusal");
+        assert_refused(&out, &format!("import of {input:?}"), &[at, fix]);
+    }
+    let good =
+        import("-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 2\n");
+    assert!(good.status.success(), "good import: {}", stderr(&good));
+    let toml = stdout(&good);
+    assert!(
+        toml.contains("vip = \"192.0.2.100\"\nport = 80\n") && toml.contains("weight = 2"),
+        "{toml}"
+    );
 }
