@@ -408,3 +408,23 @@ fn an_ipv4_mapped_vip_is_refused_as_a_mapped_real_server_is() {
         "{got}"
     );
 }
+
+/// Found by the generative tests (src/props/config.rs): a service without vip or fwmark was
+/// named `d.toml: [[director.service]] #1`, without a line.
+#[test]
+fn a_service_without_vip_or_fwmark_points_at_its_header() {
+    let text = "[director]\ninterface = \"eth0\"\n[[director.service]]\nvip = \"192.0.2.1\"\n\
+                port = 80\n  [[ director.service ]] # the second\npersistence_netmask = \"/33\"\n";
+    let got = parse(text).expect_err("no vip");
+    assert_eq!(
+        got,
+        "d.toml:6:3: service has neither vip nor fwmark; add vip = \"192.0.2.100\" and port"
+    );
+    // Without a header to point at (an inline table): its first key.
+    let text = "[director]\ninterface = \"eth0\"\nservice = [{ scheduler = \"rr\" }]\n";
+    let got = parse(text).expect_err("no vip");
+    assert!(
+        got.starts_with("d.toml:3:26: service has neither vip"),
+        "{got}"
+    );
+}
