@@ -11,6 +11,8 @@ pub mod kernel;
 pub mod logging;
 pub mod model;
 pub mod notify;
+#[cfg(test)]
+mod props;
 pub mod real_server;
 pub mod state_dir;
 #[cfg(test)]
