@@ -11,6 +11,8 @@ pub mod error;
 pub mod kernel;
 pub mod logging;
 pub mod model;
+#[cfg(test)]
+mod props;
 pub mod real_server;
 pub mod state_dir;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use rs_agent::cli::{Cli, Command, DirectorArgs, DirectorCommand, RealServerArgs, RunArgs};
-use rs_agent::config_file::{ConfigError, ConfigFile};
+use rs_agent::config_file::ConfigFile;
 use rs_agent::director::{self, config::DirectorDesired};
 use rs_agent::error::Error;
 use rs_agent::real_server::{self, config, drain, model::RealServerDesired};
@@ -19,13 +19,6 @@ fn init_logging(verbose: u8) {
 
 fn real_server_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
     let file = ConfigFile::load(args.config.as_deref())?;
-    Ok(config::real_server(&file, &args.flags())?)
-}
-
-/// For `check`: everything `run` validates (ExecReload runs `check` before the SIGHUP).
-fn checked_desired(args: &RealServerArgs) -> Result<RealServerDesired, Error> {
-    let file = ConfigFile::load(args.config.as_deref())?;
-    config::run_keys(&file, None, None)?;
     Ok(config::real_server(&file, &args.flags())?)
 }
 
@@ -118,7 +111,10 @@ fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, Error> {
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| ("stdin".to_string(), e)),
     };
     let input = read.map_err(|(name, e)| Error::Input(format!("reading {name}: {e}")))?;
-    director::import::ipvsadm_save_to_toml(&input, &args.interface).map_err(Error::Input)
+    Ok(director::import::ipvsadm_save_to_toml(
+        &input,
+        &args.interface,
+    )?)
 }
 
 async fn run_director(
@@ -170,14 +166,10 @@ async fn run_director(
             .map_err(Error::Output)?;
         }
         DirectorCommand::Import(args) => {
+            // Converted and validated whole before a byte is printed: a refused import
+            // leaves nothing behind a `> director.toml`.
             let toml = read_import(&args)?;
             write!(out, "{toml}").map_err(Error::Output)?;
-            // The table converts line by line; what rs-agent would refuse to apply (e.g. a dr
-            // real server on another port than its service's, which ipvsadm cannot make but
-            // other tools can) is said now, naming the line of the output to fix.
-            let file = ConfigFile::parse(Some(std::path::PathBuf::from("output")), toml)?;
-            director::config::director(&file, &Default::default())
-                .map_err(|e| ConfigError(format!("{e}; edit the output")))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -222,7 +214,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         Command::Check(args) => {
-            let desired = checked_desired(&args)?;
+            let desired = real_server_desired(&args)?;
             let plan = real_server::check(&desired, &cli.state_dir).await?;
             for w in &plan.warnings {
                 writeln!(out, "warning: {w}").map_err(Error::Output)?;

@@ -50,12 +50,7 @@ impl ConfigFile {
             None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
             None => return Ok(Self::default()),
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError(format!(
-                "{}: cannot read config: {e}; pass an existing file with --config",
-                path.display()
-            ))
-        })?;
+        let text = read_config(&path)?;
         Self::parse(Some(path), text)
     }
 
@@ -103,6 +98,118 @@ impl ConfigFile {
     }
 }
 
+/// The largest config file read, in bytes. A config of 10000 services with 16 real servers
+/// each (bench/gen.py) is about 4 MB; anything near the cap is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a config path names, as far as reading it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+impl FileKind {
+    fn of(t: std::fs::FileType) -> FileKind {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_file() {
+            FileKind::Regular
+        } else if t.is_dir() {
+            FileKind::Directory
+        } else if t.is_fifo() {
+            FileKind::Fifo
+        } else if t.is_socket() {
+            FileKind::Socket
+        } else if t.is_char_device() {
+            FileKind::CharDevice
+        } else if t.is_block_device() {
+            FileKind::BlockDevice
+        } else {
+            FileKind::Other
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Regular => "a regular file",
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Other => "not a regular file",
+        }
+    }
+}
+
+/// Refuses what is not a config file by what `stat` says, before a byte is read: anything but
+/// a regular file (a FIFO would block the read until a writer comes, a device may never end),
+/// and a file larger than [`MAX_CONFIG_BYTES`].
+pub fn check_config_file(path: &Path, kind: FileKind, len: u64) -> Result<(), ConfigError> {
+    let name = path.display();
+    if kind != FileKind::Regular {
+        return Err(ConfigError(format!(
+            "{name}: is {}, not a config file; pass a regular file with --config",
+            kind.name()
+        )));
+    }
+    if len > MAX_CONFIG_BYTES {
+        return Err(ConfigError(format!(
+            "{name}: is {len} bytes, larger than the {} MiB a config may be; pass the real \
+             config file with --config",
+            MAX_CONFIG_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a config file: stat first (a FIFO is refused without being opened), then open
+/// without blocking and check the opened file again (the path may have changed in between),
+/// then read at most [`MAX_CONFIG_BYTES`] (a file may grow after its stat).
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| {
+        ConfigError(format!(
+            "{}: cannot read config: {e}; pass an existing file with --config",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    check_config_file(path, FileKind::of(meta.file_type()), meta.len())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    check_config_file(path, FileKind::of(meta.file_type()), meta.len())?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    check_config_file(path, FileKind::Regular, len)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, col) = line_col_bytes(e.as_bytes(), e.utf8_error().valid_up_to());
+        ConfigError(format!(
+            "{}:{line}:{col}: the config is not UTF-8 text; save it as UTF-8",
+            path.display()
+        ))
+    })
+}
+
+/// 1-based line and column of a byte offset in bytes that are UTF-8 up to it.
+fn line_col_bytes(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let valid = bytes.get(..offset).unwrap_or(bytes);
+    line_col(&String::from_utf8_lossy(valid), offset)
+}
+
 fn display_name(path: Option<&Path>) -> String {
     path.map(|p| p.display().to_string())
         .unwrap_or_else(|| "config".to_string())
@@ -130,11 +237,18 @@ pub enum ValueError {
     NotAnAddress(String),
     #[error("VIP {0} is not a usable unicast address; use the service's public unicast address")]
     NotUnicast(IpAddr),
+    #[error(
+        "VIP {0} is an IPv4-mapped IPv6 address, which is never bound or routed as such; give \
+         the IPv4 address {1}"
+    )]
+    V4Mapped(std::net::Ipv6Addr, std::net::Ipv4Addr),
     #[error("{0:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")]
     Ifname(String),
 }
 
-/// A VIP must be a plain unicast host address: no prefix, not loopback, multicast or unspecified.
+/// A VIP must be a plain unicast host address: no prefix, not loopback, multicast or
+/// unspecified, and not an IPv4 address in IPv6 form (::ffff:0:0/96: the kernel would bind it
+/// as an IPv6 address that no IPv4 client ever reaches).
 pub fn parse_vip_str(value: &str) -> Result<IpAddr, ValueError> {
     if value.contains('/') {
         return Err(ValueError::VipPrefix(value.to_string()));
@@ -142,6 +256,11 @@ pub fn parse_vip_str(value: &str) -> Result<IpAddr, ValueError> {
     let ip: IpAddr = value
         .parse()
         .map_err(|_| ValueError::NotAnAddress(value.to_string()))?;
+    if let IpAddr::V6(v6) = ip {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(ValueError::V4Mapped(v6, v4));
+        }
+    }
     let bad = ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
@@ -205,5 +324,129 @@ mod tests {
             )
         );
         assert_eq!(check_ifname("eth0.100"), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_vip_is_refused_naming_the_ipv4_address() {
+        for text in [
+            "::ffff:192.0.2.100",
+            "::FFFF:c000:0264",
+            "0:0:0:0:0:ffff:192.0.2.100",
+        ] {
+            assert_eq!(
+                parse_vip_str(text).map_err(|e| e.to_string()),
+                Err(
+                    "VIP ::ffff:192.0.2.100 is an IPv4-mapped IPv6 address, which is never \
+                     bound or routed as such; give the IPv4 address 192.0.2.100"
+                        .into()
+                ),
+                "{text}"
+            );
+        }
+        // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96) are ordinary IPv6.
+        assert!(parse_vip_str("64:ff9b::192.0.2.100").is_ok());
+        assert!(parse_vip_str("192.0.2.100").is_ok());
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rsa-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        dir
+    }
+
+    #[test]
+    fn only_a_regular_file_within_the_cap_is_read() {
+        let p = Path::new("/etc/rs.toml");
+        let msg = |kind, len| check_config_file(p, kind, len).map_err(|e| e.0);
+        assert_eq!(msg(FileKind::Regular, 0), Ok(()));
+        assert_eq!(msg(FileKind::Regular, MAX_CONFIG_BYTES), Ok(()));
+        assert_eq!(
+            msg(FileKind::Regular, MAX_CONFIG_BYTES + 1),
+            Err(
+                "/etc/rs.toml: is 16777217 bytes, larger than the 16 MiB a config may be; pass \
+                 the real config file with --config"
+                    .into()
+            )
+        );
+        for (kind, what) in [
+            (FileKind::Fifo, "a FIFO"),
+            (FileKind::Directory, "a directory"),
+            (FileKind::CharDevice, "a character device"),
+            (FileKind::BlockDevice, "a block device"),
+            (FileKind::Socket, "a socket"),
+        ] {
+            assert_eq!(
+                msg(kind, 0),
+                Err(format!(
+                    "/etc/rs.toml: is {what}, not a config file; pass a regular file with --config"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_fifo_a_directory_and_a_device_are_refused_without_blocking() {
+        let dir = scratch("kinds");
+        let fifo = dir.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = [fifo, dir.clone(), PathBuf::from("/dev/zero")];
+        std::thread::spawn(move || {
+            for p in paths {
+                let _ = tx.send(ConfigFile::load(Some(&p)).map(|_| ()).map_err(|e| e.0));
+            }
+        });
+        for what in ["a FIFO", "a directory", "a character device"] {
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("loading {what} blocked"));
+            let err = got.expect_err(what);
+            assert!(
+                err.contains(&format!(": is {what}, not a config file")),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_without_reading_it() {
+        let dir = scratch("big");
+        let path = dir.join("big.toml");
+        let file = std::fs::File::create(&path).expect("creating the file");
+        // Sparse: 200 MiB of holes, nothing written; reading it would take the whole size.
+        file.set_len(200 * 1024 * 1024).expect("set_len");
+        let started = std::time::Instant::now();
+        let err = ConfigFile::load(Some(&path)).expect_err("200 MiB is over the cap");
+        assert!(
+            err.0.ends_with(
+                ": is 209715200 bytes, larger than the 16 MiB a config may be; pass \
+                 the real config file with --config"
+            ),
+            "{}",
+            err.0
+        );
+        // Generous: a read of 200 MiB would not be measured in seconds here, a stat is.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_config_that_is_not_utf8_is_located() {
+        let dir = scratch("utf8");
+        let path = dir.join("latin1.toml");
+        std::fs::write(&path, b"[real_server]\nvips = [\"caf\xe9\"]\n").expect("writing");
+        let err = ConfigFile::load(Some(&path)).expect_err("not UTF-8");
+        assert!(
+            err.0
+                .ends_with("latin1.toml:2:13: the config is not UTF-8 text; save it as UTF-8"),
+            "{}",
+            err.0
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

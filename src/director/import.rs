@@ -1,26 +1,37 @@
 //! `director import`: `ipvsadm-save -n` output → the equivalent `[director]` TOML, so a
-//! hand-made director moves over in one step. Pure text in, text out; every error names the
-//! line and column of the input and what was expected.
+//! hand-made director moves over in one step. Pure text in, text out, all or nothing: the
+//! whole document is built and validated as `director up` would read it before the caller
+//! prints a byte of it, so a failed import never leaves half a config behind a `>`. Every
+//! error names the input line (and column where one value is at fault) and what was expected.
 
+use crate::config_file::{check_ifname, ConfigError, ConfigFile};
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// What `ipvsadm-save` prints without `-n`; said wherever a name stands for a number.
+const USE_N: &str = "use ipvsadm-save -n (without -n it prints service and host names)";
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Real {
+    /// The input line of its `-a`.
+    line: usize,
     address: String,
     forward: &'static str,
-    weight: Option<String>,
-    upper: Option<String>,
-    lower: Option<String>,
+    weight: Option<u32>,
+    upper: Option<u32>,
+    lower: Option<u32>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Svc {
+    /// The input line of its `-A`.
+    line: usize,
     /// `-t/-u/--sctp-service` value, or None for fwmark
-    addr: Option<(&'static str, String)>,
-    fwmark: Option<String>,
+    addr: Option<(&'static str, SocketAddr)>,
+    fwmark: Option<u32>,
     ipv6: bool,
     scheduler: Option<String>,
-    persistence: Option<String>,
+    persistence: Option<u32>,
     netmask: Option<String>,
     sched_flags: Vec<String>,
     one_packet: bool,
@@ -30,23 +41,13 @@ struct Svc {
 impl Svc {
     /// The identity `-a` lines refer back to: a fwmark service is one per family (`-f 7` and
     /// `-f 7 -6` are two services, as in the kernel).
-    fn id(&self) -> (Option<(&'static str, String)>, Option<String>, bool) {
-        (self.addr.clone(), self.fwmark.clone(), self.ipv6)
+    fn id(&self) -> (Option<(&'static str, SocketAddr)>, Option<u32>, bool) {
+        (self.addr, self.fwmark, self.ipv6)
     }
 }
 
-fn err(line: usize, col: usize, msg: impl std::fmt::Display) -> String {
-    format!("ipvsadm-save input:{line}:{col}: {msg}")
-}
-
-/// Splits `[v6]:port` / `v4:port` into (address, port).
-fn split_host_port(s: &str) -> Option<(String, String)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        return Some((host.to_string(), port.to_string()));
-    }
-    let (host, port) = s.rsplit_once(':')?;
-    Some((host.to_string(), port.to_string()))
+fn err(line: usize, col: usize, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("ipvsadm-save input:{line}:{col}: {msg}"))
 }
 
 /// The words of one input line, each with its column (from 1), and the line's number.
@@ -59,25 +60,62 @@ impl<'a> Words<'a> {
     fn split(text: &'a str, line: usize) -> Words<'a> {
         let words = text
             .split_whitespace()
-            .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize + 1, w))
+            .map(|w| {
+                (
+                    text[..w.as_ptr() as usize - text.as_ptr() as usize]
+                        .chars()
+                        .count()
+                        + 1,
+                    w,
+                )
+            })
             .collect();
         Words { line, words }
     }
 
     /// The value after the option at `i`.
-    fn value(&self, i: usize) -> Result<String, String> {
+    fn value(&self, i: usize) -> Result<&'a str, ConfigError> {
         let (col, opt) = self.words[i];
         self.words
             .get(i + 1)
-            .map(|(_, w)| w.to_string())
+            .map(|(_, w)| *w)
             .ok_or_else(|| err(self.line, col, format!("{opt} needs a value")))
+    }
+
+    /// The value after the option at `i`, which must be a number (`what` names it).
+    fn number(&self, i: usize, what: &str) -> Result<u32, ConfigError> {
+        let v = self.value(i)?;
+        v.parse().map_err(|_| {
+            let col = self.words[i + 1].0;
+            err(
+                self.line,
+                col,
+                format!("{what} {v:?} is not a number; {USE_N}"),
+            )
+        })
+    }
+
+    /// The `ADDR:PORT` after the option at `i` (`[V6]:PORT` for IPv6), in numbers.
+    fn socket_addr(&self, i: usize, what: &str) -> Result<SocketAddr, ConfigError> {
+        let v = self.value(i)?;
+        v.parse().map_err(|_| {
+            let col = self.words[i + 1].0;
+            err(
+                self.line,
+                col,
+                format!("{what} {v:?} is not an ADDR:PORT of numbers; {USE_N}"),
+            )
+        })
     }
 }
 
 /// Parses one `-A`/`-a` line into (is_add_service, service fields, real server fields).
-fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String> {
+fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), ConfigError> {
     let words = Words::split(line, n);
-    let mut svc = Svc::default();
+    let mut svc = Svc {
+        line: n,
+        ..Svc::default()
+    };
     let mut real: Option<Real> = None;
     let mut add_service = None;
     let mut i = 0;
@@ -117,27 +155,30 @@ fn parse_line(line: &str, n: usize) -> Result<(bool, Svc, Option<Real>), String>
     if !is_service && real.as_ref().is_none_or(|r| r.address.is_empty()) {
         return Err(err(n, 1, "-a line without -r REAL:PORT"));
     }
+    if let Some(r) = real.as_mut() {
+        r.line = n;
+    }
     Ok((is_service, svc, real))
 }
 
 /// Takes in the service option at `i`: how many values after it it took; `None` when it is
 /// not a service option.
-fn service_option(svc: &mut Svc, words: &Words, i: usize) -> Result<Option<usize>, String> {
+fn service_option(svc: &mut Svc, words: &Words, i: usize) -> Result<Option<usize>, ConfigError> {
     let takes = match words.words[i].1 {
         "-t" | "--tcp-service" => {
-            svc.addr = Some(("tcp", words.value(i)?));
+            svc.addr = Some(("tcp", words.socket_addr(i, "service")?));
             1
         }
         "-u" | "--udp-service" => {
-            svc.addr = Some(("udp", words.value(i)?));
+            svc.addr = Some(("udp", words.socket_addr(i, "service")?));
             1
         }
         "--sctp-service" => {
-            svc.addr = Some(("sctp", words.value(i)?));
+            svc.addr = Some(("sctp", words.socket_addr(i, "service")?));
             1
         }
         "-f" | "--fwmark-service" => {
-            svc.fwmark = Some(words.value(i)?);
+            svc.fwmark = Some(words.number(i, "firewall mark")?);
             1
         }
         "-6" | "--ipv6" => {
@@ -145,22 +186,31 @@ fn service_option(svc: &mut Svc, words: &Words, i: usize) -> Result<Option<usize
             0
         }
         "-s" | "--scheduler" => {
-            svc.scheduler = Some(words.value(i)?);
+            svc.scheduler = Some(words.value(i)?.to_string());
             1
         }
         // The timeout is optional in ipvsadm; ipvsadm-save always prints it.
-        "-p" | "--persistent" => match words.words.get(i + 1) {
-            Some((_, t)) if t.parse::<u32>().is_ok() => {
-                svc.persistence = Some(t.to_string());
+        "-p" | "--persistent" => match words.words.get(i + 1).map(|(_, t)| t.parse::<u32>()) {
+            Some(Ok(t)) => {
+                svc.persistence = Some(t);
                 1
             }
             _ => {
-                svc.persistence = Some("300".into());
+                svc.persistence = Some(300);
                 0
             }
         },
         "-M" | "--netmask" => {
-            svc.netmask = Some(words.value(i)?);
+            let m = words.value(i)?;
+            if m.parse::<u8>().is_err() && m.parse::<std::net::Ipv4Addr>().is_err() {
+                let col = words.words[i + 1].0;
+                return Err(err(
+                    words.line,
+                    col,
+                    format!("netmask {m:?} is neither a prefix length nor a dotted IPv4 mask"),
+                ));
+            }
+            svc.netmask = Some(m.to_string());
             1
         }
         "-b" | "--sched-flags" => {
@@ -178,11 +228,22 @@ fn service_option(svc: &mut Svc, words: &Words, i: usize) -> Result<Option<usize
 
 /// Takes in the real server option at `i`: how many values after it it took; `None` when it
 /// is not a real server option.
-fn real_option(real: &mut Option<Real>, words: &Words, i: usize) -> Result<Option<usize>, String> {
+fn real_option(
+    real: &mut Option<Real>,
+    words: &Words,
+    i: usize,
+) -> Result<Option<usize>, ConfigError> {
     let (col, w) = words.words[i];
     let takes = match w {
         "-r" | "--real-server" => {
-            real.get_or_insert_with(Real::default).address = words.value(i)?;
+            // ipvsadm-save prints ADDR:PORT; a bare address (the service's port) is what
+            // ipvsadm itself accepts.
+            let v = words.value(i)?;
+            let address = match v.parse::<IpAddr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => words.socket_addr(i, "real server")?.to_string(),
+            };
+            real.get_or_insert_with(Real::default).address = address;
             1
         }
         "-g" | "--gatewaying" => forward(real, "dr"),
@@ -201,15 +262,17 @@ fn real_option(real: &mut Option<Real>, words: &Words, i: usize) -> Result<Optio
             1
         }
         "-w" | "--weight" => {
-            real.get_or_insert_with(Real::default).weight = Some(words.value(i)?);
+            real.get_or_insert_with(Real::default).weight = Some(words.number(i, "weight")?);
             1
         }
         "-x" | "--u-threshold" => {
-            real.get_or_insert_with(Real::default).upper = Some(words.value(i)?);
+            real.get_or_insert_with(Real::default).upper =
+                Some(words.number(i, "upper threshold")?);
             1
         }
         "-y" | "--l-threshold" => {
-            real.get_or_insert_with(Real::default).lower = Some(words.value(i)?);
+            real.get_or_insert_with(Real::default).lower =
+                Some(words.number(i, "lower threshold")?);
             1
         }
         _ => return Ok(None),
@@ -223,60 +286,80 @@ fn forward(real: &mut Option<Real>, method: &'static str) -> usize {
     0
 }
 
+/// A TOML basic string. Control characters are escaped, so any input word stays one string.
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
-fn write_service(out: &mut String, s: &Svc) {
-    out.push_str("\n[[director.service]]\n");
+/// The TOML being built, and for each of its lines the input line it came from (0: none),
+/// so that what the validation refuses is said of the input.
+#[derive(Default)]
+struct Output {
+    text: String,
+    origins: Vec<usize>,
+}
+
+impl Output {
+    fn line(&mut self, origin: usize, line: impl std::fmt::Display) {
+        let _ = writeln!(self.text, "{line}");
+        self.origins.push(origin);
+    }
+}
+
+fn write_service(out: &mut Output, s: &Svc) {
+    let n = s.line;
+    out.line(n, "");
+    out.line(n, "[[director.service]]");
     match (&s.addr, &s.fwmark) {
         (Some((proto, addr)), _) => {
-            if let Some((host, port)) = split_host_port(addr) {
-                let _ = writeln!(
-                    out,
-                    "vip = {}\nport = {port}\nprotocol = {}",
-                    quote(&host),
-                    quote(proto)
-                );
-            }
+            out.line(n, format_args!("vip = {}", quote(&addr.ip().to_string())));
+            out.line(n, format_args!("port = {}", addr.port()));
+            out.line(n, format_args!("protocol = {}", quote(proto)));
         }
         (None, Some(mark)) => {
-            let _ = writeln!(out, "fwmark = {mark}");
+            out.line(n, format_args!("fwmark = {mark}"));
             if s.ipv6 {
-                out.push_str("family = \"ipv6\"\n");
+                out.line(n, "family = \"ipv6\"");
             }
         }
         (None, None) => {}
     }
-    let _ = writeln!(
-        out,
-        "scheduler = {}",
-        quote(s.scheduler.as_deref().unwrap_or("wlc"))
-    );
+    let scheduler = quote(s.scheduler.as_deref().unwrap_or("wlc"));
+    out.line(n, format_args!("scheduler = {scheduler}"));
     if !s.sched_flags.is_empty() {
         let flags: Vec<String> = s.sched_flags.iter().map(|f| quote(f)).collect();
-        let _ = writeln!(out, "scheduler_flags = [{}]", flags.join(", "));
+        out.line(n, format_args!("scheduler_flags = [{}]", flags.join(", ")));
     }
     if let Some(p) = &s.persistence {
-        let _ = writeln!(out, "persistence = {p}");
+        out.line(n, format_args!("persistence = {p}"));
     }
     if let Some(m) = &s.netmask {
-        let default = if s.ipv6 || s.addr.as_ref().is_some_and(|(_, a)| a.starts_with('[')) {
-            "128"
-        } else {
-            "255.255.255.255"
-        };
+        let v6 = s.ipv6 || s.addr.is_some_and(|(_, a)| a.is_ipv6());
+        let default = if v6 { "128" } else { "255.255.255.255" };
         if m != default {
             let m = if m.contains('.') {
                 m.clone()
             } else {
                 format!("/{m}")
             };
-            let _ = writeln!(out, "persistence_netmask = {}", quote(&m));
+            out.line(n, format_args!("persistence_netmask = {}", quote(&m)));
         }
     }
     if s.one_packet {
-        out.push_str("one_packet = true\n");
+        out.line(n, "one_packet = true");
     }
     for r in &s.reals {
         write_real(out, r);
@@ -284,29 +367,28 @@ fn write_service(out: &mut String, s: &Svc) {
 }
 
 /// One `[[director.service.real]]` table.
-fn write_real(out: &mut String, r: &Real) {
-    out.push_str("\n[[director.service.real]]\n");
-    let _ = writeln!(out, "address = {}", quote(&r.address));
-    let _ = writeln!(
-        out,
-        "forward = {}",
-        quote(if r.forward.is_empty() {
-            "dr"
-        } else {
-            r.forward
-        })
-    );
-    let _ = writeln!(out, "weight = {}", r.weight.as_deref().unwrap_or("1"));
-    if let Some(x) = r.upper.as_deref().filter(|x| *x != "0") {
-        let _ = writeln!(out, "upper_threshold = {x}");
+fn write_real(out: &mut Output, r: &Real) {
+    let n = r.line;
+    out.line(n, "");
+    out.line(n, "[[director.service.real]]");
+    out.line(n, format_args!("address = {}", quote(&r.address)));
+    let forward = if r.forward.is_empty() {
+        "dr"
+    } else {
+        r.forward
+    };
+    out.line(n, format_args!("forward = {}", quote(forward)));
+    out.line(n, format_args!("weight = {}", r.weight.unwrap_or(1)));
+    if let Some(x) = r.upper.filter(|x| *x != 0) {
+        out.line(n, format_args!("upper_threshold = {x}"));
     }
-    if let Some(y) = r.lower.as_deref().filter(|y| *y != "0") {
-        let _ = writeln!(out, "lower_threshold = {y}");
+    if let Some(y) = r.lower.filter(|y| *y != 0) {
+        out.line(n, format_args!("lower_threshold = {y}"));
     }
 }
 
-/// Converts `ipvsadm-save -n` text to a `[director]` TOML document for `interface`.
-pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, String> {
+/// The services of `ipvsadm-save -n` text, each with its real servers.
+fn services(input: &str) -> Result<Vec<Svc>, ConfigError> {
     let mut services: Vec<Svc> = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let n = i + 1;
@@ -333,13 +415,58 @@ pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, Stri
             target.reals.push(r);
         }
     }
-    let mut out =
-        String::from("# Generated by `rs-agent director import` from ipvsadm-save -n output.\n");
-    let _ = writeln!(out, "[director]\ninterface = {}", quote(interface));
+    Ok(services)
+}
+
+/// The name the generated document has while it is validated; errors are then said of the
+/// input line each of its lines came from.
+const OUTPUT: &str = "import-output";
+
+/// Converts `ipvsadm-save -n` text to a `[director]` TOML document for `interface`, validated
+/// as `director up` reads it: what rs-agent would refuse to apply (e.g. a dr real server on
+/// another port than its service's, which ipvsadm cannot make but other tools can) is an
+/// error naming the input line, and there is no document.
+pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, ConfigError> {
+    check_ifname(interface).map_err(|m| ConfigError(format!("--interface {interface}: {m}")))?;
+    let services = services(input)?;
+    if services.is_empty() {
+        return Err(ConfigError(
+            "ipvsadm-save input: no service (-A line) to import; pipe in `ipvsadm-save -n` of \
+             a director that has services"
+                .into(),
+        ));
+    }
+    let mut out = Output::default();
+    out.line(
+        0,
+        "# Generated by `rs-agent director import` from ipvsadm-save -n output.",
+    );
+    out.line(0, "[director]");
+    out.line(0, format_args!("interface = {}", quote(interface)));
     for s in &services {
         write_service(&mut out, s);
     }
-    Ok(out)
+    let Output { text, origins } = out;
+    let refused = |e: ConfigError| match located(&e.0) {
+        Some((line, msg)) => match origins.get(line - 1).copied().filter(|n| *n > 0) {
+            Some(n) => err(n, 1, format!("rs-agent would refuse this line: {msg}")),
+            None => ConfigError(format!("ipvsadm-save input: {msg}")),
+        },
+        None => ConfigError(format!("ipvsadm-save input: {}", e.0)),
+    };
+    let file = ConfigFile::parse(Some(OUTPUT.into()), text).map_err(refused)?;
+    crate::director::config::director(&file, &Default::default()).map_err(refused)?;
+    Ok(file.text)
+}
+
+/// The line (from 1) and the message of an error located in the generated document
+/// (`import-output:LINE:COL: message`).
+fn located(msg: &str) -> Option<(usize, &str)> {
+    let rest = msg.strip_prefix(OUTPUT)?.strip_prefix(':')?;
+    let (line, rest) = rest.split_once(':')?;
+    let (_col, msg) = rest.split_once(": ")?;
+    let line: usize = line.parse().ok()?;
+    (line > 0).then_some((line, msg))
 }
 
 #[cfg(test)]
@@ -420,14 +547,106 @@ mod tests {
         )
         .expect_err("must fail");
         assert_eq!(
-            e,
+            e.0,
             "ipvsadm-save input:2:41: unsupported ipvsadm option \"--bogus\"; import handles the output of `ipvsadm-save -n`"
         );
         let e = ipvsadm_save_to_toml("-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g\n", "eth0")
-            .expect_err("orphan");
+            .expect_err("orphan")
+            .0;
         assert!(
             e.contains(":1:1: real server for a service not defined above"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn names_instead_of_numbers_are_refused_saying_use_n() {
+        let cases = [
+            (
+                "-A -t 192.0.2.100:http -s rr\n",
+                "1:7: service \"192.0.2.100:http\"",
+            ),
+            (
+                "-A -u www.example.org:53 -s rr\n",
+                "1:7: service \"www.example.org:53\"",
+            ),
+            (
+                "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r web1:http -g -w 1\n",
+                "2:25: real server \"web1:http\"",
+            ),
+            (
+                "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w one\n",
+                "2:47: weight \"one\" is not a number",
+            ),
+            (
+                "-A -f web -s rr\n",
+                "1:7: firewall mark \"web\" is not a number",
+            ),
+        ];
+        for (input, want) in cases {
+            let e = ipvsadm_save_to_toml(input, "eth0").expect_err(input).0;
+            assert!(
+                e.starts_with(&format!("ipvsadm-save input:{want}")),
+                "{input}: {e}"
+            );
+            assert!(e.contains("use ipvsadm-save -n"), "{input}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    /// What ipvsadm can hold and rs-agent would refuse to apply is refused here, naming the
+    /// input line, rather than written for `director up` to refuse later.
+    #[test]
+    fn what_rs_agent_would_refuse_names_the_input_line_and_gives_no_output() {
+        let cases = [
+            (
+                "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:8080 -g -w 1\n",
+                "ipvsadm-save input:2:1: rs-agent would refuse this line: port 8080 differs from \
+                 the service's port 80",
+            ),
+            (
+                "# a comment\n-A -t 192.0.2.100:80 -s bogus\n",
+                "ipvsadm-save input:2:1: rs-agent would refuse this line: unknown scheduler",
+            ),
+            (
+                "-A -t 192.0.2.100:80 -s r\u{1}r\n",
+                "ipvsadm-save input:1:1: rs-agent would refuse this line: unknown scheduler",
+            ),
+            (
+                "-A -t 192.0.2.100:80 -s rr\n-a -t 192.0.2.100:80 -r 198.51.100.2:80 -g -w 99999999\n",
+                "ipvsadm-save input:2:1: rs-agent would refuse this line: weight",
+            ),
+            ("", "ipvsadm-save input: no service (-A line) to import"),
+            ("\n# only comments\n", "ipvsadm-save input: no service (-A line) to import"),
+        ];
+        for (input, want) in cases {
+            let e = ipvsadm_save_to_toml(input, "eth0").expect_err(input).0;
+            assert!(e.starts_with(want), "{input:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = ipvsadm_save_to_toml(SAVE, "eth0:1")
+            .expect_err("bad interface")
+            .0;
+        assert!(
+            e.starts_with("--interface eth0:1: \"eth0:1\" is not a valid interface name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn located_reads_only_the_generated_documents_locations() {
+        assert_eq!(located("import-output:12:3: bad"), Some((12, "bad")));
+        assert_eq!(located("import-output:0:3: bad"), None);
+        assert_eq!(located("other:12:3: bad"), None);
+        assert_eq!(located("import-output: bad"), None);
+    }
+
+    #[test]
+    fn quoting_keeps_any_word_one_toml_string() {
+        for word in ["a\"b", "a\\b", "a\u{7f}b", "a\u{1}b", "é"] {
+            let doc = format!("k = {}\n", quote(word));
+            let v: toml::Table = toml::from_str(&doc).expect(&doc);
+            assert_eq!(v["k"].as_str(), Some(word), "{doc}");
+        }
     }
 }

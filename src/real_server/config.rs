@@ -47,7 +47,9 @@ fn from_flag<'a>(flag: &str, v: &'a str) -> Input<'a> {
     }
 }
 
-/// Builds the validated real-server desired state from the file and the flags.
+/// Builds the validated real-server desired state from the file and the flags. Every command
+/// that reads `[real_server]` comes through here, so every one validates all of it, the keys
+/// only `run` uses included: a file `check` or `run` refuses is one `up` and `status` refuse.
 pub fn real_server(
     file: &ConfigFile,
     flags: &RealServerFlags,
@@ -101,6 +103,9 @@ pub fn real_server(
     let interfaces = iface_inputs
         .map(|inputs| parse_interfaces(&inputs, device.name()))
         .transpose()?;
+    // The file's values as written (a flag of `run`'s may override them; the file must still
+    // be one `check` accepts, as the unit's ExecReload runs it).
+    run_keys(file, None, None)?;
     Ok(RealServerDesired {
         vips,
         device,
@@ -347,6 +352,30 @@ mod tests {
             file("[real_server]\nvips = [\"192.0.2.1\"]\nhealth_listen = \"192.0.2.2:8081\"\n")
                 .expect("parses");
         assert!(run_keys(&good, None, None).is_ok_and(|(_, h)| h.is_some()));
+    }
+
+    #[test]
+    fn every_reader_of_the_file_refuses_what_run_refuses() {
+        let cases = [
+            ("check_interval_ms = 5", "rs.toml:3:21: the check interval"),
+            ("check_interval_ms = -1", "rs.toml:3:21: the check interval"),
+            (
+                "health_listen = \"bogus\"",
+                "rs.toml:3:17: \"bogus\" is not a listen",
+            ),
+            (
+                "health_listen = \":99999\"",
+                "rs.toml:3:17: \":99999\" is not a listen",
+            ),
+        ];
+        for (line, want) in cases {
+            let text = format!("[real_server]\nvips = [\"192.0.2.1\"]\n{line}\n");
+            let got = err(&text, &RealServerFlags::default());
+            assert!(got.starts_with(want), "{line}: {got}");
+            // With the VIPs from the flags the file's other keys still count.
+            let got = err(&text, &vip_flags(&["192.0.2.2"]));
+            assert!(got.starts_with(want), "{line} with --vip: {got}");
+        }
     }
 
     #[test]

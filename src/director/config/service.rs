@@ -65,17 +65,54 @@ pub(super) fn service(
     })
 }
 
-/// Where an error about the service as a whole points: its vip or fwmark, else its number.
+/// Where an error about the service as a whole points: its vip or fwmark, else its
+/// `[[director.service]]` header, else its first key.
 fn service_at<'a>(file: &'a ConfigFile, raw: &RawService, index: usize) -> Loc<'a> {
+    let first_key = || {
+        [
+            raw.port.as_ref().map(|v| v.span()),
+            raw.protocol.as_ref().map(|v| v.span()),
+            raw.family.as_ref().map(|v| v.span()),
+            raw.scheduler.as_ref().map(|v| v.span()),
+            raw.persistence.as_ref().map(|v| v.span()),
+            raw.persistence_netmask.as_ref().map(|v| v.span()),
+            raw.sorry_server.as_ref().map(|v| v.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.start)
+    };
     match (&raw.vip, &raw.fwmark) {
         (Some(v), _) => Loc::Span(file, v.span()),
         (None, Some(m)) => Loc::Span(file, m.span()),
-        (None, None) => Loc::Text(format!(
-            "{}: [[director.service]] #{}",
-            file.name(),
-            index + 1
-        )),
+        (None, None) => match service_header(&file.text, index).or_else(first_key) {
+            Some(span) => Loc::Span(file, span),
+            None => Loc::Text(format!(
+                "{}: [[director.service]] #{}",
+                file.name(),
+                index + 1
+            )),
+        },
     }
+}
+
+/// The span of the `index`-th (from 0) `[[director.service]]` header line of `text`, spaces
+/// inside the brackets allowed.
+fn service_header(text: &str, index: usize) -> Option<std::ops::Range<usize>> {
+    let mut at = 0;
+    let mut headers = text.split_inclusive('\n').filter_map(|line| {
+        let start = at;
+        at += line.len();
+        let trimmed = line.trim_start();
+        let header = trimmed.strip_prefix("[[")?.split_once("]]")?.0;
+        let name: String = header
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '\t'))
+            .collect();
+        let col = start + (line.len() - trimmed.len());
+        (name == "director.service").then_some(col..col)
+    });
+    headers.nth(index)
 }
 
 /// The service's flags (scheduler flags, persistent, one-packet) and persistence timeout.

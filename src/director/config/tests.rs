@@ -382,3 +382,49 @@ fn gratuitous_arp_span_is_bounded() {
     assert!(parse(&text(2, 10_000)).is_ok());
     assert!(parse(&text(100, 100)).is_ok());
 }
+
+/// A VIP is refused in IPv4-mapped form as its real servers already are, from the file and
+/// from `--vip`, saying which IPv4 address to give.
+#[test]
+fn an_ipv4_mapped_vip_is_refused_as_a_mapped_real_server_is() {
+    let text = svc("", REAL).replace("192.0.2.100", "::ffff:192.0.2.100");
+    let got = parse(&text).expect_err("mapped VIP");
+    assert!(
+        got.starts_with("d.toml:4:7: VIP ::ffff:192.0.2.100 is an IPv4-mapped IPv6 address")
+            && got.ends_with("give the IPv4 address 192.0.2.100"),
+        "{got}"
+    );
+    let file = ConfigFile::parse(None, String::new()).expect("empty");
+    let flags = DirectorFlags {
+        interface: Some("eth0".into()),
+        vip: Some("::ffff:192.0.2.100".into()),
+        port: Some("80".into()),
+        reals: vec!["198.51.100.2".into()],
+        ..Default::default()
+    };
+    let got = director(&file, &flags).expect_err("mapped --vip").0;
+    assert!(
+        got.starts_with("--vip ::ffff:192.0.2.100: VIP ::ffff:192.0.2.100 is an IPv4-mapped"),
+        "{got}"
+    );
+}
+
+/// Found by the generative tests (src/props/config.rs): a service without vip or fwmark was
+/// named `d.toml: [[director.service]] #1`, without a line.
+#[test]
+fn a_service_without_vip_or_fwmark_points_at_its_header() {
+    let text = "[director]\ninterface = \"eth0\"\n[[director.service]]\nvip = \"192.0.2.1\"\n\
+                port = 80\n  [[ director.service ]] # the second\npersistence_netmask = \"/33\"\n";
+    let got = parse(text).expect_err("no vip");
+    assert_eq!(
+        got,
+        "d.toml:6:3: service has neither vip nor fwmark; add vip = \"192.0.2.100\" and port"
+    );
+    // Without a header to point at (an inline table): its first key.
+    let text = "[director]\ninterface = \"eth0\"\nservice = [{ scheduler = \"rr\" }]\n";
+    let got = parse(text).expect_err("no vip");
+    assert!(
+        got.starts_with("d.toml:3:26: service has neither vip"),
+        "{got}"
+    );
+}
