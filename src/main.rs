@@ -49,6 +49,26 @@ fn run_settings(args: &RunArgs) -> Result<real_server::RunSettings, Error> {
 }
 
 /// Prints a status report as JSON (when asked) or text; exit 1 when the node is not ok.
+/// `status` with nothing to compare: no configuration given and none applied (after `down`).
+/// A node rs-agent has nothing on is not wrong, so exit 0 — monitoring that expects a
+/// configuration passes it (`--config`), and then a missing one is NOT OK.
+fn nothing_configured<W: Write>(
+    out: &mut W,
+    json: bool,
+    side: &str,
+    state_dir: &std::path::Path,
+) -> Result<ExitCode, Error> {
+    let encoded = json.then(|| {
+        serde_json::to_string_pretty(&serde_json::json!({ "ok": true, "configured": false }))
+    });
+    let line = format!(
+        "nothing configured: rs-agent has applied no {side} configuration here (state directory \
+         {}); pass --config or --vip to check one",
+        state_dir.display()
+    );
+    emit(out, encoded, |o| writeln!(o, "{line}"), true)
+}
+
 fn emit<W: Write>(
     out: &mut W,
     json: Option<serde_json::Result<String>>,
@@ -150,7 +170,9 @@ async fn run_director(
         }
         DirectorCommand::Status(args) => {
             let desired = optional_director(&args.settings)?;
-            let report = director::status::status(desired.as_ref(), cli_state).await?;
+            let Some(report) = director::status::status(desired.as_ref(), cli_state).await? else {
+                return nothing_configured(&mut out, args.json, "director", cli_state);
+            };
             let json = args.json.then(|| serde_json::to_string_pretty(&report));
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
@@ -209,7 +231,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Status(args) => {
             let desired = optional_desired(&args.settings)?;
-            let report = real_server::status(desired.as_ref(), &cli.state_dir).await?;
+            let Some(report) = real_server::status(desired.as_ref(), &cli.state_dir).await? else {
+                return nothing_configured(&mut out, args.json, "real server", &cli.state_dir);
+            };
             let json = args.json.then(|| serde_json::to_string_pretty(&report));
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }

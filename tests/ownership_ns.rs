@@ -248,3 +248,34 @@ fn one_client_cannot_starve_the_health_endpoint() {
     );
     assert!(agent.stop().success());
 }
+
+/// `status` on a node rs-agent has nothing on (never configured, or after `down`) says so
+/// and exits 0: it was exit 2, bad input, and monitoring paged after every planned `down`.
+/// Given a configuration, a node without it is still NOT OK.
+#[test]
+fn status_after_down_says_nothing_is_configured_and_exits_0() {
+    require_privileges!();
+    let mut lan = Lan::new("own-st");
+    let rs = lan.host(HostSpec::new("rs", "192.0.2.10/24"));
+    let nothing = |when: &str| {
+        let out = rs.rs_agent(&["status"]);
+        assert_eq!(out.status.code(), Some(0), "{when}: {}", stderr(&out));
+        assert!(
+            stdout(&out).starts_with("nothing configured:"),
+            "{when}: {}",
+            stdout(&out)
+        );
+        let json = rs.rs_agent(&["status", "--json"]);
+        assert!(
+            stdout(&json).contains("\"configured\": false"),
+            "{when}: {}",
+            stdout(&json)
+        );
+    };
+    nothing("before up");
+    rs.rs_agent_ok(&["up", "--vip", "192.0.2.100"]);
+    rs.rs_agent_ok(&["down"]);
+    nothing("after down");
+    let wanted = rs.rs_agent(&["status", "--vip", "192.0.2.100"]);
+    assert_eq!(wanted.status.code(), Some(1), "{}", stdout(&wanted));
+}

@@ -84,21 +84,20 @@ pub struct DirectorStatus {
     pub problems: Vec<String>,
 }
 
+/// The table and the VIPs against the configuration; `None` when there is nothing to compare
+/// (no configuration given and none applied: after `director down`), which is no error.
 pub async fn status(
     desired: Option<&DirectorDesired>,
     state_dir: &Path,
-) -> Result<DirectorStatus, Error> {
+) -> Result<Option<DirectorStatus>, Error> {
     let state = DirectorState::load(state_dir)?;
     let last = match desired {
         Some(_) => None,
         None => DirectorState::load_desired(state_dir)?,
     };
-    let desired = desired.or(last.as_ref()).cloned().ok_or_else(|| {
-        Error::Input(
-            "nothing to check: no director config given and no state; pass --config or --vip..., or run `rs-agent director up` first"
-                .into(),
-        )
-    })?;
+    let Some(desired) = desired.or(last.as_ref()).cloned() else {
+        return Ok(None);
+    };
     let handle = link::connect().map_err(KernelError::from)?;
     let mut client = IpvsClient::connect()?;
     let info = client.info()?;
@@ -134,7 +133,7 @@ pub async fn status(
         .map(ToString::to_string)
         .collect();
     pending.extend(plan.addrs.iter().map(ToString::to_string));
-    Ok(DirectorStatus {
+    Ok(Some(DirectorStatus {
         // A VIP `up` cannot bind (someone else's, its DAD failed) is NOT OK with nothing pending.
         ok: pending.is_empty() && problems.is_empty() && vips.iter().all(|v| v.bound),
         ipvs: info,
@@ -153,7 +152,7 @@ pub async fn status(
             .collect(),
         pending,
         problems,
-    })
+    }))
 }
 
 /// The scheduler flags as `ipvsadm -Ln` names them: after the scheduler that gives them a

@@ -361,21 +361,16 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Desired vs observed, with a verdict per VIP.
+/// Desired vs observed, with a verdict per VIP; `None` when there is nothing to compare: no
+/// configuration given and none applied (after `down`, or before the first `up`) — a node
+/// rs-agent has nothing on, which is no error.
 pub async fn status(
     desired: Option<&RealServerDesired>,
     state_dir: &Path,
-) -> Result<StatusReport, Error> {
+) -> Result<Option<StatusReport>, Error> {
     let state = RealServerState::load(state_dir)?;
-    let desired = match desired.or(state.desired.as_ref()) {
-        Some(d) => d.clone(),
-        None => {
-            return Err(Error::Input(
-                "nothing to check: no VIP given and no state in the state directory; pass \
-                 --vip/--config, or run `rs-agent up` first"
-                    .to_string(),
-            ))
-        }
+    let Some(desired) = desired.or(state.desired.as_ref()).cloned() else {
+        return Ok(None);
     };
     // Addresses and sysctls can be read by anyone; nft tables only with CAP_NET_ADMIN. They
     // are needed when the configuration or the state involves nft; otherwise they are read
@@ -390,5 +385,5 @@ pub async fn status(
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
     let mut report = status::evaluate(&desired, &observed, pending);
     report.drained = crate::real_server::drain::is_drained(state_dir);
-    Ok(report)
+    Ok(Some(report))
 }

@@ -762,7 +762,10 @@ impl RunAgent {
             if !self.alive() {
                 panic!("{}: rs-agent run exited early:\n{}", self.name, context());
             }
-            rs.rs_agent(&["status"]).status.success()
+            // Before the first pass there is nothing configured, which `status` says with 0.
+            let status = rs.rs_agent(&["status"]);
+            status.status.success()
+                && stdout(&status).contains("OK: the node is correctly configured")
         });
         assert!(
             ready,

@@ -130,8 +130,23 @@ fn units_under_systemd(ctx: &Ctx) -> Result<(), String> {
     // The operator's view while both run: `status` as root, with the default state directory
     // (the units' RuntimeDirectory), finds what the units applied and nothing missing.
     let agent = ctx.agent.to_string_lossy();
-    lab.rs1.ns.run(&agent, &["status"])?;
-    lab.director.ns.run(&agent, &["director", "status"])?;
+    for (ns, args, verdict) in [
+        (
+            &lab.rs1.ns,
+            &["status"][..],
+            "OK: the node is correctly configured",
+        ),
+        (
+            &lab.director.ns,
+            &["director", "status"],
+            "OK: the IPVS table and VIPs match",
+        ),
+    ] {
+        let said = ns.run(&agent, args)?;
+        ensure(said.contains(verdict), || {
+            format!("{args:?} as root: {said}")
+        })?;
+    }
     drift_repaired(&manager, &lab)?;
     reloads_applied(ctx, &manager, &lab, &installed)?;
     quiesce_journaled(&manager, &mut lab)?;
