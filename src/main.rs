@@ -259,8 +259,63 @@ fn say_error(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// The command line, or the exit for a bad one: help and version print as clap prints them
+/// (exit 0); a usage error is one line naming what is wrong and where help is, exit 2 (clap's
+/// own is five to seven lines: the error, a tip, the usage, a pointer to --help).
+fn parse_cli() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    let e = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return Err(ExitCode::from(e.exit_code().clamp(0, 255) as u8));
+    }
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines.next().unwrap_or("bad command line");
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    let tip = lines
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(|t| format!(" ({t})"));
+    let prefix = rs_agent::logging::error_prefix();
+    eprintln!(
+        "{prefix}rs-agent: {what}{}; see `{} --help`",
+        tip.unwrap_or_default(),
+        command_path()
+    );
+    Err(ExitCode::from(2))
+}
+
+/// `rs-agent director up` for `rs-agent -v director up --bogus`: the subcommands named on the
+/// command line, as far as they are commands.
+fn command_path() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["rs-agent".to_string()];
+    for word in std::env::args().skip(1).filter(|w| !w.starts_with('-')) {
+        match cmd.find_subcommand(&word) {
+            Some(sub) => {
+                path.push(word);
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    path.join(" ")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // A daemon's repairs are its output: `run` and `director run` log at info by default.
     let daemon = u8::from(matches!(
         cli.command,

@@ -221,3 +221,32 @@ fn a_refused_import_prints_nothing() {
         "{toml}"
     );
 }
+
+/// A usage error is one line naming what is wrong and where the help is, exit 2 (clap's own
+/// was five to seven lines); help and version still print whole, exit 0. No root needed.
+#[test]
+fn a_usage_error_is_one_line() {
+    let cli = |args: &[&str]| common::run(&[&[RS_AGENT][..], args].concat());
+    for (args, says) in [
+        (
+            &["up", "--bogus"][..],
+            "unexpected argument '--bogus' found; see `rs-agent up --help`",
+        ),
+        (
+            &["director", "frobnicate"],
+            "see `rs-agent director --help`",
+        ),
+        (&["up", "--vip"], "a value is required for '--vip <ADDR>'"),
+        (
+            &["-v", "director", "up", "--bogus"],
+            "see `rs-agent director up --help`",
+        ),
+    ] {
+        assert_refused(&cli(args), &format!("{args:?}"), &[says]);
+    }
+    for args in [&["--help"][..], &["up", "--help"], &["--version"]] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stdout(&out).is_empty(), "{args:?} printed nothing");
+    }
+}
