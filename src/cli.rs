@@ -161,12 +161,23 @@ pub enum DirectorCommand {
         after_help = "The director unit runs it before every reload (ExecReload=), so that \
         `systemctl reload` fails on a bad config and the running agent keeps the one it has."
     )]
-    Check(DirectorArgs),
+    Check(DirectorCheckArgs),
     /// Convert `ipvsadm-save -n` output (stdin or FILE) to the equivalent [director] TOML
     #[command(
         after_help = "Example: ipvsadm-save -n | rs-agent director import --interface eth0 > director.toml"
     )]
     Import(ImportArgs),
+}
+
+/// `director check`: the settings, and whether to skip what needs the kernel.
+#[derive(Debug, Args)]
+pub struct DirectorCheckArgs {
+    #[command(flatten)]
+    pub settings: DirectorArgs,
+    /// Validate the configuration only, without the kernel: no permissions, interface or IPVS
+    /// checks, so it runs anywhere (CI, a workstation) and needs no root
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Director settings; the quick flags describe one service and replace the file's services.

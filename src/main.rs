@@ -177,12 +177,20 @@ async fn run_director(
             return emit(&mut out, json, |o| report.print(o), report.ok);
         }
         DirectorCommand::Check(args) => {
-            let desired = director_desired(&args)?;
-            director::check(&desired).await?;
+            let desired = director_desired(&args.settings)?;
+            let checked = match args.offline {
+                true => {
+                    "configuration valid (offline: permissions, interface and IPVS not checked)"
+                }
+                false => {
+                    director::check(&desired).await?;
+                    "configuration valid and preflight passed"
+                }
+            };
             let reals: usize = desired.services.iter().map(|s| s.reals.len()).sum();
             writeln!(
                 out,
-                "ok: configuration valid and preflight passed: {} service(s), {reals} real server(s)",
+                "ok: {checked}: {} service(s), {reals} real server(s)",
                 desired.services.len()
             )
             .map_err(Error::Output)?;

@@ -250,3 +250,40 @@ fn a_usage_error_is_one_line() {
         assert!(!stdout(&out).is_empty(), "{args:?} printed nothing");
     }
 }
+
+/// `director check --offline` validates a configuration on a machine without IPVS (this
+/// one: CI, a workstation), no root needed: a good one passes, a bad one is the usual line.
+#[test]
+fn director_check_offline_needs_no_kernel() {
+    let dir = std::env::temp_dir().join(format!("rsa-offline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.toml");
+    let bad = dir.join("bad.toml");
+    let service = "[director]\ninterface = \"eth0\"\n[[director.service]]\nvip = \"192.0.2.100\"\nport = 80\n";
+    std::fs::write(&good, format!("{service}reals = [\"198.51.100.2\"]\n")).expect("good");
+    std::fs::write(&bad, format!("{service}scheduler = \"rrr\"\n")).expect("bad");
+    let check = |file: &std::path::Path| {
+        let path = file.to_string_lossy().into_owned();
+        common::run(&[
+            RS_AGENT,
+            "director",
+            "check",
+            "--offline",
+            "--config",
+            &path,
+        ])
+    };
+    let ok = check(&good);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).starts_with("ok: configuration valid (offline"),
+        "{}",
+        stdout(&ok)
+    );
+    assert_refused(
+        &check(&bad),
+        "offline check of a bad scheduler",
+        &["bad.toml:6:13: unknown scheduler \"rrr\""],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
