@@ -58,8 +58,10 @@ impl ConfigFile {
     pub fn parse(path: Option<PathBuf>, text: String) -> Result<Self, ConfigError> {
         let name = display_name(path.as_deref());
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
-            ConfigError(format!("{name}:{line}:{col}: {}", first_line(e.message())))
+            let start = e.span().map_or(0, |s| s.start);
+            let (line, col) = line_col(&text, start);
+            let what = explain(first_line(e.message()), key_at(&text, start));
+            ConfigError(format!("{name}:{line}:{col}: {what}"))
         })?;
         Ok(Self {
             path,
@@ -215,6 +217,49 @@ fn display_name(path: Option<&Path>) -> String {
         .unwrap_or_else(|| "config".to_string())
 }
 
+/// The key of the `key = value` line at `offset` (a value's or a key's position), if any.
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let offset = offset.min(text.len());
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    let plain = !key.is_empty()
+        && line.contains('=')
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.\"".contains(c));
+    plain.then_some(key)
+}
+
+/// toml's message in the config's words: the key named, and what a value of the wanted type
+/// looks like (`duplicate key` alone names nothing; `expected a sequence` is serde's word).
+fn explain(message: &str, key: Option<&str>) -> String {
+    let wanted = [
+        ("expected a sequence", "a list, e.g. [\"192.0.2.100\"]"),
+        ("expected i64", "a whole number (no quotes)"),
+        ("expected a boolean", "true or false (no quotes)"),
+        ("expected a string", "a quoted string"),
+    ];
+    let Some(key) = key else {
+        return message.to_string();
+    };
+    if message == "duplicate key" {
+        return format!("duplicate key {key:?}; give each key once per table");
+    }
+    match wanted.iter().find(|(serde, _)| message.ends_with(serde)) {
+        Some((serde, ours)) => {
+            let found = message
+                .strip_prefix("invalid type: ")
+                .and_then(|m| m.strip_suffix(serde))
+                .map(|m| m.trim_end_matches([',', ' ']))
+                .unwrap_or("another type");
+            format!("{key} must be {ours}, not {found}")
+        }
+        None if message.contains(key) => message.to_string(),
+        None => format!("{key}: {message}"),
+    }
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s).trim()
 }
@@ -285,6 +330,26 @@ pub fn check_ifname(name: &str) -> Result<(), ValueError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn toml_errors_name_the_key_and_the_wanted_form() {
+        let err = |text: &str| match ConfigFile::parse(Some("c.toml".into()), text.into()) {
+            Err(e) => e.0,
+            Ok(_) => panic!("{text:?} parsed"),
+        };
+        assert_eq!(
+            err("[real_server]\nvips = [\"192.0.2.1\"]\nvips = [\"192.0.2.2\"]\n"),
+            "c.toml:3:1: duplicate key \"vips\"; give each key once per table"
+        );
+        assert_eq!(
+            err("[real_server]\nvips = \"192.0.2.1\"\n"),
+            "c.toml:2:8: vips must be a list, e.g. [\"192.0.2.100\"], not string \"192.0.2.1\""
+        );
+        assert_eq!(
+            err("[real_server]\ncheck_interval_ms = \"x\"\n"),
+            "c.toml:2:21: check_interval_ms must be a whole number (no quotes), not string \"x\""
+        );
+    }
     use super::*;
 
     /// The messages as the config errors quote them (after `file:line:col: ` or `--vip x: `).

@@ -458,7 +458,7 @@ mod tests {
             (
                 "[real_server]\nvips = \"192.0.2.1\"\n",
                 none.clone(),
-                "rs.toml:2:8: invalid type",
+                "rs.toml:2:8: vips must be a list",
             ),
             (
                 "[real_server]\nvips = [\"192.0.2.1\"]\ninterfaces = []\n",

@@ -277,7 +277,7 @@ fn refuses_what_cannot_work() {
         ),
         (
             svc("", &format!("{REAL}{}", check("type = \"http\"\nreuse_connection = \"yes\""))),
-            "d.toml:11:20: invalid type: string \"yes\", expected a boolean",
+            "d.toml:11:20: reuse_connection must be true or false (no quotes), not string \"yes\"",
         ),
         (
             svc("", &format!("{REAL}{}", check("type = \"http\"\ncommand = [\"/bin/true\"]"))),
