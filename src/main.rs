@@ -293,28 +293,24 @@ fn parse_cli() -> Result<Cli, ExitCode> {
         .find_map(|l| l.strip_prefix("tip: "))
         .map(|t| format!(" ({t})"));
     let prefix = rs_agent::logging::error_prefix();
-    eprintln!(
+    say_error(format_args!(
         "{prefix}rs-agent: {what}{}; see `{} --help`",
         tip.unwrap_or_default(),
         command_path()
-    );
+    ));
     Err(ExitCode::from(2))
 }
 
-/// `rs-agent director up` for `rs-agent -v director up --bogus`: the subcommands named on the
-/// command line, as far as they are commands.
+/// `rs-agent director up` for `rs-agent -v --state-dir /x director up --bogus`: the
+/// subcommands clap matched, parsing again with errors ignored.
 fn command_path() -> String {
     use clap::CommandFactory;
-    let mut cmd = Cli::command();
+    let matches = Cli::command().ignore_errors(true).get_matches();
     let mut path = vec!["rs-agent".to_string()];
-    for word in std::env::args().skip(1).filter(|w| !w.starts_with('-')) {
-        match cmd.find_subcommand(&word) {
-            Some(sub) => {
-                path.push(word);
-                cmd = sub.clone();
-            }
-            None => break,
-        }
+    let mut at = &matches;
+    while let Some((name, sub)) = at.subcommand() {
+        path.push(name.to_string());
+        at = sub;
     }
     path.join(" ")
 }

@@ -87,6 +87,16 @@ impl Addr {
         self.proto == ADDR_PROTO
     }
 
+    /// True when the address carries one of rs-agent's marks: its `IFA_PROTO`, or for IPv4
+    /// its label `<dev>:rsagent` — kernels before 5.18 keep no `IFA_PROTO`, and there the
+    /// label is the only mark the kernel shows (IPv6 addresses have no label).
+    pub fn carries_mark(&self) -> bool {
+        self.is_ours()
+            || (self.ip.is_ipv4()
+                && self.label.is_some()
+                && self.label == owned_label(&self.ifname))
+    }
+
     /// True for a host address: /32 for IPv4, /128 for IPv6.
     pub fn is_host(&self) -> bool {
         self.prefix == host_prefix(&self.ip)

@@ -126,10 +126,14 @@ pub async fn down(state_dir: &Path, dry_run: bool) -> Result<DirectorReport, Err
         ..DirectorReport::default()
     };
     if state.services.is_empty() && state.addrs.is_empty() {
+        if !dry_run {
+            // A configuration left beside an empty journal would make `status` compare.
+            DirectorState::forget_desired(state_dir)?;
+        }
         return Ok(report);
     }
     if !dry_run {
-        preflight::require_net_admin().map_err(Error::Input)?;
+        preflight::require_cap_net_admin()?;
     }
     let handle = link::connect().map_err(KernelError::from)?;
     let mut client = IpvsClient::connect()?;

@@ -34,7 +34,7 @@ impl Kernel {
     /// Preflight (unless `dry_run`), the interface check, then the sockets.
     pub async fn connect(desired: &DirectorDesired, dry_run: bool) -> Result<Kernel, Error> {
         if !dry_run {
-            preflight::require_net_admin().map_err(Error::Input)?;
+            preflight::require_cap_net_admin()?;
         }
         let handle = link::connect().map_err(KernelError::from)?;
         // The interface is input: check it before asking anything of IPVS.

@@ -96,7 +96,19 @@ pub async fn status(
         None => DirectorState::load_desired(state_dir)?,
     };
     let Some(desired) = desired.or(last.as_ref()).cloned() else {
-        return Ok(None);
+        if state.services.is_empty() && state.addrs.is_empty() {
+            return Ok(None);
+        }
+        // The journal is written before a change, the configuration after a successful one:
+        // a crash in the first `director up` leaves owned things and no configuration.
+        return Err(Error::Input(format!(
+            "rs-agent owns {} service(s) and {} VIP(s) here but no applied configuration is \
+             recorded ({}); pass --config to check them, or `rs-agent director down` to undo \
+             them",
+            state.services.len(),
+            state.addrs.len(),
+            DirectorState::path(state_dir).display()
+        )));
     };
     let handle = link::connect().map_err(KernelError::from)?;
     let mut client = IpvsClient::connect()?;

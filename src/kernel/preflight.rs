@@ -48,12 +48,6 @@ pub fn require_cap_net_admin() -> Result<(), PreflightError> {
     }
 }
 
-/// [`require_cap_net_admin`] with its message as a `String`, for callers that wrap it in
-/// `Error::Input` (the director's commands).
-pub fn require_net_admin() -> Result<(), String> {
-    require_cap_net_admin().map_err(|e| e.to_string())
-}
-
 pub fn require_nft() -> Result<(), PreflightError> {
     if super::nft::nft_available() {
         Ok(())

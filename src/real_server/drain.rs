@@ -147,6 +147,18 @@ const MAX_CONNECTIONS: usize = 32;
 /// directors' checks (which would take a healthy server out of rotation).
 const MAX_PER_SOURCE: usize = 4;
 
+/// The source a connection counts against: its IPv4 address, or its IPv6 /64 (one host is
+/// given a whole /64 and can pick a new address in it for every connection).
+fn source_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(net.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// The connections open per source address.
 #[derive(Default)]
 struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
@@ -195,7 +207,7 @@ pub async fn serve(listener: TcpListener, state_dir: PathBuf) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(source) = PerSource::take(&sources, peer.ip()) else {
+        let Some(source) = PerSource::take(&sources, source_of(peer.ip())) else {
             tracing::debug!(%peer, "health endpoint: {MAX_PER_SOURCE} connections open from it; closing");
             continue;
         };
@@ -274,6 +286,9 @@ mod tests {
         assert!(PerSource::take(&sources, b).is_some());
         drop(held);
         assert!(PerSource::take(&sources, a).is_some());
+        let one: std::net::IpAddr = "2001:db8::1".parse().expect("literal");
+        let other: std::net::IpAddr = "2001:db8::ffff:2".parse().expect("literal");
+        assert_eq!(source_of(one), source_of(other));
     }
 
     #[test]

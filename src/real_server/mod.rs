@@ -370,7 +370,16 @@ pub async fn status(
 ) -> Result<Option<StatusReport>, Error> {
     let state = RealServerState::load(state_dir)?;
     let Some(desired) = desired.or(state.desired.as_ref()).cloned() else {
-        return Ok(None);
+        if state.is_empty() {
+            return Ok(None);
+        }
+        // Owned things without the configuration that made them (a journal from a crash
+        // before the configuration was recorded): not "nothing configured".
+        return Err(Error::Input(format!(
+            "rs-agent owns things on this node ({}) but no applied configuration is recorded; \
+             pass --config or --vip to check it, or `rs-agent down` to undo them",
+            RealServerState::path(state_dir).display()
+        )));
     };
     // Addresses and sysctls can be read by anyone; nft tables only with CAP_NET_ADMIN. They
     // are needed when the configuration or the state involves nft; otherwise they are read

@@ -417,9 +417,9 @@ fn address_changes(
 }
 
 /// Our own IPv4 VIPs whose label is not ours any more (someone re-added the address by hand,
-/// e.g. `ip addr add VIP/32 dev lo label lo:x`): the label is how operators and `down` after a
-/// lost state file recognise them. Addresses the operator bound before `up` are not ours and
-/// are left alone.
+/// e.g. `ip addr add VIP/32 dev lo label lo:x`): the journal records them, and the label is
+/// how operators (and, on kernels without IFA_PROTO, `down`) recognise them, so a wanted one is
+/// taken back. Addresses the operator bound before `up` are not ours and are left alone.
 fn relabel_changes(
     desired: &RealServerDesired,
     observed: &Observed,
@@ -498,13 +498,18 @@ fn removable_addrs<'a>(
     observed: &'a Observed,
     state: &'a RealServerState,
 ) -> impl Iterator<Item = &'a crate::model::Addr> + 'a {
-    observed.addrs.iter().filter(move |a| {
-        a.is_ours()
-            && state
-                .addrs
-                .iter()
-                .any(|o| o.ifname == a.ifname && o.ip == a.ip && o.prefix == a.prefix)
-    })
+    observed
+        .addrs
+        .iter()
+        .filter(move |a| a.carries_mark() && recorded(state, a))
+}
+
+/// The journal records `a` as an address rs-agent added.
+fn recorded(state: &RealServerState, a: &crate::model::Addr) -> bool {
+    state
+        .addrs
+        .iter()
+        .any(|o| o.ifname == a.ifname && o.ip == a.ip && o.prefix == a.prefix)
 }
 
 /// Wanted VIPs an operator bound on the VIP device before rs-agent did: they serve, keep
@@ -537,7 +542,12 @@ fn bound_by_hand(
 /// rs-agent made: a dummy (the journal may be stale or forged: a veth or the uplink under
 /// that name is never deleted) that holds no address rs-agent did not add (someone else's
 /// dummy, or ours that someone has put to use). Otherwise a warning, and it stays.
-fn release_dummy(name: &str, observed: &Observed, warnings: &mut Vec<String>) -> Option<Change> {
+fn release_dummy(
+    name: &str,
+    observed: &Observed,
+    state: &RealServerState,
+    warnings: &mut Vec<String>,
+) -> Option<Change> {
     let link = observed.link(name)?;
     if link.kind.as_deref() != Some("dummy") {
         warnings.push(format!(
@@ -550,7 +560,8 @@ fn release_dummy(name: &str, observed: &Observed, warnings: &mut Vec<String>) ->
     let foreign: Vec<String> = observed
         .addrs_on(name)
         // The kernel gives an up device an IPv6 link-local address of its own.
-        .filter(|a| !a.is_ours() && !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .filter(|a| !(a.carries_mark() && recorded(state, a)))
+        .filter(|a| !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .map(|a| format!("{}/{}", a.ip, a.prefix))
         .collect();
     if !foreign.is_empty() {
@@ -638,7 +649,7 @@ fn plan_reaching(
         let still_wanted = desired.device == Device::Dummy(dummy.clone());
         if !still_wanted {
             plan.changes
-                .extend(release_dummy(dummy, observed, &mut plan.warnings));
+                .extend(release_dummy(dummy, observed, state, &mut plan.warnings));
         }
     }
     plan.changes.sort_by_key(Change::phase);
@@ -652,7 +663,7 @@ pub fn plan_down(state: &RealServerState, observed: &Observed) -> Plan {
     let delete_dummy = state
         .dummy
         .as_deref()
-        .and_then(|dummy| release_dummy(dummy, observed, &mut plan.warnings));
+        .and_then(|dummy| release_dummy(dummy, observed, state, &mut plan.warnings));
     // Deleting the dummy takes its addresses with it.
     let goes_with_dummy = |ifname: &str| matches!(&delete_dummy, Some(Change::DeleteDummy { name }) if name == ifname);
     plan.changes.extend(

@@ -4,8 +4,9 @@
 //!
 //! - A *pass lock* (`real-server.lock`, `director.lock`) is held exclusively for one `up`, one
 //!   `down` or one pass of `run`; a second invocation waits for it, up to [`WAIT`].
-//! - The *agent lock* (`real-server-run.lock`) is held by `rs-agent run` for its lifetime:
-//!   `down` tests it and refuses to undo what the agent would immediately re-apply.
+//! - The *run locks* (`real-server-run.lock`, `director-run.lock`) are held by `run` and
+//!   `director run` for their lifetime: `down` tests them and refuses to undo what the daemon
+//!   would immediately re-apply (one daemon per node whatever the state directory: `node.rs`).
 //!
 //! Both are `flock(2)` locks, released by the kernel when the process ends however it ends,
 //! so a killed process never leaves a stale lock. Each holder writes its pid into the file,

@@ -207,11 +207,21 @@ impl RunLock {
         })?;
         match claim {
             Ok(claim) => Ok(lock.with(claim)),
+            Err(Some(holder)) if !holder.may_be_rs_agent() => {
+                tracing::warn!(
+                    "the claim on this node for {} is held by pid {} of uid {}, which is no \
+                     rs-agent; carrying on without it",
+                    self.command,
+                    holder.pid,
+                    holder.uid
+                );
+                Ok(lock)
+            }
             Err(holder) => Err(LockError::Managed(format!(
                 "another {} ({}) already manages this node with another state directory; \
                  stop it first: one {} per node, with every VIP in its configuration",
                 self.command,
-                lock::describe_holder(holder),
+                lock::describe_holder(holder.map(|h| h.pid)),
                 self.command,
             ))),
         }

@@ -1123,3 +1123,22 @@ fn a_repair_goes_on_around_a_vip_someone_else_bound() {
         );
     }
 }
+
+/// A kernel before 5.18 reports no IFA_PROTO: rs-agent's IPv4 VIPs still carry its label,
+/// which is then the mark `down` checks (a VIP re-added by hand has another label).
+#[test]
+fn down_on_a_kernel_without_ifa_proto_goes_by_the_label() {
+    let (mut observed, state) = journal_after_up(Device::Loopback);
+    for a in observed.addrs.iter_mut().filter(|a| a.ip == ip(VIP)) {
+        a.proto = 0;
+        assert_eq!(a.label.as_deref(), Some("lo:rsagent"));
+    }
+    let down = plan_down(&state, &observed);
+    assert!(
+        down.changes
+            .iter()
+            .any(|c| matches!(c, Change::DelAddr { ip: a, .. } if *a == ip(VIP))),
+        "{:?}",
+        down.changes
+    );
+}
