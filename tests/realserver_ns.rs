@@ -601,30 +601,24 @@ fn without_cap_net_admin_check_status_and_down_give_the_preflight_line() {
         rs.state_dir.display(),
         common::RS_AGENT
     );
-    let out = rs.ns.try_exec(&["sh", "-c", &up]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = rs_agent_unprivileged(&rs, &["status"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let up_then_status_as_nobody = || {
+        let out = rs.ns.try_exec(&["sh", "-c", &up]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = rs_agent_unprivileged(&rs, &["status"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    };
+    up_then_status_as_nobody();
     preflight(&["status", "--vip", VIP, "--arp", "nft"]);
     rs.rs_agent_ok(&["down"]);
     // A state directory `up` creates itself under umask 077 is readable by all too (0755).
     std::fs::remove_dir_all(&rs.state_dir).expect("state dir removed");
-    let out = rs.ns.try_exec(&["sh", "-c", &up]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = rs_agent_unprivileged(&rs, &["status"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    up_then_status_as_nobody();
     rs.rs_agent_ok(&["down"]);
 }
 

@@ -84,26 +84,28 @@ impl<'a> Words<'a> {
 
     /// The value after the option at `i`, which must be a number (`what` names it).
     fn number(&self, i: usize, what: &str) -> Result<u32, ConfigError> {
-        let v = self.value(i)?;
-        v.parse().map_err(|_| {
-            let col = self.words[i + 1].0;
-            err(
-                self.line,
-                col,
-                format!("{what} {v:?} is not a number; {USE_N}"),
-            )
-        })
+        self.parsed(i, what, "a number")
     }
 
     /// The `ADDR:PORT` after the option at `i` (`[V6]:PORT` for IPv6), in numbers.
     fn socket_addr(&self, i: usize, what: &str) -> Result<SocketAddr, ConfigError> {
+        self.parsed(i, what, "an ADDR:PORT of numbers")
+    }
+
+    /// The value after the option at `i`, parsed; the error says it is not `form`.
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        i: usize,
+        what: &str,
+        form: &str,
+    ) -> Result<T, ConfigError> {
         let v = self.value(i)?;
         v.parse().map_err(|_| {
             let col = self.words[i + 1].0;
             err(
                 self.line,
                 col,
-                format!("{what} {v:?} is not an ADDR:PORT of numbers; {USE_N}"),
+                format!("{what} {v:?} is not {form}; {USE_N}"),
             )
         })
     }
