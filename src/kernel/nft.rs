@@ -237,10 +237,20 @@ pub fn observe(family: NftFamily) -> Result<Option<Vec<NftRule>>, NftError> {
 /// Reads our tables of all `families` with the `nft` processes running side by side: each
 /// takes a few milliseconds, and `run` observes on every repair.
 pub fn observe_all(families: &[NftFamily]) -> Result<Vec<Option<Vec<NftRule>>>, NftError> {
-    let children = families
-        .iter()
-        .map(|f| spawn_listing(*f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut children = Vec::with_capacity(families.len());
+    for family in families {
+        match spawn_listing(*family) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                // Reap the listings already running: no zombie is left behind.
+                for mut child in children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(e);
+            }
+        }
+    }
     families
         .iter()
         .zip(children)

@@ -392,7 +392,7 @@ pub async fn status(
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     let observed = observe(&handle, with_nft).await?;
     let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
-    let mut report = status::evaluate(&desired, &observed, pending);
+    let mut report = status::evaluate_with(&desired, &observed, Some(&state.addrs), pending);
     report.drained = crate::real_server::drain::is_drained(state_dir);
     Ok(Some(report))
 }

@@ -7,6 +7,7 @@ use crate::model::{
     effective, suppresses_arp, Addr, Change, Dad, NftFamily, NftRule, Observed, SysctlKey,
     NFT_TABLE,
 };
+use crate::state_dir::OwnedAddrs;
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -48,16 +49,19 @@ pub struct StatusReport {
     pub drained: bool,
 }
 
-/// One binding of a VIP as `status` shows it: where, and whose (the marker on the VIP device
-/// is rs-agent's; an address on another interface, or without the marker, is not).
-fn binding(a: &Addr, device: &str) -> String {
+/// One binding of a VIP as `status` shows it: where, and whose — rs-agent's when it carries the
+/// mark on the VIP device and the journal (when there is one to ask) records it, as `down`
+/// judges; an address on another interface, or without the mark, is not.
+fn binding(a: &Addr, device: &str, journal: Option<&OwnedAddrs>) -> String {
     let dad = match a.dad {
         Dad::Done => "",
         Dad::Tentative => ", tentative",
         Dad::Failed => ", dadfailed",
     };
-    let whose = match (a.is_ours() && a.ifname == device, &a.label) {
-        (true, _) => "rs-agent".to_string(),
+    let recorded = journal.is_none_or(|j| j.owns(&a.ifname, &a.ip));
+    let whose = match (a.carries_mark() && a.ifname == device, &a.label) {
+        (true, _) if recorded => "rs-agent".to_string(),
+        (true, _) => "marked, but not in this state directory's journal".to_string(),
         (false, Some(label)) if label != &a.ifname => format!("not rs-agent's, label {label}"),
         (false, _) => "not rs-agent's".to_string(),
     };
@@ -179,6 +183,7 @@ fn unusable_vip(a: &Addr) -> String {
 fn vip_status(
     desired: &RealServerDesired,
     observed: &Observed,
+    journal: Option<&OwnedAddrs>,
     lan: &[InterfaceStatus],
     vip: IpAddr,
 ) -> VipStatus {
@@ -234,9 +239,13 @@ fn vip_status(
     let suppressed = !unsuppressed;
     VipStatus {
         vip,
-        bound_on: on.iter().map(|a| binding(a, device)).collect(),
+        bound_on: on.iter().map(|a| binding(a, device, journal)).collect(),
         bound,
-        owned: on.iter().any(|a| a.ifname == device && a.is_ours()),
+        owned: on.iter().any(|a| {
+            a.ifname == device
+                && a.carries_mark()
+                && journal.is_none_or(|j| j.owns(&a.ifname, &a.ip))
+        }),
         suppression,
         suppressed,
         problems,
@@ -247,6 +256,17 @@ fn vip_status(
 pub fn evaluate(
     desired: &RealServerDesired,
     observed: &Observed,
+    pending: Result<Vec<Change>, PlanError>,
+) -> StatusReport {
+    evaluate_with(desired, observed, None, pending)
+}
+
+/// [`evaluate`], judging whose each binding is against the journal too (`status` with a
+/// state directory): a marked VIP another state directory's rs-agent made is not this one's.
+pub fn evaluate_with(
+    desired: &RealServerDesired,
+    observed: &Observed,
+    journal: Option<&OwnedAddrs>,
     pending: Result<Vec<Change>, PlanError>,
 ) -> StatusReport {
     let mut warnings = Vec::new();
@@ -309,7 +329,7 @@ pub fn evaluate(
     let vips: Vec<VipStatus> = desired
         .vips
         .iter()
-        .map(|vip| vip_status(desired, observed, &lan, *vip))
+        .map(|vip| vip_status(desired, observed, journal, &lan, *vip))
         .collect();
     let pending = match pending {
         Ok(changes) => changes.iter().map(ToString::to_string).collect(),
@@ -474,6 +494,28 @@ mod tests {
 
     fn report(desired: &RealServerDesired, observed: &Observed) -> StatusReport {
         evaluate(desired, observed, Ok(vec![]))
+    }
+
+    /// Whose a binding is, as `down` judges it: the mark and this journal's record.
+    #[test]
+    fn a_marked_vip_another_journal_made_is_not_shown_as_ours() {
+        let (d, o) = configured();
+        let mut journal = OwnedAddrs::default();
+        let ours = evaluate_with(&d, &o, Some(&journal), Ok(vec![]));
+        assert_eq!(
+            ours.vips[0].bound_on,
+            vec!["lo/32 (marked, but not in this state directory's journal)".to_string()]
+        );
+        assert!(!ours.vips[0].owned);
+        journal.record(&Change::AddAddr {
+            ifname: "lo".into(),
+            ip: ip(VIP),
+            prefix: 32,
+            label: None,
+        });
+        let ours = evaluate_with(&d, &o, Some(&journal), Ok(vec![]));
+        assert_eq!(ours.vips[0].bound_on, vec!["lo/32 (rs-agent)".to_string()]);
+        assert!(ours.vips[0].owned);
     }
 
     #[test]
