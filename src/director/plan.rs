@@ -326,7 +326,7 @@ pub fn plan_scoped(
     changes.extend(
         addrs
             .iter()
-            .filter(|a| state.owns_addr(&a.ifname, &a.ip))
+            .filter(|a| state.addrs.may_remove(a))
             .filter(|a| !(a.ifname == desired.interface && vips.contains(&a.ip)))
             .map(Change::del_addr),
     );
@@ -408,13 +408,14 @@ pub fn scope_without(
     )
 }
 
-/// `down`: remove exactly our services and VIPs.
+/// `down`: remove exactly our services and VIPs (a VIP rs-agent added only while it still
+/// carries the mark: one put back by hand is someone else's).
 pub fn plan_down(ipvs: &[ObservedService], addrs: &[Addr], state: &DirectorState) -> DirectorPlan {
     DirectorPlan {
         ipvs: diff(&[], ipvs, &state.services),
         addrs: addrs
             .iter()
-            .filter(|a| state.owns_addr(&a.ifname, &a.ip))
+            .filter(|a| state.addrs.may_remove(a))
             .map(Change::del_addr)
             .collect(),
     }

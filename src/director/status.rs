@@ -412,6 +412,7 @@ mod tests {
                 ip: vip,
                 prefix: 128,
                 label: None,
+                adopted: None,
             }]
             .into_iter()
             .collect(),

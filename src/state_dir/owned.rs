@@ -6,13 +6,29 @@ use crate::model::{Addr, Change};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-/// An address rs-agent added.
+/// An address rs-agent added (or took over with `--adopt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnedAddr {
     pub ifname: String,
     pub ip: IpAddr,
     pub prefix: u8,
     pub label: Option<String>,
+    /// Taken over (`director up --adopt`): the address carries none of rs-agent's marks, so the
+    /// record alone makes it rs-agent's. `None` in a journal rs-agent 0.1 wrote, which did not
+    /// say: such a record is trusted as 0.1 trusted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<bool>,
+}
+
+impl OwnedAddr {
+    /// Whether the kernel's `observed` copy of this record may be removed: one rs-agent added
+    /// must still carry its mark (else someone deleted it and put it back by hand: theirs).
+    pub fn may_remove(&self, observed: &Addr) -> bool {
+        match self.adopted {
+            Some(false) => observed.carries_mark(),
+            Some(true) | None => true,
+        }
+    }
 }
 
 /// The owned addresses of one journal (serialized as a plain list).
@@ -37,6 +53,14 @@ impl OwnedAddrs {
         self.0.iter().any(|a| a.ifname == ifname && &a.ip == ip)
     }
 
+    /// The kernel's `observed` address is recorded here and may be removed
+    /// ([`OwnedAddr::may_remove`]).
+    pub fn may_remove(&self, observed: &Addr) -> bool {
+        self.0
+            .iter()
+            .any(|a| a.ifname == observed.ifname && a.ip == observed.ip && a.may_remove(observed))
+    }
+
     /// Records the address an `AddAddr` is about to add (call before applying it); a label
     /// change (`RelabelAddr`) of an owned address updates its record.
     pub fn record(&mut self, change: &Change) {
@@ -51,6 +75,7 @@ impl OwnedAddrs {
                 ip: *ip,
                 prefix: *prefix,
                 label: label.clone(),
+                adopted: Some(false),
             }),
             Change::RelabelAddr { ifname, ip, to, .. } => {
                 if let Some(owned) = self
@@ -72,6 +97,7 @@ impl OwnedAddrs {
             ip: addr.ip,
             prefix: addr.prefix,
             label: addr.label.clone(),
+            adopted: Some(true),
         });
     }
 

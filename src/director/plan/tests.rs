@@ -64,6 +64,7 @@ fn owning(keys: &[ServiceKey], vips: &[&str]) -> DirectorState {
                 ip: ip(v),
                 prefix: 32,
                 label: Some("eth0:rsagent".into()),
+                adopted: None,
             })
             .collect(),
     }
@@ -532,4 +533,39 @@ fn a_persistence_engine_or_tunnel_type_set_by_hand_is_drift() {
     gue.destinations[0].tun_type = 1;
     let p = plan_up(&d, &[gue], &[vip_addr(VIP)], &owned);
     assert_eq!(p.ipvs, vec![IpvsOp::EditDest(tcp(VIP, 80), dr(RS1, 1))]);
+}
+
+/// A VIP rs-agent added and someone deleted and put back by hand lacks the mark: `down` and a
+/// pass that releases it leave it. One adopted with `--adopt` never had the mark and goes.
+#[test]
+fn a_vip_put_back_by_hand_is_not_removed_but_an_adopted_one_is() {
+    let mut state = DirectorState::default();
+    let added = Change::AddAddr {
+        ifname: "eth0".into(),
+        ip: ip(VIP),
+        prefix: 32,
+        label: Some("eth0:rsagent".into()),
+    };
+    state.record_addr(&added);
+    let by_hand = crate::model::Addr {
+        label: Some("eth0:0".into()),
+        ..crate::testing::addr("eth0", VIP, 32, 0)
+    };
+    let down = plan_down(&[], std::slice::from_ref(&by_hand), &state);
+    assert!(down.addrs.is_empty(), "{:?}", down.addrs);
+    let marked = crate::testing::addr("eth0", VIP, 32, crate::model::ADDR_PROTO);
+    assert_eq!(
+        plan_down(&[], std::slice::from_ref(&marked), &state)
+            .addrs
+            .len(),
+        1
+    );
+    let mut adopted = DirectorState::default();
+    adopted.own_addr(&by_hand);
+    assert_eq!(
+        plan_down(&[], std::slice::from_ref(&by_hand), &adopted)
+            .addrs
+            .len(),
+        1
+    );
 }
