@@ -137,32 +137,62 @@ pub async fn watchdog_tick(timer: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// A notify socket standing in for systemd, for the daemons' tests: what they told it.
+#[cfg(test)]
+pub(crate) struct FakeSystemd {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl FakeSystemd {
+    pub(crate) fn new(tag: &str) -> FakeSystemd {
+        let path = std::env::temp_dir().join(format!("rs-agent-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind a notify socket");
+        socket.set_nonblocking(true).expect("non-blocking");
+        FakeSystemd { socket, path }
+    }
+
+    /// A lifecycle that speaks to this socket.
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
+        let path = self.path.to_str().expect("a UTF-8 temp path");
+        Lifecycle::new(Notifier::at(path).expect("open"))
+    }
+
+    /// Every message received so far, in order.
+    pub(crate) fn heard(&self) -> Vec<String> {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            sent.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{ping_interval, Lifecycle, Notifier};
-    use std::os::unix::net::UnixDatagram;
+    use super::{ping_interval, FakeSystemd};
     use std::time::Duration;
 
     #[test]
     fn a_lifecycle_sends_ready_then_each_new_status_then_stopping() {
-        let path = std::env::temp_dir().join(format!("rs-agent-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let systemd = UnixDatagram::bind(&path).expect("bind a notify socket");
-        systemd.set_nonblocking(true).expect("non-blocking");
-        let notifier = Notifier::at(path.to_str().expect("a UTF-8 temp path")).expect("open");
-        let mut lifecycle = Lifecycle::new(notifier);
+        let systemd = FakeSystemd::new("notify");
+        let mut lifecycle = systemd.lifecycle();
         lifecycle.ready("1 VIP bound".to_string());
         lifecycle.status("1 VIP bound".to_string());
         lifecycle.status("2 VIPs bound".to_string());
         lifecycle.stopping();
-        let mut sent = Vec::new();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = systemd.recv(&mut buf) {
-            sent.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        let _ = std::fs::remove_file(&path);
         assert_eq!(
-            sent,
+            systemd.heard(),
             [
                 "READY=1",
                 "STATUS=1 VIP bound",

@@ -355,35 +355,20 @@ fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::Notifier;
+    use crate::daemon::notify::FakeSystemd;
     use checks::tests::two_checked_services;
-    use std::os::unix::net::UnixDatagram;
     use tokio::sync::oneshot;
 
     /// Generous: only a broken loop waits this long.
     const BOUND: Duration = Duration::from_secs(30);
-
-    /// What systemd heard on `socket`.
-    fn heard(socket: &UnixDatagram) -> Vec<String> {
-        let mut sent = Vec::new();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = socket.recv(&mut buf) {
-            sent.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        sent
-    }
 
     /// Without a kernel: the director serves (a reload whose configuration does not load
     /// keeps the running one) until its shutdown future completes, then stops its checks and
     /// tells systemd. No pass runs: the drift timer is an hour, and so are the checks.
     #[test]
     fn the_shutdown_future_stops_the_director() {
-        let path = std::env::temp_dir().join(format!("rs-agent-dnotify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let systemd = UnixDatagram::bind(&path).expect("bind a notify socket");
-        systemd.set_nonblocking(true).expect("non-blocking");
-        let notifier = Notifier::at(path.to_str().expect("a UTF-8 temp path")).expect("open");
-        let mut lifecycle = Lifecycle::new(notifier);
+        let systemd = FakeSystemd::new("dnotify");
+        let mut lifecycle = systemd.lifecycle();
         let options = RunOptions {
             reconcile_interval: Duration::from_secs(3600),
             max_in_flight: 4,
@@ -444,9 +429,8 @@ mod tests {
             );
             assert_eq!(*director.desired.settings(), desired, "running config kept");
         });
-        let _ = std::fs::remove_file(&path);
         assert_eq!(
-            heard(&systemd),
+            systemd.heard(),
             [
                 "READY=1",
                 "STATUS=2 service(s), 4 real server(s), 0 down",
