@@ -1,7 +1,7 @@
 //! Crash consistency (namespace tier): `up` or `down` killed with SIGKILL at any point, then
 //! `down` run to the end, gives back the node exactly as it was (byte-identical snapshot of
 //! addresses, links, nft ruleset and sysctls). The kill points are spread by a slow `nft` on
-//! PATH (each call 40 ms late) and delays that walk through the command's run; the journal is
+//! PATH (each call 100 ms late) and delays that walk through the command's run; the journal is
 //! written before each change, so whatever was made is undone.
 
 mod common;
@@ -10,14 +10,14 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A directory whose `nft` runs the real one 40 ms late.
+/// A directory whose `nft` runs the real one 100 ms late.
 fn slow_nft(dir: &std::path::Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).expect("wrapper dir");
     let real = stdout(&run(&["sh", "-c", "command -v nft"]))
         .trim()
         .to_string();
-    let script = format!("#!/bin/sh\nsleep 0.04\nexec {real} \"$@\"\n");
+    let script = format!("#!/bin/sh\nsleep 0.1\nexec {real} \"$@\"\n");
     let path = dir.join("nft");
     std::fs::write(&path, script).expect("wrapper written");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");

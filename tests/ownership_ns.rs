@@ -171,11 +171,11 @@ fn a_second_agent_with_another_state_dir_is_refused_and_owns_nothing() {
 }
 
 /// Holds 40 connections to argv[1]:argv[2], re-opened every 1.5 s, for argv[3] rounds
-/// (bounded); prints how many connections it opened in all.
+/// (bounded); prints `holding` once the first 40 are open, then how many it opened in all.
 const FLOOD: &str = r#"
 import socket, sys, time
 opened = 0
-for _ in range(int(sys.argv[3])):
+for round in range(int(sys.argv[3])):
     conns = []
     for _ in range(40):
         try:
@@ -183,6 +183,8 @@ for _ in range(int(sys.argv[3])):
             opened += 1
         except OSError:
             pass
+    if round == 0:
+        print("holding", flush=True)
     time.sleep(1.5)
     for c in conns:
         c.close()
@@ -220,7 +222,7 @@ fn one_client_cannot_starve_the_health_endpoint() {
     let args = ["--vip", "192.0.2.100", "--health-listen", listen.as_str()];
     let mut agent = RunAgent::start(&rs, &args, std::process::Stdio::null());
     agent.wait_configured(&rs, String::new);
-    let flood = std::process::Command::new("ip")
+    let mut flood = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -235,10 +237,16 @@ fn one_client_cannot_starve_the_health_endpoint() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("flood started");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The checks start once the flood holds its first 40 connections (an event, not a delay).
+    let mut out = std::io::BufReader::new(flood.stdout.take().expect("flood stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("flood reports");
+    assert_eq!(line.trim(), "holding", "the flood did not start");
     let checks = director.exec(&["python3", "-c", CHECKS, &rs.ip, "8081", "38"]);
-    let flood = flood.wait_with_output().expect("flood ended");
-    let opened: u32 = stdout(&flood).trim().parse().unwrap_or(0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("flood output");
+    let _ = flood.wait();
+    let opened: u32 = rest.trim().parse().unwrap_or(0);
     assert!(opened >= 40, "the flood opened {opened} connections");
     assert_eq!(
         stdout(&checks).trim(),

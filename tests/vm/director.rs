@@ -646,8 +646,9 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
         client_knows_director(&lab, VIP, "after the director's link came up")
     })?;
     drop(_run);
-    // Checks at 250 ms: the quiesce comes ~0.5 s into the 10 s announcement, so only a 20x
-    // slowdown of the machine could push it past the announcement's end.
+    // Checks at 400 ms: the quiesce comes ~1 s into the 10 s announcement, so only a 10x
+    // slowdown of the machine could push it past the announcement's end (timeouts of 350 ms
+    // leave the healthy rs2 room under emulation).
     let long = lab_config(Some("type = \"http\"\npath = \"/\""), 1)
         .replace(
             "garp_count = 1\n",
@@ -655,7 +656,7 @@ fn announce_after_link_up(ctx: &Ctx) -> Result<(), String> {
         )
         .replace(
             "interval_ms = 1000\ntimeout_ms = 500",
-            "interval_ms = 250\ntimeout_ms = 200",
+            "interval_ms = 400\ntimeout_ms = 350",
         );
     let cfg = write(ctx, "announce-long.toml", &long)?;
     let _run = director_run_with(ctx, &lab, &cfg, "dga", &["--reconcile-interval", "3600"])?;
