@@ -10,6 +10,7 @@ pub mod director;
 pub mod error;
 pub mod kernel;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 #[cfg(test)]
 mod props;

@@ -15,6 +15,7 @@
 //!   in its `select!` instead.
 
 mod backoff;
+pub mod endpoint;
 pub mod notify;
 mod reload;
 mod serve;

@@ -101,9 +101,12 @@ pub async fn run(
     // Bind before configuring anything: a taken port is bad input, reported up front.
     let endpoint = match settings.health_listen {
         Some(addr) => Some(
-            crate::real_server::drain::bind(addr)
-                .await
-                .map_err(Error::Input)?,
+            crate::daemon::endpoint::bind(
+                addr,
+                "health endpoint",
+                "health_listen / --health-listen",
+            )
+            .await?,
         ),
         None => None,
     };
@@ -138,9 +141,13 @@ pub async fn run(
     daemon.status = daemon.status_line();
     let _endpoint = endpoint.map(|listener| {
         tracing::info!(listen = ?daemon.serving, "serving the drain state on /health");
-        crate::AbortOnDrop(tokio::spawn(crate::real_server::drain::serve(
+        let health = crate::real_server::drain::HealthRoute {
+            state_dir: state_dir.to_path_buf(),
+        };
+        crate::AbortOnDrop(tokio::spawn(crate::daemon::endpoint::serve(
             listener,
-            state_dir.to_path_buf(),
+            vec![std::sync::Arc::new(health)],
+            "health endpoint",
         )))
     });
     if crate::real_server::drain::is_drained(state_dir) {
