@@ -99,16 +99,25 @@ impl Chunks {
     }
 }
 
+/// A route's answer, when it is ready: a route may wait for what it answers from (the
+/// daemon's loop, the kernel) without holding up the endpoint's other connections.
+pub type Answer<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send + 'a>>;
+
 /// One endpoint's routes.
 pub trait Routes: Send + Sync + 'static {
     /// The paths it answers, for a 404's message.
     fn paths(&self) -> &'static [&'static str];
     /// The answer to a `GET`/`HEAD` of one of [`Routes::paths`].
-    fn respond(&self, request: &Request) -> Response;
+    fn respond<'a>(&'a self, request: &'a Request) -> Answer<'a>;
+}
+
+/// An answer that is ready at once.
+pub fn ready<'a>(response: Response) -> Answer<'a> {
+    Box::pin(std::future::ready(response))
 }
 
 /// The response to `request` from the first of `routes` that has its path.
-fn route(routes: &[Arc<dyn Routes>], request: &Request) -> Response {
+async fn route(routes: &[Arc<dyn Routes>], request: &Request) -> Response {
     if request.method != "GET" && request.method != "HEAD" {
         return Response::text(405, "method not allowed: read-only endpoint\n");
     }
@@ -116,7 +125,7 @@ fn route(routes: &[Arc<dyn Routes>], request: &Request) -> Response {
         .iter()
         .find(|r| r.paths().contains(&request.path.as_str()))
     {
-        Some(r) => r.respond(request),
+        Some(r) => r.respond(request).await,
         None => {
             let known: Vec<&str> = routes.iter().flat_map(|r| r.paths()).copied().collect();
             Response::text(
@@ -193,12 +202,11 @@ async fn serve_one(mut stream: TcpStream, routes: &[Arc<dyn Routes>]) -> Result<
         .map_err(|_| "request timed out")?
         .map_err(|_| "reading the request failed")?;
     let request = Request::parse(&head);
-    let response = route(routes, &request);
     let head_only = request.method == "HEAD";
-    tokio::time::timeout(
-        RESPONSE_TIMEOUT,
-        write_response(&mut stream, response, head_only),
-    )
+    tokio::time::timeout(RESPONSE_TIMEOUT, async {
+        let response = route(routes, &request).await;
+        write_response(&mut stream, response, head_only).await
+    })
     .await
     .map_err(|_| "response timed out")?
     .map_err(|_| "writing the response failed")
@@ -304,21 +312,21 @@ mod tests {
         fn paths(&self) -> &'static [&'static str] {
             &["/hello"]
         }
-        fn respond(&self, _: &Request) -> Response {
-            Response::text(200, "hi\n")
+        fn respond<'a>(&'a self, _: &'a Request) -> Answer<'a> {
+            ready(Response::text(200, "hi\n"))
         }
     }
 
-    #[test]
-    fn requests_are_routed_by_path_and_method() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_are_routed_by_path_and_method() {
         let routes: Vec<Arc<dyn Routes>> = vec![Arc::new(Hello)];
         let req = Request::parse("GET /hello?x=1 HTTP/1.1\r\nAccept: text/plain\r\n\r\n");
         assert_eq!(req.path, "/hello");
         assert_eq!(req.accept.as_deref(), Some("text/plain"));
-        assert_eq!(route(&routes, &req).status, 200);
+        assert_eq!(route(&routes, &req).await.status, 200);
         let head = Request::parse("HEAD /hello HTTP/1.0\r\n\r\n");
-        assert_eq!(route(&routes, &head).status, 200);
-        let other = route(&routes, &Request::parse("GET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(route(&routes, &head).await.status, 200);
+        let other = route(&routes, &Request::parse("GET / HTTP/1.1\r\n\r\n")).await;
         assert_eq!(other.status, 404);
         let Body::Full(text) = other.body else {
             panic!("a 404 is a full body")
@@ -328,10 +336,12 @@ mod tests {
             "not found: the routes are /hello\n"
         );
         assert_eq!(
-            route(&routes, &Request::parse("POST /hello HTTP/1.1")).status,
+            route(&routes, &Request::parse("POST /hello HTTP/1.1"))
+                .await
+                .status,
             405
         );
-        assert_eq!(route(&routes, &Request::parse("")).status, 405);
+        assert_eq!(route(&routes, &Request::parse("")).await.status, 405);
     }
 
     #[test]
@@ -362,8 +372,8 @@ mod tests {
             fn paths(&self) -> &'static [&'static str] {
                 &["/big"]
             }
-            fn respond(&self, _: &Request) -> Response {
-                Response {
+            fn respond<'a>(&'a self, _: &'a Request) -> Answer<'a> {
+                ready(Response {
                     status: 200,
                     content_type: "text/plain",
                     body: Body::Streamed(Box::new(|chunks| {
@@ -373,7 +383,7 @@ mod tests {
                             }
                         }
                     })),
-                }
+                })
             }
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");

@@ -7,7 +7,7 @@
 //! Route: `GET /health` (and `HEAD`) → 200 "ok" or 503 "draining", on the daemon's
 //! endpoint (`daemon::endpoint`, which answers anything else with 404/405).
 
-use crate::daemon::endpoint::{Request, Response, Routes};
+use crate::daemon::endpoint::{ready, Answer, Request, Response, Routes};
 use std::path::{Path, PathBuf};
 
 pub fn flag_path(state_dir: &Path) -> PathBuf {
@@ -96,9 +96,9 @@ impl Routes for HealthRoute {
         &["/health"]
     }
 
-    fn respond(&self, _: &Request) -> Response {
+    fn respond<'a>(&'a self, _: &'a Request) -> Answer<'a> {
         let (status, body) = respond(is_drained(&self.state_dir));
-        Response::text(status, body)
+        ready(Response::text(status, body))
     }
 }
 
