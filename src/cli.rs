@@ -273,6 +273,11 @@ pub struct DirectorRunArgs {
     /// Health checks allowed in flight at once
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = in_flight)]
     pub max_in_flight: usize,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (IPVS counters, health verdicts,
+    /// passes; see docs/metrics.md) [default: off, or the config's metrics_listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -111,6 +111,8 @@ fn director_desired(args: &DirectorArgs) -> Result<DirectorDesired, Error> {
     let t = std::time::Instant::now();
     let file = ConfigFile::load(args.config.as_deref())?;
     let desired = director::config::director(&file, &args.flags())?;
+    // Read by `director run` only, but validated by every command (`director check` first).
+    director::config::metrics(&file, None)?;
     rs_agent::timing("read and validate the configuration", t);
     Ok(desired)
 }
@@ -155,10 +157,12 @@ async fn run_director(
             printed_after_change(report.print(&mut out), report.changed())?;
         }
         DirectorCommand::Run(args) => {
+            let file = ConfigFile::load(args.settings.config.as_deref())?;
             let options = director::run::RunOptions {
                 reconcile_interval: std::time::Duration::from_secs(args.reconcile_interval.max(1)),
                 max_in_flight: args.max_in_flight,
                 adopt: args.adopt,
+                metrics: director::config::metrics(&file, args.metrics_listen.as_deref())?,
             };
             let load = || director_desired(&args.settings);
             let (shutdown, reloads) = rs_agent::daemon::signals::install()?;

@@ -11,6 +11,10 @@ pub struct RawDirector {
     pub interface: Option<Spanned<String>>,
     pub garp_count: Option<Spanned<i64>>,
     pub garp_interval_ms: Option<Spanned<i64>>,
+    /// `director run`'s /metrics endpoint, ADDR:PORT.
+    pub metrics_listen: Option<Spanned<String>>,
+    /// Per real server series on /metrics (default true).
+    pub metrics_per_real_server: Option<bool>,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
 }

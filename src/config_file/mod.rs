@@ -294,6 +294,30 @@ pub enum ValueError {
 /// A VIP must be a plain unicast host address: no prefix, not loopback, multicast or
 /// unspecified, and not an IPv4 address in IPv6 form (::ffff:0:0/96: the kernel would bind it
 /// as an IPv6 address that no IPv4 client ever reaches).
+/// A daemon's listen address (`health_listen`, `metrics_listen`): the flag `flag` (`--NAME
+/// TEXT`) when given, else the file's `value`, else none. Errors name the flag or the file's
+/// line and column.
+pub fn listen_addr(
+    file: &ConfigFile,
+    flag: (&str, Option<&str>),
+    value: Option<&Spanned<String>>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let parse = |text: &str| {
+        text.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!("{text:?} is not a listen address; expected ADDR:PORT, e.g. 198.51.100.2:8081 or [2001:db8::2]:8081")
+        })
+    };
+    if let (name, Some(text)) = flag {
+        return parse(text)
+            .map(Some)
+            .map_err(|m| ConfigError(format!("--{name} {text}: {m}")));
+    }
+    match value {
+        Some(v) => parse(v.get_ref()).map(Some).map_err(|m| file.err_at(v, m)),
+        None => Ok(None),
+    }
+}
+
 pub fn parse_vip_str(value: &str) -> Result<IpAddr, ValueError> {
     if value.contains('/') {
         return Err(ValueError::VipPrefix(value.to_string()));

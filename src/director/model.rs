@@ -45,6 +45,14 @@ impl DirectorDesired {
     }
 }
 
+/// The metrics endpoint of `director run` (`metrics_listen`, `metrics_per_real_server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    pub listen: std::net::SocketAddr,
+    /// Per real server series; off for very large tables (the per-service ones stay).
+    pub per_real_server: bool,
+}
+
 /// What a check does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

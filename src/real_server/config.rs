@@ -119,25 +119,12 @@ pub fn health_listen(
     file: &ConfigFile,
     flag: Option<&str>,
 ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
-    let parse = |text: &str| {
-        text.parse::<std::net::SocketAddr>().map_err(|_| {
-            format!("{text:?} is not a listen address; expected ADDR:PORT, e.g. 198.51.100.2:8081 or [2001:db8::2]:8081")
-        })
-    };
-    if let Some(text) = flag {
-        return parse(text)
-            .map(Some)
-            .map_err(|m| ConfigError(format!("--health-listen {text}: {m}")));
-    }
-    match file
+    let value = file
         .raw
         .real_server
         .as_ref()
-        .and_then(|r| r.health_listen.as_ref())
-    {
-        Some(v) => parse(v.get_ref()).map(Some).map_err(|m| file.err_at(v, m)),
-        None => Ok(None),
-    }
+        .and_then(|r| r.health_listen.as_ref());
+    crate::config_file::listen_addr(file, ("health-listen", flag), value)
 }
 
 /// Default time between `run`'s drift checks (sysctls and nft tables send no events).

@@ -24,6 +24,8 @@ use std::path::Path;
 pub const DEFAULT_STATE_DIR: &str = "/run/rs-agent";
 /// The real server's drain flag (`rs-agent drain`): present = drained.
 pub const DRAIN_FLAG: &str = "drained";
+/// The running director's health verdicts, for `director status` (`director::health::View`).
+pub const DIRECTOR_HEALTH: &str = "director-health.json";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(

@@ -190,6 +190,21 @@ pub fn director(file: &ConfigFile, flags: &DirectorFlags) -> Result<DirectorDesi
     })
 }
 
+/// `director run`'s metrics endpoint: `--metrics-listen`, else the file's `metrics_listen`,
+/// else none; with the file's `metrics_per_real_server` (default true).
+pub fn metrics(
+    file: &ConfigFile,
+    listen_flag: Option<&str>,
+) -> Result<Option<super::model::MetricsOptions>, ConfigError> {
+    let raw = file.raw.director.as_ref();
+    let value = raw.and_then(|r| r.metrics_listen.as_ref());
+    let listen = crate::config_file::listen_addr(file, ("metrics-listen", listen_flag), value)?;
+    Ok(listen.map(|listen| super::model::MetricsOptions {
+        listen,
+        per_real_server: raw.and_then(|r| r.metrics_per_real_server).unwrap_or(true),
+    }))
+}
+
 /// Where the VIPs live: `--interface`, else the file's `interface`.
 fn interface(
     file: &ConfigFile,

@@ -9,11 +9,13 @@
 
 pub mod http;
 pub mod probe;
+pub mod record;
 pub mod tls;
 
 use super::model::{DirectorDesired, ServiceDesired};
 pub use super::model::{HealthCheck, HttpProbe, OnFailure, Probe};
 use crate::kernel::ipvs::{Destination, ServiceKey};
+pub use record::{Board, Record, View};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -36,6 +38,11 @@ impl Default for Health {
 }
 
 impl Health {
+    /// A settled verdict (no results against it yet), as a view read back gives it.
+    pub fn verdict(up: bool) -> Health {
+        Health { up, streak: 0 }
+    }
+
     /// Records one check result; true when the verdict flipped.
     pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
         if ok == self.up {
@@ -54,7 +61,7 @@ impl Health {
 }
 
 /// Identifies one checked real server.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub service: ServiceKey,
     pub addr: IpAddr,

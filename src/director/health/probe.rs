@@ -76,23 +76,98 @@ pub enum ProbeError {
     },
 }
 
+/// Why a check failed, as a small fixed set: the `reason` label of the metrics and the word
+/// `director status` leads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The server refused the connection (nothing listens).
+    Refused,
+    /// The connection could not be made otherwise (no route, host unreachable, reset).
+    Connect,
+    /// No answer within the check's timeout.
+    Timeout,
+    /// Sending, reading, or an answer cut off.
+    Io,
+    /// An HTTP status other than the expected one, or no HTTP at all.
+    Status,
+    /// The body lacks the expected text.
+    Body,
+    /// TLS setup, server name or handshake.
+    Tls,
+    /// A command check exited non-zero (or by a signal).
+    ExitCode,
+    /// A command check could not be started.
+    Command,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::Refused,
+        Reason::Connect,
+        Reason::Timeout,
+        Reason::Io,
+        Reason::Status,
+        Reason::Body,
+        Reason::Tls,
+        Reason::ExitCode,
+        Reason::Command,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Refused => "refused",
+            Reason::Connect => "connect",
+            Reason::Timeout => "timeout",
+            Reason::Io => "io",
+            Reason::Status => "status",
+            Reason::Body => "body",
+            Reason::Tls => "tls",
+            Reason::ExitCode => "exit_code",
+            Reason::Command => "command",
+        }
+    }
+}
+
+impl ProbeError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            ProbeError::Timeout { .. } => Reason::Timeout,
+            ProbeError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                Reason::Refused
+            }
+            ProbeError::Connect { .. } => Reason::Connect,
+            ProbeError::Send { .. } | ProbeError::NoAnswer(_) | ProbeError::Read { .. } => {
+                Reason::Io
+            }
+            ProbeError::NotHttp | ProbeError::Status { .. } => Reason::Status,
+            ProbeError::Body(_) => Reason::Body,
+            ProbeError::TlsSetup(_) | ProbeError::TlsName(_) | ProbeError::TlsHandshake { .. } => {
+                Reason::Tls
+            }
+            ProbeError::Exited { .. } => Reason::ExitCode,
+            ProbeError::EmptyCommand | ProbeError::Spawn { .. } => Reason::Command,
+        }
+    }
+
+    /// The HTTP status a server answered with, when that is why the check failed (503 is how
+    /// a real server's `rs-agent drain` says it is leaving).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProbeError::Status { got, .. } => Some(*got),
+            _ => None,
+        }
+    }
+}
+
 /// A check's `host` that cannot be sent as a TLS server name (SNI).
 #[derive(Debug, thiserror::Error)]
 #[error("check host {host:?} is not a TLS server name ({source}); use a DNS name or an address")]
 pub struct TlsNameError {
     host: String,
     source: rustls::pki_types::InvalidDnsNameError,
-}
-
-/// [`check`] with its reason as a `String`, as the director's check results keep it.
-pub async fn run(
-    target: &Target,
-    check: &HealthCheck,
-    session: &mut Session,
-) -> Result<(), String> {
-    self::check(target, check, session)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Runs one check; Ok when healthy, Err with the reason otherwise. An HTTP(S) check with

@@ -7,7 +7,8 @@
 //! nor decide what a probe does (that is `health::probe`).
 
 use crate::director::config::DirectorDesired;
-use crate::director::health::{self, probe, Health, HealthCheck, Target};
+use crate::director::health::probe::{self, ProbeError};
+use crate::director::health::{self, Board, Health, HealthCheck, Target};
 use crate::kernel::rlimit::{coalesce_timers, fit_fd_limit};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -21,7 +22,9 @@ pub(super) struct CheckResult {
     /// from before a reload is dropped, not counted toward the new settings' rise/fall.
     generation: u64,
     target: Target,
-    result: Result<(), String>,
+    result: Result<(), ProbeError>,
+    /// How long the probe took (not counting the wait for a slot).
+    took: std::time::Duration,
     rise: u32,
     fall: u32,
 }
@@ -61,16 +64,22 @@ async fn check_loop(
     let mut session = probe::Session::default();
     loop {
         let started = tokio::time::Instant::now();
-        let result = match slots.acquire().await {
-            // Boxed: a probe's state (buffers, TLS) is kilobytes; held inline it would make
-            // every idle check task that big, not only the `max_in_flight` running ones.
-            Ok(_permit) => Box::pin(probe::run(&target, &check, &mut session)).await,
+        let (result, took) = match slots.acquire().await {
+            Ok(_permit) => {
+                let probing = tokio::time::Instant::now();
+                // Boxed: a probe's state (buffers, TLS) is kilobytes; held inline it would
+                // make every idle check task that big, not only the `max_in_flight` running
+                // ones.
+                let result = Box::pin(probe::check(&target, &check, &mut session)).await;
+                (result, probing.elapsed())
+            }
             Err(_) => return,
         };
         let message = CheckResult {
             generation,
             target: target.clone(),
             result,
+            took,
             rise: check.rise,
             fall: check.fall,
         };
@@ -191,12 +200,13 @@ fn fd_shortfall(kept: usize, limit: u64) -> Option<String> {
 }
 
 /// Counts one check result toward its server's verdict (under `generation`, the one of the
-/// task now checking that server; `None`: no longer checked) and logs a flip; true when it
-/// flipped.
+/// task now checking that server; `None`: no longer checked) and onto its `board` record,
+/// and logs a flip; true when it flipped.
 fn judge(
     done: &CheckResult,
     health: &mut HashMap<Target, Health>,
     generation: Option<u64>,
+    board: &mut Board,
 ) -> bool {
     if let Err(why) = &done.result {
         tracing::debug!(target_rs = %done.target, why = %why, "check failed");
@@ -204,7 +214,12 @@ fn judge(
     let Some(generation) = generation else {
         return false;
     };
-    if !done.count(health, generation) {
+    let flipped = done.count(health, generation);
+    if generation == done.generation {
+        let to = flipped.then_some(done.result.is_ok());
+        board.note(&done.target, &done.result, done.took, to);
+    }
+    if !flipped {
         return false;
     }
     match &done.result {
@@ -226,10 +241,11 @@ pub(super) fn judge_queued(
     rx: &mut mpsc::Receiver<CheckResult>,
     health: &mut HashMap<Target, Health>,
     checks: &Checks,
+    board: &mut Board,
 ) -> bool {
-    let mut flipped = judge(first, health, checks.generation_of(&first.target));
+    let mut flipped = judge(first, health, checks.generation_of(&first.target), board);
     while let Ok(more) = rx.try_recv() {
-        flipped |= judge(&more, health, checks.generation_of(&more.target));
+        flipped |= judge(&more, health, checks.generation_of(&more.target), board);
     }
     flipped
 }
@@ -312,7 +328,10 @@ pub(super) mod tests {
                 addr: [198, 51, 100, 2].into(),
                 port: 80,
             },
-            result: Err("connection refused".into()),
+            result: Err(ProbeError::NoAnswer(
+                "198.51.100.2:80".parse().expect("literal"),
+            )),
+            took: std::time::Duration::ZERO,
             rise: 2,
             fall,
         }
@@ -417,8 +436,16 @@ pub(super) mod tests {
             tx.try_send(result).expect("room in the channel");
         }
         let mut health = HashMap::new();
+        let mut board = Board::default();
         let first = rx.recv().await.expect("queued");
-        assert!(judge_queued(&first, &mut rx, &mut health, &checks));
+        assert!(judge_queued(
+            &first,
+            &mut rx,
+            &mut health,
+            &checks,
+            &mut board
+        ));
+        assert_eq!(board.records.len(), 4, "every result is on the board");
         assert!(rx.try_recv().is_err(), "results left for another pass");
         let down = targets
             .iter()

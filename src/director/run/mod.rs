@@ -14,14 +14,17 @@
 
 mod announce;
 mod checks;
+mod metrics;
 mod passes;
+mod telemetry;
 
 pub use checks::{check_only, CheckTally};
 
 use super::config::DirectorDesired;
 use super::health::{Health, Target};
+pub use super::model::MetricsOptions;
 use super::DirectorReport;
-use crate::daemon::{self, Attempt, Lifecycle, Reloaded, Reloads, Running};
+use crate::daemon::{self, endpoint, Attempt, Lifecycle, Reloaded, Reloads, Running};
 use crate::error::Error;
 use crate::kernel::rlimit::coalesce_timers;
 use announce::Announcer;
@@ -33,6 +36,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use telemetry::{Shared, Telemetry};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -45,6 +49,8 @@ pub struct RunOptions {
     pub max_in_flight: usize,
     /// Take over configured services that exist and are not rs-agent's (`--adopt`).
     pub adopt: bool,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Applies, then runs until `shutdown` completes (SIGTERM/SIGINT, from
@@ -61,8 +67,34 @@ pub async fn run(
     coalesce_timers();
     let desired = load()?;
     let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
+    // Bound before configuring anything: a taken port is bad input, reported up front.
+    let listener = match options.metrics {
+        Some(m) => Some(
+            endpoint::bind(
+                m.listen,
+                "metrics endpoint",
+                "metrics_listen / --metrics-listen",
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let mut director = Director::configure(load, desired, state_dir, &options).await?;
     tracing::info!(summary = %director.status, "director configured; checking real servers");
+    let _metrics = listener.zip(options.metrics).map(|(listener, m)| {
+        tracing::info!(listen = %m.listen, "serving metrics on /metrics");
+        let route = metrics::MetricsRoute {
+            telemetry: director.engine.telemetry.clone(),
+            state_dir: state_dir.to_path_buf(),
+            per_real_server: m.per_real_server,
+        };
+        crate::AbortOnDrop(tokio::spawn(endpoint::serve(
+            listener,
+            vec![Arc::new(route)],
+            "metrics endpoint",
+        )))
+    });
+    director.engine.save_view();
     director.start_checks();
     let mut lifecycle = Lifecycle::from_env();
     daemon::serve(&mut director, &mut lifecycle, &mut reloads, shutdown).await;
@@ -106,6 +138,8 @@ struct Engine<'a> {
     slots: Arc<Semaphore>,
     tx: mpsc::Sender<CheckResult>,
     rx: mpsc::Receiver<CheckResult>,
+    /// What the metrics and `director status` read.
+    telemetry: Shared,
 }
 
 impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
@@ -142,6 +176,7 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
         options: &RunOptions,
     ) -> Director<'a, L> {
         let (tx, rx) = mpsc::channel::<CheckResult>(1024);
+        let telemetry = Shared::new(Telemetry::new(desired.clone()));
         let engine = Engine {
             state_dir,
             health: HashMap::new(),
@@ -151,6 +186,7 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
             slots: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             tx,
             rx,
+            telemetry,
         };
         let period = options.reconcile_interval;
         let mut drift = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -200,12 +236,29 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
         let engine = &mut self.engine;
         match wake {
             Wake::Checked(done) => {
-                if judge_queued(&done, &mut engine.rx, &mut engine.health, &engine.checks) {
+                let flipped = {
+                    let mut telemetry = engine.telemetry.lock();
+                    let board = telemetry.board_mut();
+                    judge_queued(
+                        &done,
+                        &mut engine.rx,
+                        &mut engine.health,
+                        &engine.checks,
+                        board,
+                    )
+                };
+                if flipped {
                     self.pass(Pass::Health).await;
+                    self.engine.save_view();
                 }
             }
             Wake::Drift => self.pass(Pass::Full).await,
-            Wake::Announced(vips, result) => engine.announcer.ended(vips, result),
+            Wake::Announced(vips, result) => {
+                if let Ok(sent) = &result {
+                    engine.telemetry.lock().announcements += u64::from(*sent);
+                }
+                engine.announcer.ended(vips, result)
+            }
             Wake::AnnounceRetry => {
                 let desired = self.desired.settings();
                 engine
@@ -224,10 +277,16 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
     async fn reload(&mut self) {
         let new = match (self.load)() {
             Ok(new) => new,
-            Err(e) => return tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+            Err(e) => {
+                let mut telemetry = self.engine.telemetry.lock();
+                telemetry.reloads_refused += 1;
+                telemetry.last_reload = Some(std::time::SystemTime::now());
+                return tracing::error!("SIGHUP: keeping the running configuration: {e}");
+            }
         };
         tracing::info!("SIGHUP: configuration re-read");
         let engine = &mut self.engine;
+        engine.telemetry.lock().last_reload = Some(std::time::SystemTime::now());
         // `true`: a refused configuration always goes back to the running one, as one that
         // does not load does, even while the running one's passes fail.
         let reloaded = self
@@ -241,9 +300,11 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
         match reloaded {
             Reloaded::Applied(report) => {
                 engine.health.retain(|t, _| engine.checks.is_checked(t));
+                engine.reloaded(desired, true);
                 engine.after_pass(desired, Ok(report)).await;
             }
             Reloaded::WentBack { refused, again } => {
+                engine.reloaded(desired, false);
                 tracing::error!(
                     "SIGHUP: the kernel refused the new configuration, keeping the running \
                      one (fix it, then reload again): {refused}"
@@ -254,7 +315,10 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
                 return;
             }
             // Not with `worked` true; a failed pass like any other, retried at the next event.
-            Reloaded::Failed(e) => engine.after_pass(desired, Err(e)).await,
+            Reloaded::Failed(e) => {
+                engine.reloaded(desired, true);
+                engine.after_pass(desired, Err(e)).await
+            }
         }
         self.status = summary(desired, &engine.health);
     }
@@ -278,18 +342,49 @@ impl Engine<'_> {
         self.checks.sync(desired, &self.tx, &self.slots);
     }
 
-    /// A pass of `pass`'s kind for `desired`; the VIPs it bound are queued for announcing.
+    /// A pass of `pass`'s kind for `desired`, counted; the VIPs it bound are queued for
+    /// announcing.
     async fn reconcile(
         &mut self,
         desired: &DirectorDesired,
         pass: Pass,
     ) -> Result<DirectorReport, Error> {
-        let report = self
+        let started = std::time::Instant::now();
+        let result = self
             .passes
             .reconcile(desired, &self.health, self.state_dir, pass)
-            .await?;
+            .await;
+        let writes = result.as_ref().ok().map(|r| r.writes);
+        self.telemetry
+            .lock()
+            .passed(pass, started.elapsed(), writes);
+        let report = result?;
         self.announcer.queue(&report.unannounced);
         Ok(report)
+    }
+
+    /// Counts a reload (`accepted`: the new configuration is in force) and what is in force.
+    fn reloaded(&mut self, desired: &DirectorDesired, accepted: bool) {
+        let checks = &self.checks;
+        {
+            let mut telemetry = self.telemetry.lock();
+            match accepted {
+                true => telemetry.reloads_accepted += 1,
+                false => telemetry.reloads_refused += 1,
+            }
+            telemetry.configured = Arc::new(desired.clone());
+            telemetry.board_mut().retain(|t| checks.is_checked(t));
+        }
+        self.save_view();
+    }
+
+    /// Writes the verdicts for `director status` (a failure is logged: status then shows
+    /// the last view written, or none).
+    fn save_view(&self) {
+        let view = self.telemetry.lock().board.view();
+        if let Err(e) = view.save(self.state_dir) {
+            tracing::warn!("{e}; `director status` will not show the current health verdicts");
+        }
     }
 
     /// The pass for a reload's configuration: its checks start, and an announcement for a
@@ -373,6 +468,7 @@ mod tests {
             reconcile_interval: Duration::from_secs(3600),
             max_in_flight: 4,
             adopt: false,
+            metrics: None,
         };
         let desired = two_checked_services(2, true);
         let target = crate::director::health::targets(&desired)
