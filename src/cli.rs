@@ -107,7 +107,8 @@ Stopping: SIGTERM or SIGINT exits 0 and leaves the node configured, so that stop
 never drops traffic. `rs-agent down` is the only way to unconfigure.
 
 Under systemd (Type=notify): READY=1 after the first successful apply, STATUS= with a one-line
-summary, WATCHDOG=1 every WATCHDOG_USEC/2 when WatchdogSec= is set.
+summary, WATCHDOG=1 every WATCHDOG_USEC/2 when WatchdogSec= is set, RELOADING=1 ... READY=1
+around each SIGHUP (what Type=notify-reload needs).
 
 Example:
     rs-agent run --vip 192.0.2.100 --arp sysctl
@@ -148,7 +149,8 @@ pub enum DirectorCommand {
         pass (one netlink write, no dump); SIGHUP re-reads the config and reconciles only the \
         services it changed; the whole table is re-read and drift repaired every \
         --reconcile-interval. SIGTERM stops the agent and leaves the director configured. Under systemd \
-        (Type=notify) it reports READY=1 after the first apply, STATUS= and WATCHDOG=1.",
+        (Type=notify) it reports READY=1 after the first apply, STATUS= and WATCHDOG=1, and \
+        RELOADING=1 ... READY=1 around each SIGHUP (what Type=notify-reload needs).",
         after_help = "See docs/health-checks.md for the check settings and units/rs-agent-director.service."
     )]
     Run(DirectorRunArgs),

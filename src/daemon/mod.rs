@@ -5,7 +5,8 @@
 //! The pieces compose rather than impose one loop:
 //! - [`signals::install`]: SIGTERM/SIGINT as a shutdown future, SIGHUP as [`Reloads`];
 //!   installed before the first pass.
-//! - [`Lifecycle`]: READY=1, STATUS= when it changes, WATCHDOG=1, STOPPING=1.
+//! - [`Lifecycle`]: READY=1, STATUS= when it changes, WATCHDOG=1, RELOADING=1 … READY=1
+//!   around each reload (for `Type=notify-reload`), STOPPING=1.
 //! - [`Running`]: the running settings and the ones to go back to when the kernel refuses a
 //!   reload's.
 //! - [`Backoff`]: the doubling retry delay after failed passes, and the pacing of event-driven

@@ -1,7 +1,7 @@
 //! systemd's notify protocol (sd_notify(3)): one datagram per message to `$NOTIFY_SOCKET`.
 //! A few lines of our own instead of a crate: a path or an abstract name (leading '@').
 //! [`Notifier`] sends any message; [`Lifecycle`] is a daemon's sequence of them (READY=1,
-//! STATUS= when it changes, WATCHDOG=1, STOPPING=1).
+//! STATUS= when it changes, WATCHDOG=1, RELOADING=1 … READY=1 around a reload, STOPPING=1).
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -76,8 +76,8 @@ fn open(path: &str) -> std::io::Result<(UnixDatagram, std::os::unix::net::Socket
 
 /// What a daemon tells systemd over its life: READY=1 with a first STATUS= once it applied
 /// its configuration, STATUS= again whenever the line changes, WATCHDOG=1 at half the period
-/// systemd asked for, STOPPING=1 when it stops. `Type=notify-reload` would add RELOADING=1
-/// (with MONOTONIC_USEC) before a reload and READY=1 after it, beside [`Lifecycle::ready`].
+/// systemd asked for, RELOADING=1 (with MONOTONIC_USEC=) and READY=1 around each reload
+/// ([`Lifecycle::reload`]), STOPPING=1 when it stops.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     notifier: Notifier,
@@ -122,9 +122,50 @@ impl Lifecycle {
         self.notifier.send("WATCHDOG=1");
     }
 
+    /// Runs `reload` between `RELOADING=1` and `READY=1`, whatever it comes to (applied,
+    /// refused, rolled back): under `Type=notify-reload` systemd waits for that READY=1 and
+    /// the unit would stay "reloading" until its timeout without it. MONOTONIC_USEC= goes in
+    /// the RELOADING=1 datagram, as systemd ≥ 253 wants it: the proof that this reload began
+    /// after its SIGHUP, not before. Under `Type=notify` (systemd 252) the pair is accepted
+    /// too, and `systemctl reload` then waits for the READY=1 if it heard the RELOADING=1
+    /// before ExecReload= ended.
+    pub async fn reload<T>(&self, reload: impl std::future::Future<Output = T>) -> T {
+        self.notifier.send(&reloading());
+        let done = reload.await;
+        self.notifier.send("READY=1");
+        done
+    }
+
     pub fn stopping(&self) {
         self.notifier.send("STOPPING=1");
     }
+}
+
+/// `RELOADING=1` with the monotonic time; without it when the clock cannot be read (it can,
+/// on Linux), which systemd ≥ 253 then ignores for `Type=notify-reload` (a timeout).
+fn reloading() -> String {
+    match monotonic_usec() {
+        Some(usec) => format!("RELOADING=1\nMONOTONIC_USEC={usec}"),
+        None => {
+            tracing::debug!("clock_gettime(CLOCK_MONOTONIC) failed; RELOADING=1 without a time");
+            "RELOADING=1".to_string()
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds: the clock systemd compares MONOTONIC_USEC= with.
+pub(crate) fn monotonic_usec() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec the call writes, and outlives it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return None;
+    }
+    let sec = u64::try_from(now.tv_sec).ok()?;
+    let usec = u64::try_from(now.tv_nsec).ok()? / 1_000;
+    sec.checked_mul(1_000_000)?.checked_add(usec)
 }
 
 /// Resolves at each watchdog tick; never when systemd asked for no watchdog.
@@ -169,6 +210,40 @@ impl FakeSystemd {
         }
         sent
     }
+
+    /// As [`FakeSystemd::heard`], with each `MONOTONIC_USEC=` checked to be a CLOCK_MONOTONIC
+    /// time in `clock` (read by the test before and after) and then written as
+    /// [`FakeSystemd::IN_CLOCK`], so that a test can compare whole datagrams.
+    pub(crate) fn heard_in(&self, clock: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        let field = "MONOTONIC_USEC=";
+        self.heard()
+            .into_iter()
+            .map(|datagram| {
+                let lines: Vec<String> = datagram
+                    .split('\n')
+                    .map(|line| match line.strip_prefix(field) {
+                        Some(usec) => {
+                            let usec: u64 = usec.parse().unwrap_or_else(|_| {
+                                panic!("{field}{usec:?} is not a number of microseconds")
+                            });
+                            assert!(clock.contains(&usec), "{field}{usec} not in {clock:?}");
+                            format!("{field}{}", FakeSystemd::IN_CLOCK)
+                        }
+                        None => line.to_string(),
+                    })
+                    .collect();
+                lines.join("\n")
+            })
+            .collect()
+    }
+
+    /// What [`FakeSystemd::heard_in`] writes for a MONOTONIC_USEC= it checked.
+    pub(crate) const IN_CLOCK: &'static str = "<in the test's clock window>";
+
+    /// The reload's first datagram as [`FakeSystemd::heard_in`] gives it.
+    pub(crate) fn reloading() -> String {
+        format!("RELOADING=1\nMONOTONIC_USEC={}", FakeSystemd::IN_CLOCK)
+    }
 }
 
 #[cfg(test)]
@@ -180,8 +255,53 @@ impl Drop for FakeSystemd {
 
 #[cfg(test)]
 mod tests {
-    use super::{ping_interval, FakeSystemd};
+    use super::{monotonic_usec, ping_interval, FakeSystemd};
     use std::time::Duration;
+
+    fn clock() -> u64 {
+        monotonic_usec().expect("CLOCK_MONOTONIC")
+    }
+
+    #[test]
+    fn a_reload_is_told_between_reloading_with_the_time_and_ready() {
+        let systemd = FakeSystemd::new("notify-reload");
+        let mut lifecycle = systemd.lifecycle();
+        lifecycle.ready("1 VIP bound".to_string());
+        let before = clock();
+        let reloaded = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(lifecycle.reload(async { "applied" }));
+        let after = clock();
+        lifecycle.status("2 VIPs bound".to_string());
+        assert_eq!(reloaded, "applied");
+        assert_eq!(
+            systemd.heard_in(before..=after),
+            [
+                "READY=1".to_string(),
+                "STATUS=1 VIP bound".to_string(),
+                FakeSystemd::reloading(),
+                "READY=1".to_string(),
+                "STATUS=2 VIPs bound".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_monotonic_clock_is_read_in_microseconds() {
+        let start = std::time::Instant::now();
+        let first = clock();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = clock();
+        let elapsed = start.elapsed().as_micros();
+        // Microseconds, not nanoseconds or seconds: at least the 2 ms slept, at most the time
+        // the whole measurement took, however loaded the machine.
+        let between = u128::from(second - first);
+        assert!(
+            (2_000..=elapsed).contains(&between),
+            "{first} → {second} in {elapsed} µs"
+        );
+    }
 
     #[test]
     fn a_lifecycle_sends_ready_then_each_new_status_then_stopping() {

@@ -213,6 +213,9 @@ impl<L: Fn() -> Result<RunSettings, Error>> daemon::Daemon for RealServer<'_, L>
         }
     }
 
+    /// systemd hears READY=1 once the file is re-read (a bad one refused): the pass that
+    /// applies it, and goes back if the kernel refuses it, runs a debounce later, as an
+    /// event's would.
     async fn reload(&mut self) {
         self.reread();
     }

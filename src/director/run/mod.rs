@@ -450,7 +450,7 @@ fn summary(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::notify::FakeSystemd;
+    use crate::daemon::notify::{monotonic_usec, FakeSystemd};
     use checks::tests::two_checked_services;
     use tokio::sync::oneshot;
 
@@ -458,8 +458,9 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(30);
 
     /// Without a kernel: the director serves (a reload whose configuration does not load
-    /// keeps the running one) until its shutdown future completes, then stops its checks and
-    /// tells systemd. No pass runs: the drift timer is an hour, and so are the checks.
+    /// keeps the running one, and still ends with READY=1) until its shutdown future
+    /// completes, then stops its checks and tells systemd. No pass runs: the drift timer is
+    /// an hour, and so are the checks.
     #[test]
     fn the_shutdown_future_stops_the_director() {
         let systemd = FakeSystemd::new("dnotify");
@@ -487,6 +488,7 @@ mod tests {
             .enable_time()
             .build()
             .expect("a runtime");
+        let before = monotonic_usec().expect("CLOCK_MONOTONIC");
         runtime.block_on(async {
             let passes = Passes::new(false);
             let state_dir = Path::new("/nonexistent");
@@ -525,12 +527,17 @@ mod tests {
             );
             assert_eq!(*director.desired.settings(), desired, "running config kept");
         });
+        let after = monotonic_usec().expect("CLOCK_MONOTONIC");
+        // The refused reload between RELOADING=1 (with the time) and READY=1, or systemd would
+        // wait for its end; its status line is the running one's, so no STATUS= follows.
         assert_eq!(
-            systemd.heard(),
+            systemd.heard_in(before..=after),
             [
-                "READY=1",
-                "STATUS=2 service(s), 4 real server(s), 0 down",
-                "STOPPING=1"
+                "READY=1".to_string(),
+                "STATUS=2 service(s), 4 real server(s), 0 down".to_string(),
+                FakeSystemd::reloading(),
+                "READY=1".to_string(),
+                "STOPPING=1".to_string(),
             ]
         );
     }
