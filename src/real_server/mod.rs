@@ -14,6 +14,7 @@ use std::path::Path;
 
 pub mod config;
 pub mod drain;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 mod run;
