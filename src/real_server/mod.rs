@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 mod run;
+mod scrape;
 pub mod state;
 pub mod status;
 
