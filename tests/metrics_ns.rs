@@ -365,3 +365,30 @@ fn a_taken_metrics_port_is_refused_before_anything_changes() {
     );
     common::assert_same_snapshot(&before, &rs.snapshot(), "refused run");
 }
+
+/// `metrics_listen` is validated by every command that reads the file, as `run` validates
+/// it: `file:line:col` and the fix, exit 2, the node untouched.
+#[test]
+fn every_command_refuses_a_metrics_listen_without_a_port() {
+    require_privileges!();
+    let (_lan, rs) = lone_real_server("metricskey");
+    let config = rs.state_dir.join("rs-agent.toml");
+    let text = format!("[real_server]\nvips = [\"{VIP}\"]\nmetrics_listen = \"{RS_IP}\"\n");
+    std::fs::write(&config, text).expect("writing the config file");
+    let config = config.to_string_lossy().into_owned();
+    let at = format!("{config}:3:18:");
+    let mention = format!("\"{RS_IP}\" is not a listen address; expected ADDR:PORT");
+    let before = rs.snapshot();
+    for command in ["up", "status", "check", "run"] {
+        let out = rs.rs_agent(&[command, "--config", &config]);
+        let what = format!("{command} with metrics_listen without a port");
+        common::assert_refused(&out, &what, &[&at, &mention]);
+    }
+    let out = rs.rs_agent(&["run", "--vip", VIP, "--metrics-listen", "bogus"]);
+    common::assert_refused(
+        &out,
+        "run --metrics-listen bogus",
+        &["--metrics-listen bogus:"],
+    );
+    common::assert_same_snapshot(&before, &rs.snapshot(), "refused commands");
+}
