@@ -71,8 +71,9 @@ pub const ARP_SUPPRESSED: Family = Family {
 
 /// Upper bounds of the pass-duration buckets: a pass takes milliseconds (one netlink dump, a
 /// few sysctl reads, two `nft` runs with the nft method); seconds mean a stuck kernel call.
+/// The director's passes use the same buckets, so that the two roles' histograms aggregate.
 pub const PASS_BOUNDS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// What a repaired change put back: the `kind` label of `rs_agent_repairs_total`.
@@ -400,18 +401,18 @@ mod tests {
     }
 
     /// The buckets of one pass kind's histogram, as rendered.
-    fn buckets(kind: &str, counts: [u64; 14], sum: &str) -> String {
+    fn buckets(kind: &str, counts: [u64; 15], sum: &str) -> String {
         let mut out = String::new();
         let les = [
-            "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5",
-            "5", "10", "+Inf",
+            "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+            "1", "2.5", "5", "10", "+Inf",
         ];
         for (le, n) in les.into_iter().zip(counts) {
             out += &format!(
                 "rs_agent_pass_duration_seconds_bucket{{kind=\"{kind}\",le=\"{le}\"}} {n}\n"
             );
         }
-        let count = counts[13];
+        let count = counts[14];
         out += &format!("rs_agent_pass_duration_seconds_sum{{kind=\"{kind}\"}} {sum}\n");
         out += &format!("rs_agent_pass_duration_seconds_count{{kind=\"{kind}\"}} {count}\n");
         out
@@ -470,13 +471,13 @@ rs_agent_arp_suppressed{vip=\"192.0.2.100\",interface=\"eth1\"} 0
 ";
 
     fn histograms() -> String {
-        let start = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
-        let event = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
-        let timer = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let start = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let event = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let timer = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         buckets("start", start, "0.003")
             + &buckets("event", event, "0.002")
             + &buckets("timer", timer, "12")
-            + &buckets("reload", [0; 14], "0")
+            + &buckets("reload", [0; 15], "0")
     }
 
     #[test]
