@@ -110,9 +110,18 @@ Under systemd (Type=notify): READY=1 after the first successful apply, STATUS= w
 summary, WATCHDOG=1 every WATCHDOG_USEC/2 when WatchdogSec= is set, RELOADING=1 ... READY=1
 around each SIGHUP (what Type=notify-reload needs).
 
+Endpoints (off unless given; both bound before anything is configured, so a taken port is
+reported up front):
+  - --health-listen ADDR:PORT (config `health_listen`): GET /health, 200 ok / 503 draining;
+  - --metrics-listen ADDR:PORT (config `metrics_listen`): GET /metrics for Prometheus: repairs
+    by kind, passes by what started them, reloads, and rs_agent_vip_bound /
+    rs_agent_arp_suppressed judged from the kernel at each scrape as `rs-agent status` judges
+    them (docs/metrics.md). The same address for both serves both routes on one listener.
+
 Example:
     rs-agent run --vip 192.0.2.100 --arp sysctl
-    rs-agent run --config /etc/rs-agent/rs-agent.toml --interval 500ms   # kill -HUP to reload";
+    rs-agent run --config /etc/rs-agent/rs-agent.toml --interval 500ms   # kill -HUP to reload
+    rs-agent run --vip 192.0.2.100 --health-listen 198.51.100.2:8081 --metrics-listen 198.51.100.2:8081";
 
 const DIRECTOR_EXAMPLE: &str = "\
 Example (one service, two real servers, direct routing):
@@ -349,6 +358,10 @@ pub struct RunArgs {
     /// Serve the drain state on http://ADDR:PORT/health (200 ok / 503 draining) for the director's check [default: off, or the config's health_listen]
     #[arg(long, value_name = "ADDR:PORT")]
     pub health_listen: Option<String>,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (repairs, passes, reloads; VIP bound and ARP suppressed as `status` judges them, read at each scrape); the same address as --health-listen shares its listener [default: off, or the config's metrics_listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -36,15 +36,17 @@ fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, 
 fn run_settings(args: &RunArgs) -> Result<real_server::RunSettings, Error> {
     let file = ConfigFile::load(args.settings.config.as_deref())?;
     let desired = config::real_server(&file, &args.settings.flags())?;
-    let (interval, health_listen) = config::run_keys(
-        &file,
-        args.interval.as_deref(),
-        args.health_listen.as_deref(),
-    )?;
+    let flags = config::RunFlags {
+        interval: args.interval.as_deref(),
+        health_listen: args.health_listen.as_deref(),
+        metrics_listen: args.metrics_listen.as_deref(),
+    };
+    let keys = config::run_keys(&file, flags)?;
     Ok(real_server::RunSettings {
         desired,
-        interval,
-        health_listen,
+        interval: keys.interval,
+        health_listen: keys.health_listen,
+        metrics_listen: keys.metrics_listen,
     })
 }
 
