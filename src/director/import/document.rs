@@ -26,6 +26,11 @@ impl Place {
     pub(super) fn err(&self, msg: impl std::fmt::Display) -> ConfigError {
         ConfigError(format!("{self}: {msg}"))
     }
+
+    /// A warning of this place's line (`file:line: message`).
+    pub(super) fn warning(&self, msg: impl std::fmt::Display) -> String {
+        format!("{}:{}: {msg}", self.file, self.line)
+    }
 }
 
 /// What the service is: an address, port and protocol, or a firewall mark.

@@ -9,8 +9,12 @@
 
 mod document;
 mod ipvsadm;
+mod keepalived;
+mod ldirectord;
 
 pub use ipvsadm::ipvsadm_save_to_toml;
+pub use keepalived::keepalived_to_toml;
+pub use ldirectord::ldirectord_to_toml;
 
 use crate::config_file::{check_ifname, ConfigError};
 
