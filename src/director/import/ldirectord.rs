@@ -117,7 +117,7 @@ pub fn ldirectord_to_toml(path: &Path, interface: &str) -> Result<Imported, Conf
 }
 
 /// The same for ldirectord.cf text (`name` names it in errors and warnings).
-pub(super) fn ldirectord_text_to_toml(
+pub(crate) fn ldirectord_text_to_toml(
     name: &str,
     text: &str,
     interface: &str,
@@ -145,7 +145,7 @@ pub(super) fn ldirectord_text_to_toml(
                 })
             }
             (false, _) if global.take(&line)? => {}
-            (false, _) => warnings.push(line.not_carried(global_why(&line.key))),
+            (false, _) => warnings.push(line.not_carried(why(&line.key))),
         }
     }
     if sections.is_empty() {
@@ -166,12 +166,13 @@ pub(super) fn ldirectord_text_to_toml(
     Ok(Imported { toml, warnings })
 }
 
-/// Why a global line is not carried.
-fn global_why(key: &str) -> &'static str {
+/// Why a line is not carried (global or in a section).
+pub(super) fn why(key: &str) -> &'static str {
     match key {
-        "autoreload" | "callback" => "rs-agent reloads on SIGHUP (systemctl reload)",
-        "logfile" | "supervised" | "fork" => {
-            "rs-agent logs to stderr (the journal) and checks every server concurrently"
+        "autoreload" | "callback" => "rs-agent reloads on SIGHUP, e.g. systemctl reload",
+        "logfile" => "rs-agent logs to stderr, i.e. the journal",
+        "supervised" | "fork" => {
+            "rs-agent runs in the foreground and checks every server concurrently"
         }
         "emailalert" | "emailalertfrom" | "emailalertfreq" | "emailalertstatus" | "smtp" => {
             "rs-agent sends no mail"
@@ -179,9 +180,11 @@ fn global_why(key: &str) -> &'static str {
         "cleanstop" => {
             "rs-agent leaves the director configured when it stops; `director down` removes it"
         }
-        "readdquiescent" | "maintenancedir" | "execute" | "fallbackcommand" | "checkcount" => {
-            "rs-agent has no such setting"
+        "login" | "passwd" | "database" | "secret" => {
+            "rs-agent checks tcp, http, https and commands"
         }
+        "readdquiescent" | "maintenancedir" | "execute" | "fallbackcommand" | "checkcount"
+        | "monitorfile" => "rs-agent has no such setting",
         _ => "import does not know it",
     }
 }

@@ -13,7 +13,11 @@ mod keepalived;
 mod ldirectord;
 
 pub use ipvsadm::ipvsadm_save_to_toml;
+#[cfg(test)]
+pub(crate) use keepalived::keepalived_text_to_toml;
 pub use keepalived::keepalived_to_toml;
+#[cfg(test)]
+pub(crate) use ldirectord::ldirectord_text_to_toml;
 pub use ldirectord::ldirectord_to_toml;
 
 use crate::config_file::{check_ifname, ConfigError};

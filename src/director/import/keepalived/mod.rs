@@ -76,7 +76,7 @@ pub fn keepalived_to_toml(path: &Path, interface: &str) -> Result<Imported, Conf
 
 /// The same for one text without includes (tests and the generative tests).
 #[cfg(test)]
-pub(super) fn keepalived_text_to_toml(
+pub(crate) fn keepalived_text_to_toml(
     name: &str,
     text: &str,
     interface: &str,

@@ -59,14 +59,7 @@ pub(super) fn service(
             "virtualhost" => c.virtualhost = Some(l.value.clone()),
             "httpmethod" if l.value == "GET" => {}
             "httpmethod" => w.push(l.not_carried("rs-agent's http checks send GET")),
-            "login" | "passwd" | "database" | "secret" => {
-                w.push(l.not_carried("rs-agent checks tcp, http, https and commands"))
-            }
-            "monitorfile" | "emailalert" | "emailalertfreq" | "emailalertstatus"
-            | "fallbackcommand" | "cleanstop" | "checkcount" => {
-                w.push(l.not_carried("rs-agent has no such setting"))
-            }
-            _ => w.push(l.not_carried("import does not know it")),
+            _ => w.push(l.not_carried(super::why(&l.key))),
         }
     }
     if let Virtual::Addr { protocol: p, .. } = &mut s.virt {
@@ -356,6 +349,8 @@ fn check(
         }
     };
     check.port = c.checkport;
+    // A negotiate check of another protocol falls back to a connect, with its timeout.
+    let kind = if check.kind == "tcp" { "connect" } else { kind };
     timing(&mut check, set, kind, at, w);
     check.on_failure = Some(if set.quiescent.unwrap_or(true) {
         "quiesce"
@@ -404,9 +399,11 @@ fn negotiated(
         }
     };
     let pair = |r: &RealLine| {
-        r.pair
-            .clone()
-            .or_else(|| Some((c.request.clone()?, c.receive.clone().unwrap_or_default())))
+        let virtual_pair = (c.request.is_some() || c.receive.is_some()).then(|| {
+            let request = c.request.clone().unwrap_or_default();
+            (request, c.receive.clone().unwrap_or_default())
+        });
+        r.pair.clone().or(virtual_pair)
     };
     let first = reals.first().and_then(pair);
     if let Some(r) = reals.iter().find(|r| pair(r) != first) {
