@@ -182,7 +182,7 @@ fn checker(
 /// Why a checker setting is not carried.
 fn not_carried_why(key: &str) -> &'static str {
     match key {
-        "digest" => "rs-agent has no digest check (it matches the status and a body substring)",
+        "digest" => "rs-agent has no digest check: it matches the status and a body substring",
         "connect_ip" | "bindto" | "bind_port" | "bind_if" | "fwmark" => {
             "rs-agent checks the real server's address from the director's own"
         }

@@ -130,7 +130,7 @@ fn http_and_ssl_get_with_url_status_and_host() {
     let out = import("virtual_server 192.0.2.100 80 {\n lb_kind DR\n real_server 198.51.100.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    digest 9b3a0c85a887a256d6939da88aabd8cd\n    status_code 200-299\n   }\n   url {\n    path /two\n   }\n  }\n }\n}\n");
     assert_has(&out.toml, "type = \"http\"\npath = \"/\"\nstatus = 200");
     let w = out.warnings.join("\n");
-    assert!(w.contains("keepalived.conf:7: digest 9b3a0c85a887a256d6939da88aabd8cd is not carried (rs-agent has no digest check"), "{w}");
+    assert!(w.contains("keepalived.conf:7: digest 9b3a0c85a887a256d6939da88aabd8cd is not carried (rs-agent has no digest check: it matches"), "{w}");
     assert!(
         w.contains("keepalived.conf:8: status_code 200-299 is carried as status = 200"),
         "{w}"
@@ -374,4 +374,41 @@ fn the_fixture_imports_and_validates() {
     let file = crate::config_file::ConfigFile::parse(None, out.toml.clone()).expect("parses");
     let d = crate::director::config::director(&file, &Default::default()).expect("validates");
     assert_eq!(d.services.len(), 4, "{}", out.toml);
+}
+
+#[test]
+fn the_warnings_fixture_imports_with_one_warning_per_construct() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/import/keepalived-warnings.conf");
+    let out = keepalived_to_toml(&path, "eth0").expect("imports");
+    let file = crate::config_file::ConfigFile::parse(None, out.toml.clone()).expect("parses");
+    crate::director::config::director(&file, &Default::default()).expect("validates");
+    for construct in [
+        "global_defs",
+        "vrrp_script",
+        "vrrp_instance VI_1:",
+        "vrrp_instance VI_2:",
+        "vrrp_sync_group",
+        "quorum 2",
+        "hysteresis",
+        "alpha",
+        "omega",
+        "ha_suspend",
+        "quorum_up",
+        "notify_up",
+        "digest",
+        "DNS_CHECK",
+        "SMTP_CHECK",
+        "misc_dynamic",
+        "PING_CHECK",
+        "UDP_CHECK",
+        "192.0.2.110 in the virtual_ipaddress",
+    ] {
+        assert!(
+            out.warnings.iter().any(|w| w.contains(construct)),
+            "{construct}: {:#?}",
+            out.warnings
+        );
+    }
+    assert_eq!(out.warnings.len(), 20, "{:#?}", out.warnings);
 }
