@@ -1,6 +1,6 @@
 //! Command-line types (clap derive) and nothing else.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 const ABOUT: &str =
@@ -110,9 +110,18 @@ Under systemd (Type=notify): READY=1 after the first successful apply, STATUS= w
 summary, WATCHDOG=1 every WATCHDOG_USEC/2 when WatchdogSec= is set, RELOADING=1 ... READY=1
 around each SIGHUP (what Type=notify-reload needs).
 
+Endpoints (off unless given; both bound before anything is configured, so a taken port is
+reported up front):
+  - --health-listen ADDR:PORT (config `health_listen`): GET /health, 200 ok / 503 draining;
+  - --metrics-listen ADDR:PORT (config `metrics_listen`): GET /metrics for Prometheus: repairs
+    by kind, passes by what started them, reloads, and rs_agent_vip_bound /
+    rs_agent_arp_suppressed judged from the kernel at each scrape as `rs-agent status` judges
+    them (docs/metrics.md). The same address for both serves both routes on one listener.
+
 Example:
     rs-agent run --vip 192.0.2.100 --arp sysctl
-    rs-agent run --config /etc/rs-agent/rs-agent.toml --interval 500ms   # kill -HUP to reload";
+    rs-agent run --config /etc/rs-agent/rs-agent.toml --interval 500ms   # kill -HUP to reload
+    rs-agent run --vip 192.0.2.100 --health-listen 198.51.100.2:8081 --metrics-listen 198.51.100.2:8081";
 
 const DIRECTOR_EXAMPLE: &str = "\
 Example (one service, two real servers, direct routing):
@@ -164,10 +173,8 @@ pub enum DirectorCommand {
         `systemctl reload` fails on a bad config and the running agent keeps the one it has."
     )]
     Check(DirectorCheckArgs),
-    /// Convert `ipvsadm-save -n` output (stdin or FILE) to the equivalent [director] TOML
-    #[command(
-        after_help = "Example: ipvsadm-save -n | rs-agent director import --interface eth0 > director.toml"
-    )]
+    /// Convert ipvsadm-save -n output, keepalived.conf or ldirectord.cf to [director] TOML
+    #[command(long_about = IMPORT_ABOUT, after_help = IMPORT_EXAMPLE)]
     Import(ImportArgs),
 }
 
@@ -292,15 +299,67 @@ pub struct DirectorStatusArgs {
     pub json: bool,
 }
 
+const IMPORT_ABOUT: &str = "\
+Convert another director's configuration to the equivalent [director] TOML: the TOML on \
+stdout, one warning per line on stderr. --from ipvsadm (the default) reads `ipvsadm-save -n` \
+output from FILE or stdin; --from keepalived reads keepalived.conf and the files it includes \
+(relative to it, so FILE is required); --from ldirectord reads ldirectord.cf (FILE required).
+
+Carried: the services (address, port and protocol, or firewall mark; keepalived's \
+virtual_server_group expanded), scheduler and its flags, persistence and its netmask, one-packet \
+scheduling, the real servers (address, port, forwarding method, weight, thresholds), the sorry \
+(fallback) server, and the health check where rs-agent has one: tcp, http, https (path, status, \
+body, host) and command checks, with their interval, timeout, rise, fall and \
+on_failure (quiesce for keepalived's inhibit_on_failure and ldirectord's quiescent=yes, else \
+remove).
+
+Nothing is dropped silently: everything rs-agent cannot carry yet (VRRP, quorum, notify \
+scripts, digest and regex matches, DNS/SMTP/UDP/PING checks, global settings, unknown \
+keywords...) is one warning naming its file:line. With --strict any warning is a refusal: the \
+warnings are printed, no TOML, exit 2. The whole document is validated as `director up` would \
+read it before a byte is printed; on an error (named file:line:col) nothing is printed and the \
+exit is 2, so a `> director.toml` never leaves a broken file. See docs/migration.md.";
+
+const IMPORT_EXAMPLE: &str = "\
+Examples:
+    ipvsadm-save -n | rs-agent director import --interface eth0 > director.toml
+    rs-agent director import --from keepalived /etc/keepalived/keepalived.conf > director.toml
+    rs-agent director import --from ldirectord --strict /etc/ha.d/ldirectord.cf > director.toml
+    rs-agent director check --offline -c director.toml";
+
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// ipvsadm-save -n output to read [default: stdin]
+    /// The configuration to read [default for --from ipvsadm: stdin]
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// What FILE is
+    #[arg(
+        long = "from",
+        value_enum,
+        value_name = "SOURCE",
+        default_value = "ipvsadm"
+    )]
+    pub from: ImportFrom,
+
+    /// Refuse (exit 2, no TOML) when anything would not be carried; the warnings say what
+    #[arg(long)]
+    pub strict: bool,
 
     /// The director interface to write into the config
     #[arg(long, value_name = "IF", default_value = "eth0")]
     pub interface: String,
+}
+
+/// What `director import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFrom {
+    /// `ipvsadm-save -n` output
+    Ipvsadm,
+    /// keepalived.conf (keepalived 2.2 syntax) and its includes
+    Keepalived,
+    /// ldirectord.cf
+    Ldirectord,
 }
 
 /// Real-server settings; each flag overrides the config file's value.
@@ -349,6 +408,10 @@ pub struct RunArgs {
     /// Serve the drain state on http://ADDR:PORT/health (200 ok / 503 draining) for the director's check [default: off, or the config's health_listen]
     #[arg(long, value_name = "ADDR:PORT")]
     pub health_listen: Option<String>,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (repairs, passes, reloads; VIP bound and ARP suppressed as `status` judges them, read at each scrape); the same address as --health-listen shares its listener [default: off, or the config's metrics_listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

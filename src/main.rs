@@ -36,15 +36,17 @@ fn optional_desired(args: &RealServerArgs) -> Result<Option<RealServerDesired>, 
 fn run_settings(args: &RunArgs) -> Result<real_server::RunSettings, Error> {
     let file = ConfigFile::load(args.settings.config.as_deref())?;
     let desired = config::real_server(&file, &args.settings.flags())?;
-    let (interval, health_listen) = config::run_keys(
-        &file,
-        args.interval.as_deref(),
-        args.health_listen.as_deref(),
-    )?;
+    let flags = config::RunFlags {
+        interval: args.interval.as_deref(),
+        health_listen: args.health_listen.as_deref(),
+        metrics_listen: args.metrics_listen.as_deref(),
+    };
+    let keys = config::run_keys(&file, flags)?;
     Ok(real_server::RunSettings {
         desired,
-        interval,
-        health_listen,
+        interval: keys.interval,
+        health_listen: keys.health_listen,
+        metrics_listen: keys.metrics_listen,
     })
 }
 
@@ -127,16 +129,50 @@ fn optional_director(args: &DirectorArgs) -> Result<Option<DirectorDesired>, Err
     Ok(Some(director::config::director(&file, &args.flags())?))
 }
 
-fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<String, Error> {
-    let read = match &args.file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| (path.display().to_string(), e)),
-        None => std::io::read_to_string(std::io::stdin()).map_err(|e| ("stdin".to_string(), e)),
+/// The imported TOML and its warnings; with `--strict`, warnings are a refusal (printed
+/// here, nothing on stdout, exit 2).
+fn read_import(args: &rs_agent::cli::ImportArgs) -> Result<director::import::Imported, Error> {
+    use rs_agent::cli::ImportFrom;
+    let imported = match (args.from, &args.file) {
+        (ImportFrom::Ipvsadm, file) => {
+            let read = match file {
+                Some(path) => {
+                    std::fs::read_to_string(path).map_err(|e| (path.display().to_string(), e))
+                }
+                None => {
+                    std::io::read_to_string(std::io::stdin()).map_err(|e| ("stdin".to_string(), e))
+                }
+            };
+            let input = read.map_err(|(name, e)| Error::Input(format!("reading {name}: {e}")))?;
+            director::import::Imported {
+                toml: director::import::ipvsadm_save_to_toml(&input, &args.interface)?,
+                warnings: Vec::new(),
+            }
+        }
+        (ImportFrom::Keepalived, Some(path)) => {
+            director::import::keepalived_to_toml(path, &args.interface)?
+        }
+        (ImportFrom::Ldirectord, Some(path)) => {
+            director::import::ldirectord_to_toml(path, &args.interface)?
+        }
+        (from, None) => {
+            let from = format!("{from:?}").to_lowercase();
+            return Err(Error::Input(format!(
+                "--from {from} needs FILE (its own path: includes and names are read relative to it)"
+            )));
+        }
     };
-    let input = read.map_err(|(name, e)| Error::Input(format!("reading {name}: {e}")))?;
-    Ok(director::import::ipvsadm_save_to_toml(
-        &input,
-        &args.interface,
-    )?)
+    for w in &imported.warnings {
+        say_error(format_args!("warning: {w}"));
+    }
+    if args.strict && !imported.warnings.is_empty() {
+        return Err(Error::Input(format!(
+            "--strict: {} warning(s) above, so no configuration was written; carry those \
+             settings by hand or leave --strict off",
+            imported.warnings.len()
+        )));
+    }
+    Ok(imported)
 }
 
 async fn run_director(
@@ -202,8 +238,8 @@ async fn run_director(
         DirectorCommand::Import(args) => {
             // Converted and validated whole before a byte is printed: a refused import
             // leaves nothing behind a `> director.toml`.
-            let toml = read_import(&args)?;
-            write!(out, "{toml}").map_err(Error::Output)?;
+            let imported = read_import(&args)?;
+            write!(out, "{}", imported.toml).map_err(Error::Output)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -18,4 +18,6 @@ pub struct RawRealServer {
     pub check_interval_ms: Option<Spanned<i64>>,
     /// `run`'s drain endpoint (`ADDR:PORT`); off when absent.
     pub health_listen: Option<Spanned<String>>,
+    /// `run`'s Prometheus endpoint (`ADDR:PORT`); off when absent.
+    pub metrics_listen: Option<Spanned<String>>,
 }

@@ -15,6 +15,13 @@ mod text;
 
 pub use text::{Encoder, Family, Format, Histogram, Kind, Labels};
 
+/// The buckets of every duration histogram (seconds), for passes and checks of both daemons
+/// alike, so that they aggregate: a health flip or a LAN check takes a millisecond, a full
+/// pass of a 1,000 × 16 table a second or two, a timed-out check what its timeout says.
+pub const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// The label value of a boolean.
 pub fn flag(b: bool) -> u64 {
     u64::from(b)

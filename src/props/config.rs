@@ -3,7 +3,7 @@
 use super::assert_one_line;
 use crate::config_file::ConfigFile;
 use crate::director::config::{director, DirectorFlags};
-use crate::real_server::config::{real_server, run_keys, RealServerFlags};
+use crate::real_server::config::{real_server, run_keys, RealServerFlags, RunFlags};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "interfaces",
     "check_interval_ms",
     "health_listen",
+    "metrics_listen",
     "interface",
     "garp_count",
     "garp_interval_ms",
@@ -181,6 +182,10 @@ const SCHEMA: &[Table] = &[
             (
                 "health_listen",
                 &["\"192.0.2.2:8081\"", "\"bogus\"", "\":99999\""],
+            ),
+            (
+                "metrics_listen",
+                &["\"192.0.2.2:9101\"", "\"192.0.2.2\"", "\"[::1]:9101\""],
             ),
         ],
     ),
@@ -398,7 +403,11 @@ fn check_text(text: String, flags: &RealServerFlags) {
     if let Err(e) = real_server(&file, flags) {
         assert_config_error(&e.0, &text);
     }
-    if let Err(e) = run_keys(&file, Some("500ms"), None) {
+    let flags = RunFlags {
+        interval: Some("500ms"),
+        ..RunFlags::default()
+    };
+    if let Err(e) = run_keys(&file, flags) {
         assert_config_error(&e.0, &text);
     }
     if let Err(e) = director(&file, &DirectorFlags::default()) {

@@ -105,7 +105,7 @@ pub fn real_server(
         .transpose()?;
     // The file's values as written (a flag of `run`'s may override them; the file must still
     // be one `check` accepts, as the unit's ExecReload runs it).
-    run_keys(file, None, None)?;
+    run_keys(file, RunFlags::default())?;
     Ok(RealServerDesired {
         vips,
         device,
@@ -125,6 +125,19 @@ pub fn health_listen(
         .as_ref()
         .and_then(|r| r.health_listen.as_ref());
     crate::config_file::listen_addr(file, ("health-listen", flag), value)
+}
+
+/// `run`'s metrics endpoint: `--metrics-listen`, else the file's `metrics_listen`, else none.
+pub fn metrics_listen(
+    file: &ConfigFile,
+    flag: Option<&str>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let value = file
+        .raw
+        .real_server
+        .as_ref()
+        .and_then(|r| r.metrics_listen.as_ref());
+    crate::config_file::listen_addr(file, ("metrics-listen", flag), value)
 }
 
 /// Default time between `run`'s drift checks (sysctls and nft tables send no events).
@@ -170,18 +183,34 @@ pub fn check_interval(file: &ConfigFile, flag: Option<&str>) -> Result<Duration,
     }
 }
 
-/// The settings only `run` uses (check interval, drain endpoint), validated together: `run`
-/// reads them through here, and so does `check` (ExecReload), so a config `check` accepts is
-/// one `run` accepts.
-pub fn run_keys(
-    file: &ConfigFile,
-    interval_flag: Option<&str>,
-    health_listen_flag: Option<&str>,
-) -> Result<(Duration, Option<std::net::SocketAddr>), ConfigError> {
-    Ok((
-        check_interval(file, interval_flag)?,
-        health_listen(file, health_listen_flag)?,
-    ))
+/// The settings only `run` uses, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKeys {
+    pub interval: Duration,
+    /// Where to serve `/health` (the drain state), if anywhere.
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Where to serve `/metrics`, if anywhere; the same address as `health_listen` shares
+    /// its listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// `run`'s flags for the keys only it uses; each overrides the file's value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags<'a> {
+    pub interval: Option<&'a str>,
+    pub health_listen: Option<&'a str>,
+    pub metrics_listen: Option<&'a str>,
+}
+
+/// The settings only `run` uses (check interval, drain and metrics endpoints), validated
+/// together: `run` reads them through here, and so does `check` (ExecReload), so a config
+/// `check` accepts is one `run` accepts.
+pub fn run_keys(file: &ConfigFile, flags: RunFlags) -> Result<RunKeys, ConfigError> {
+    Ok(RunKeys {
+        interval: check_interval(file, flags.interval)?,
+        health_listen: health_listen(file, flags.health_listen)?,
+        metrics_listen: metrics_listen(file, flags.metrics_listen)?,
+    })
 }
 
 fn parse_vips(inputs: &[Input]) -> Result<Vec<IpAddr>, ConfigError> {
@@ -328,17 +357,40 @@ mod tests {
                 "health_listen = \"nonsense\"",
                 "rs.toml:3:17: \"nonsense\" is not a listen",
             ),
+            (
+                "metrics_listen = \"192.0.2.2\"",
+                "rs.toml:3:18: \"192.0.2.2\" is not a listen address; expected ADDR:PORT",
+            ),
         ];
         for (line, want) in cases {
             let text = format!("[real_server]\nvips = [\"192.0.2.1\"]\n{line}\n");
             let f = file(&text).expect("parses");
-            let err = run_keys(&f, None, None).expect_err(line);
+            let err = run_keys(&f, RunFlags::default()).expect_err(line);
             assert!(err.0.starts_with(want), "{line}: {}", err.0);
         }
         let good =
             file("[real_server]\nvips = [\"192.0.2.1\"]\nhealth_listen = \"192.0.2.2:8081\"\n")
                 .expect("parses");
-        assert!(run_keys(&good, None, None).is_ok_and(|(_, h)| h.is_some()));
+        assert!(run_keys(&good, RunFlags::default())
+            .is_ok_and(|k| k.health_listen.is_some() && k.metrics_listen.is_none()));
+        let flag = RunFlags {
+            metrics_listen: Some("192.0.2.2"),
+            ..RunFlags::default()
+        };
+        let err = run_keys(&good, flag).expect_err("no port");
+        assert!(
+            err.0
+                .starts_with("--metrics-listen 192.0.2.2: \"192.0.2.2\" is not a listen"),
+            "{}",
+            err.0
+        );
+        let both = file(
+            "[real_server]\nvips = [\"192.0.2.1\"]\nhealth_listen = \"192.0.2.2:8081\"\n\
+             metrics_listen = \"192.0.2.2:8081\"\n",
+        )
+        .expect("parses");
+        assert!(run_keys(&both, RunFlags::default())
+            .is_ok_and(|k| k.metrics_listen.is_some() && k.metrics_listen == k.health_listen));
     }
 
     #[test]
@@ -353,6 +405,10 @@ mod tests {
             (
                 "health_listen = \":99999\"",
                 "rs.toml:3:17: \":99999\" is not a listen",
+            ),
+            (
+                "metrics_listen = \"bogus\"",
+                "rs.toml:3:18: \"bogus\" is not a listen",
             ),
         ];
         for (line, want) in cases {

@@ -14,9 +14,11 @@ use std::path::Path;
 
 pub mod config;
 pub mod drain;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 mod run;
+mod scrape;
 pub mod state;
 pub mod status;
 
@@ -165,7 +167,7 @@ async fn reconcile_locked(
 ) -> Result<Report, Error> {
     let state = RealServerState::load(state_dir)?;
     // Our nft tables matter only when the config uses them or the state says we made some.
-    let with_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
+    let with_nft = needs_nft(desired, &state);
     let observed = observe(handle, with_nft).await?;
     let plan = match how {
         Apply::AllOrNothing => plan::plan_up(desired, &observed, &state)?,
@@ -382,17 +384,32 @@ pub async fn status(
         )));
     };
     // Addresses and sysctls can be read by anyone; nft tables only with CAP_NET_ADMIN. They
-    // are needed when the configuration or the state involves nft; otherwise they are read
-    // when allowed (a hand-made `rs_agent` table can suppress ARP too).
-    let needs_nft = desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty();
-    if needs_nft {
+    // are needed when the configuration or the state involves nft.
+    if needs_nft(&desired, &state) {
         require_net_admin()?;
     }
-    let with_nft = needs_nft || preflight::require_cap_net_admin().is_ok();
     let handle = kernel::link::connect().map_err(KernelError::from)?;
-    let observed = observe(&handle, with_nft).await?;
-    let pending = plan::plan_up(&desired, &observed, &state).map(|p| p.changes);
-    let mut report = status::evaluate_with(&desired, &observed, Some(&state.addrs), pending);
+    judge(&handle, &desired, &state, state_dir).await.map(Some)
+}
+
+/// Whether judging or planning the node needs rs-agent's nft tables read.
+fn needs_nft(desired: &RealServerDesired, state: &RealServerState) -> bool {
+    desired.arp == ArpMethod::Nft || !state.nft_tables.is_empty()
+}
+
+/// The verdict `status` prints, of the kernel as it is now; `run`'s metrics scrape makes the
+/// same one, so that a dashboard and `status` never disagree. The nft tables are read when
+/// needed, and otherwise whenever allowed (a hand-made `rs_agent` table can suppress ARP too).
+async fn judge(
+    handle: &Handle,
+    desired: &RealServerDesired,
+    state: &RealServerState,
+    state_dir: &Path,
+) -> Result<StatusReport, Error> {
+    let with_nft = needs_nft(desired, state) || preflight::require_cap_net_admin().is_ok();
+    let observed = observe(handle, with_nft).await?;
+    let pending = plan::plan_up(desired, &observed, state).map(|p| p.changes);
+    let mut report = status::evaluate_with(desired, &observed, Some(&state.addrs), pending);
     report.drained = crate::real_server::drain::is_drained(state_dir);
-    Ok(Some(report))
+    Ok(report)
 }

@@ -4,7 +4,10 @@
 //! itself, the signals, sd_notify, the rollback of a refused reload and the backoff are the
 //! daemon skeleton's ([`crate::daemon`]); what is here is when a pass runs and what it logs.
 
+use super::metrics::{Counters, PassKind, Snapshot};
 use super::model::RealServerDesired;
+use super::scrape::{Scrape, Scrapes};
+use super::state::RealServerState;
 use super::{reconcile, Apply, Report};
 use crate::daemon::{self, Backoff, Lifecycle, Reloads, Running};
 use crate::error::Error;
@@ -12,8 +15,10 @@ use crate::kernel::events::{Event, Events};
 use crate::kernel::{self, KernelError};
 use rtnetlink::Handle;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::time::{sleep_until, Instant};
 
 /// What `run` needs from the configuration; re-read on SIGHUP.
@@ -23,7 +28,10 @@ pub struct RunSettings {
     /// How often to re-check without an event (catches sysctl and nft drift).
     pub interval: Duration,
     /// Where to serve the drain state (`/health`) for the director's check; off when None.
-    pub health_listen: Option<std::net::SocketAddr>,
+    pub health_listen: Option<SocketAddr>,
+    /// Where to serve `/metrics`; off when None. The address of `health_listen` shares its
+    /// listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Events arriving within this time of the first are handled by one pass.
@@ -38,6 +46,14 @@ enum Trigger {
 }
 
 impl Trigger {
+    fn kind(self) -> PassKind {
+        match self {
+            Trigger::Event(_) => PassKind::Event,
+            Trigger::Tick => PassKind::Timer,
+            Trigger::Reload => PassKind::Reload,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Event(Event::Address) => "address event",
@@ -56,6 +72,8 @@ enum Wake {
     Event(Option<Event>),
     /// The next pass is due.
     Due,
+    /// A metrics scrape asks for a snapshot.
+    Scrape(Scrape),
 }
 
 /// The loop's state between passes.
@@ -67,12 +85,19 @@ struct RealServer<'a, L> {
     /// later pass.
     settings: Running<RunSettings>,
     events: Option<Events>,
-    repairs: u64,
+    /// Scrapes of `/metrics`, when it is served.
+    scrapes: Option<Scrapes>,
+    counters: Counters,
+    /// SIGHUPs read whose result is not known yet: the next pass, with their configuration,
+    /// accepts them or (the kernel refusing it) refuses them.
+    reloads_untried: u64,
+    /// When `run` started, seconds since the Unix epoch.
+    started: f64,
     backoff: Backoff,
     /// When the next pass runs (a tick, a debounced event, or a retry).
     next: Instant,
-    /// Where /health is served (fixed at start; a reload cannot move it).
-    serving: Option<std::net::SocketAddr>,
+    /// Where /health and /metrics are served (fixed at start; a reload cannot move them).
+    serving: (Option<SocketAddr>, Option<SocketAddr>),
     /// When the last pass ended: while passes fail, events are handled no sooner than
     /// `MIN_BACKOFF` after it.
     last_pass: Instant,
@@ -92,6 +117,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut reloads: Reloads,
 ) -> Result<(), Error> {
+    let started = crate::metrics::unix_seconds(SystemTime::now());
     let settings = load()?;
     let mut agent_lock = super::AGENT_RUN.hold(state_dir).await?;
     if let Some(addr) = settings.health_listen {
@@ -99,21 +125,14 @@ pub async fn run(
         agent_lock.note(&addr.to_string());
     }
     // Bind before configuring anything: a taken port is bad input, reported up front.
-    let endpoint = match settings.health_listen {
-        Some(addr) => Some(
-            crate::daemon::endpoint::bind(
-                addr,
-                "health endpoint",
-                "health_listen / --health-listen",
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let listeners = bind_endpoints(&settings).await?;
     let handle = kernel::link::connect().map_err(KernelError::from)?;
     // Subscribe before the first pass, so that no change after it goes unnoticed.
     let events = subscribe();
+    let took = Instant::now();
     let first = reconcile(&handle, &settings.desired, state_dir, Apply::AllOrNothing).await?;
+    let mut counters = Counters::default();
+    counters.pass(PassKind::Start, false, took.elapsed());
     for w in &first.warnings {
         tracing::warn!("{w}");
     }
@@ -122,34 +141,34 @@ pub async fn run(
         interval_ms = settings.interval.as_millis() as u64,
         "configured; watching for drift"
     );
+    let (metrics_route, scrapes) = match settings.metrics_listen {
+        Some(_) => {
+            let (route, scrapes) = super::scrape::channel();
+            (Some(route), Some(scrapes))
+        }
+        None => (None, None),
+    };
     let mut lifecycle = Lifecycle::from_env();
     let mut daemon = RealServer {
         load,
         handle,
         state_dir,
         events,
+        scrapes,
+        counters,
+        reloads_untried: 0,
+        started,
         next: Instant::now() + settings.interval,
         last_pass: Instant::now(),
-        serving: settings.health_listen,
+        serving: (settings.health_listen, settings.metrics_listen),
         settings: Running::new(settings),
-        repairs: 0,
         backoff: Backoff::default(),
         trigger: Trigger::Tick,
         status: String::new(),
         warnings: first.warnings,
     };
     daemon.status = daemon.status_line();
-    let _endpoint = endpoint.map(|listener| {
-        tracing::info!(listen = ?daemon.serving, "serving the drain state on /health");
-        let health = crate::real_server::drain::HealthRoute {
-            state_dir: state_dir.to_path_buf(),
-        };
-        crate::AbortOnDrop(tokio::spawn(crate::daemon::endpoint::serve(
-            listener,
-            vec![std::sync::Arc::new(health)],
-            "health endpoint",
-        )))
-    });
+    let _endpoints = serve_endpoints(listeners, state_dir, metrics_route.map(Arc::new));
     if crate::real_server::drain::is_drained(state_dir) {
         tracing::warn!(
             flag = %crate::real_server::drain::flag_path(state_dir).display(),
@@ -158,6 +177,95 @@ pub async fn run(
     }
     daemon::serve(&mut daemon, &mut lifecycle, &mut reloads, shutdown).await;
     Ok(())
+}
+
+/// A route of `run`'s endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Metrics,
+}
+
+/// One listener, and the routes it serves.
+struct Endpoint {
+    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
+    routes: Vec<Route>,
+}
+
+/// The addresses to listen on and what each serves: `metrics_listen` equal to `health_listen`
+/// is one listener serving both routes.
+fn endpoint_plan(settings: &RunSettings) -> Vec<(SocketAddr, Vec<Route>)> {
+    let mut plan: Vec<(SocketAddr, Vec<Route>)> = Vec::new();
+    let wanted = [
+        (settings.health_listen, Route::Health),
+        (settings.metrics_listen, Route::Metrics),
+    ];
+    for (listen, route) in wanted {
+        let Some(listen) = listen else { continue };
+        match plan.iter_mut().find(|(at, _)| *at == listen) {
+            Some((_, routes)) => routes.push(route),
+            None => plan.push((listen, vec![route])),
+        }
+    }
+    plan
+}
+
+/// What an endpoint is called in its errors and logs, and the settings that place it.
+fn endpoint_names(routes: &[Route]) -> (&'static str, &'static str) {
+    match routes {
+        [Route::Health] => ("health endpoint", "health_listen / --health-listen"),
+        [Route::Metrics] => ("metrics endpoint", "metrics_listen / --metrics-listen"),
+        _ => (
+            "health and metrics endpoint",
+            "health_listen and metrics_listen / --health-listen and --metrics-listen",
+        ),
+    }
+}
+
+/// Binds every endpoint, or fails naming the address and the setting that gave it.
+async fn bind_endpoints(settings: &RunSettings) -> Result<Vec<Endpoint>, Error> {
+    let mut bound = Vec::new();
+    for (listen, routes) in endpoint_plan(settings) {
+        let (what, setting) = endpoint_names(&routes);
+        let listener = crate::daemon::endpoint::bind(listen, what, setting).await?;
+        bound.push(Endpoint {
+            listen,
+            listener,
+            routes,
+        });
+    }
+    Ok(bound)
+}
+
+/// Serves each bound endpoint until the returned tasks are dropped, logging where.
+fn serve_endpoints(
+    endpoints: Vec<Endpoint>,
+    state_dir: &Path,
+    metrics: Option<Arc<super::scrape::MetricsRoute>>,
+) -> Vec<crate::AbortOnDrop<()>> {
+    use crate::daemon::endpoint::Routes;
+    let health: Arc<dyn Routes> = Arc::new(crate::real_server::drain::HealthRoute {
+        state_dir: state_dir.to_path_buf(),
+    });
+    let mut tasks = Vec::new();
+    for endpoint in endpoints {
+        let routes: Vec<Arc<dyn Routes>> = endpoint
+            .routes
+            .iter()
+            .filter_map(|route| match route {
+                Route::Health => Some(health.clone()),
+                Route::Metrics => metrics.clone().map(|m| m as Arc<dyn Routes>),
+            })
+            .collect();
+        let (what, _) = endpoint_names(&endpoint.routes);
+        let paths: Vec<&str> = routes.iter().flat_map(|r| r.paths()).copied().collect();
+        tracing::info!(listen = %endpoint.listen, "serving {}", paths.join(" and "));
+        tasks.push(crate::AbortOnDrop(tokio::spawn(
+            crate::daemon::endpoint::serve(endpoint.listener, routes, what),
+        )));
+    }
+    tasks
 }
 
 fn subscribe() -> Option<Events> {
@@ -170,6 +278,17 @@ fn subscribe() -> Option<Events> {
             );
             None
         }
+    }
+}
+
+/// The next scrape, or never when /metrics is not served (or no longer: the endpoint is gone).
+async fn next_scrape(scrapes: &mut Option<Scrapes>) -> Scrape {
+    match scrapes {
+        Some(s) => match s.recv().await {
+            Some(scrape) => scrape,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -187,6 +306,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> daemon::Daemon for RealServer<'_, L>
     async fn wake(&mut self) -> Wake {
         tokio::select! {
             event = next_event(&mut self.events) => Wake::Event(event),
+            scrape = next_scrape(&mut self.scrapes) => Wake::Scrape(scrape),
             _ = sleep_until(self.next) => Wake::Due,
         }
     }
@@ -210,6 +330,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> daemon::Daemon for RealServer<'_, L>
                 }
                 self.pass().await
             }
+            Wake::Scrape(scrape) => self.answer(scrape).await,
         }
     }
 
@@ -226,7 +347,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> daemon::Daemon for RealServer<'_, L>
 
     fn stopping(&mut self) {
         tracing::info!(
-            repairs = self.repairs,
+            repairs = self.counters.repairs(),
             "stopping; the node stays configured (`rs-agent down` unconfigures it)"
         );
     }
@@ -255,12 +376,21 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
     /// SIGHUP: reads the configuration again; the pass that applies it is scheduled like an
     /// event's.
     fn reread(&mut self) {
+        let read_at = crate::metrics::unix_seconds(SystemTime::now());
+        self.counters.reload_read(read_at);
         match (self.load)() {
             Ok(settings) => {
-                if settings.health_listen != self.serving {
+                let (health, metrics) = self.serving;
+                if settings.health_listen != health {
                     tracing::warn!(
-                        serving = ?self.serving,
+                        serving = ?health,
                         "SIGHUP: a new health_listen takes effect only after a restart"
+                    );
+                }
+                if settings.metrics_listen != metrics {
+                    tracing::warn!(
+                        serving = ?metrics,
+                        "SIGHUP: a new metrics_listen takes effect only after a restart"
                     );
                 }
                 if settings != *self.settings.settings() {
@@ -271,11 +401,15 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
                 // The configuration to go back to if the kernel refuses this one: the one
                 // running, if it worked.
                 self.settings.replace(settings, !self.backoff.failing());
+                self.reloads_untried += 1;
                 // A reload is worth a pass even while backing off: the fix may be in it.
                 self.backoff.reset();
                 self.soon(Trigger::Reload);
             }
-            Err(e) => tracing::error!("SIGHUP: {e}; keeping the previous configuration"),
+            Err(e) => {
+                self.counters.reloads(1, false);
+                tracing::error!("SIGHUP: {e}; keeping the previous configuration");
+            }
         }
     }
 
@@ -285,6 +419,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
         let trigger = self.trigger;
         self.trigger = Trigger::Tick;
         let desired = &self.settings.settings().desired;
+        let took = Instant::now();
         let result = reconcile(&self.handle, desired, self.state_dir, Apply::KeepProgress).await;
         self.last_pass = Instant::now();
         let failure = match result {
@@ -302,8 +437,11 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
             }
             Err(e) => Some(e.to_string()),
         };
+        let kind = trigger.kind();
+        self.counters.pass(kind, failure.is_some(), took.elapsed());
         match failure {
             None => {
+                self.reloads_tried(true);
                 let failures = self.backoff.reset();
                 if failures > 0 {
                     tracing::info!("repair succeeded after {failures} failed attempt(s)");
@@ -327,7 +465,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
             }
         }
         if !matches!(trigger, Trigger::Reload) {
-            self.repairs += report.applied.len() as u64;
+            self.counters.repaired(&report.applied);
         }
         if report.applied.is_empty() && report.failed.is_empty() {
             tracing::debug!(trigger = trigger.as_str(), "no drift");
@@ -346,7 +484,9 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
     /// go back to the configuration that worked (the kernel refuses the new one: a module
     /// it lacks, IPv6 disabled for an IPv6 VIP), as `director run` does.
     fn failed(&mut self, e: &str) {
-        if self.settings.refused() {
+        let refused = self.settings.refused();
+        self.reloads_tried(!refused);
+        if refused {
             tracing::error!(
                 "SIGHUP: the kernel refused the new configuration, going back to the running \
                  one (fix it, then reload again): {e}"
@@ -373,7 +513,7 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
         let d = &self.settings.settings().desired;
         let n = d.vips.len();
         let vips = if n == 1 { "VIP" } else { "VIPs" };
-        let repairs = match self.repairs {
+        let repairs = match self.counters.repairs() {
             1 => "1 repair".to_string(),
             r => format!("{r} repairs"),
         };
@@ -388,6 +528,37 @@ impl<L: Fn() -> Result<RunSettings, Error>> RealServer<'_, L> {
             d.device.name(),
             d.arp
         )
+    }
+}
+
+impl<L> RealServer<'_, L> {
+    /// The reloads read since the last pass have a result: the pass with their configuration
+    /// ran (`accepted`), or the kernel refused it and the agent went back.
+    fn reloads_tried(&mut self, accepted: bool) {
+        self.counters.reloads(self.reloads_untried, accepted);
+        self.reloads_untried = 0;
+    }
+
+    /// Answers a scrape: the counters, and the kernel judged now as `status` judges it.
+    async fn answer(&mut self, scrape: Scrape) {
+        if scrape.reply.is_closed() {
+            // The scrape gave up waiting; judging the kernel for it would be wasted.
+            return;
+        }
+        let snapshot = self.snapshot().await;
+        let _ = scrape.reply.send(snapshot);
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, String> {
+        let desired = &self.settings.settings().desired;
+        let judged = async {
+            let state = RealServerState::load(self.state_dir)?;
+            super::judge(&self.handle, desired, &state, self.state_dir).await
+        };
+        let report = judged
+            .await
+            .map_err(|e| format!("judging the node for the scrape: {e}"))?;
+        Ok(Snapshot::new(self.started, self.counters.clone(), &report))
     }
 }
 

@@ -22,6 +22,11 @@ pub struct VipStatus {
     /// How ARP/NDP for the VIP is kept off each LAN interface.
     pub suppression: Vec<String>,
     pub suppressed: bool,
+    /// Per LAN interface, whether ARP for the VIP is kept off it: the judgement `suppressed`
+    /// sums up, for the metrics' per-interface gauge. An IPv6 VIP's neighbour advertisements
+    /// are judged for the node as a whole, so every interface gets that one verdict.
+    #[serde(skip)]
+    pub suppressed_on: Vec<(String, bool)>,
     pub problems: Vec<String>,
 }
 
@@ -212,30 +217,31 @@ fn vip_status(
     let mut suppression = Vec::new();
     let mut unsuppressed = false;
     let mut record = |r: Result<String, Unsuppressed>| match r {
-        Ok(s) => suppression.push(s),
+        Ok(s) => {
+            suppression.push(s);
+            true
+        }
         Err(p) => {
             unsuppressed = true;
             problems.push(p.to_string());
+            false
         }
     };
-    match vip {
-        IpAddr::V4(v4) => {
-            for iface in lan {
+    let suppressed_on: Vec<(String, bool)> = match vip {
+        IpAddr::V4(v4) => lan
+            .iter()
+            .map(|iface| {
                 let vip_on_iface = on.iter().any(|a| a.ifname == iface.name);
-                record(v4_suppression(
-                    observed,
-                    &desired.vips,
-                    v4,
-                    iface,
-                    vip_on_iface,
-                ));
-            }
-        }
+                let judged = v4_suppression(observed, &desired.vips, v4, iface, vip_on_iface);
+                (iface.name.clone(), record(judged))
+            })
+            .collect(),
         IpAddr::V6(v6) => {
             let only_device = on.iter().all(|a| a.ifname == device);
-            record(v6_suppression(observed, v6, only_device, device));
+            let ok = record(v6_suppression(observed, v6, only_device, device));
+            lan.iter().map(|iface| (iface.name.clone(), ok)).collect()
         }
-    }
+    };
     let suppressed = !unsuppressed;
     VipStatus {
         vip,
@@ -248,6 +254,7 @@ fn vip_status(
         }),
         suppression,
         suppressed,
+        suppressed_on,
         problems,
     }
 }
@@ -516,6 +523,35 @@ mod tests {
         let ours = evaluate_with(&d, &o, Some(&journal), Ok(vec![]));
         assert_eq!(ours.vips[0].bound_on, vec!["lo/32 (rs-agent)".to_string()]);
         assert!(ours.vips[0].owned);
+    }
+
+    /// The per-interface verdicts the metrics give are the ones the VIP's verdict sums up.
+    #[test]
+    fn suppression_is_judged_per_lan_interface() {
+        let (mut d, mut o) = configured();
+        o.links.push(link(3, "eth1", Some("veth")));
+        o.addrs.push(addr("eth1", "203.0.113.2", 24, 0));
+        o.sysctls.extend(default_sysctls(&["eth1"]));
+        let r = report(&d, &o);
+        let on = |r: &StatusReport| r.vips[0].suppressed_on.clone();
+        assert_eq!(
+            on(&r),
+            vec![("eth0".to_string(), true), ("eth1".to_string(), false)]
+        );
+        assert!(!r.vips[0].suppressed);
+        o.sysctls.insert(("eth1".into(), SysctlKey::ArpIgnore), 2);
+        o.sysctls.insert(("eth1".into(), SysctlKey::ArpAnnounce), 2);
+        let r = report(&d, &o);
+        assert!(
+            on(&r).iter().all(|(_, ok)| *ok) && r.vips[0].suppressed,
+            "{r:?}"
+        );
+        // An IPv6 VIP only on its device is silent by design, on every interface.
+        d.vips = vec![ip("2001:db8::100")];
+        o.addrs.push(addr("lo", "2001:db8::100", 128, ADDR_PROTO));
+        let r = report(&d, &o);
+        assert_eq!(on(&r).len(), 2);
+        assert!(on(&r).iter().all(|(_, ok)| *ok), "{r:?}");
     }
 
     #[test]

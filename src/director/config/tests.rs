@@ -428,3 +428,29 @@ fn a_service_without_vip_or_fwmark_points_at_its_header() {
         "{got}"
     );
 }
+
+/// `metrics_listen` is off unless given; the flag wins; a bad address names its place.
+#[test]
+fn metrics_listen_is_validated_where_it_is_written() {
+    let file = |text: &str| {
+        ConfigFile::parse(Some(PathBuf::from("d.toml")), text.to_string()).expect("parses")
+    };
+    let off = file("[director]\ninterface = \"eth0\"\n");
+    assert_eq!(metrics(&off, None).expect("valid"), None);
+    let on =
+        file("[director]\nmetrics_listen = \"192.0.2.10:9310\"\nmetrics_per_real_server = false\n");
+    let m = metrics(&on, None).expect("valid").expect("on");
+    assert_eq!((m.listen.port(), m.per_real_server), (9310, false));
+    let flag = metrics(&on, Some("[2001:db8::10]:9311"))
+        .expect("valid")
+        .expect("on");
+    assert_eq!((flag.listen.port(), flag.per_real_server), (9311, false));
+    let bad = file("[director]\nmetrics_listen = \"9310\"\n");
+    let e = metrics(&bad, None).expect_err("no address").0;
+    assert!(
+        e.starts_with("d.toml:2:18: \"9310\" is not a listen address; expected ADDR:PORT"),
+        "{e}"
+    );
+    let e = metrics(&off, Some("nope")).expect_err("bad flag").0;
+    assert!(e.starts_with("--metrics-listen nope: "), "{e}");
+}

@@ -15,12 +15,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// Bounds of the check duration histogram (seconds): a LAN check takes a millisecond, a
-/// struggling server seconds, a timeout whatever `timeout_ms` says.
-pub const CHECK_SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// The last failed check of a real server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
@@ -145,7 +139,7 @@ impl Board {
             .note(result, took, now, flipped);
         self.check_seconds
             .entry(target.service.clone())
-            .or_insert_with(|| Histogram::new(CHECK_SECONDS))
+            .or_insert_with(|| Histogram::new(crate::metrics::SECONDS))
             .observe(took.as_secs_f64());
     }
 

@@ -281,13 +281,16 @@ pub async fn check_only<T>(
     let mut checks = Checks::default();
     checks.sync(desired, &tx, &slots);
     let mut health: HashMap<Target, Health> = HashMap::new();
+    // Kept as `run` keeps it (records and durations for the metrics), so that its cost is
+    // measured too.
+    let mut board = Board::default();
     tokio::pin!(until);
     let out = loop {
         tokio::select! {
             Some(done) = rx.recv() => {
                 let counter = if done.result.is_ok() { &tally.ok } else { &tally.failed };
                 counter.set(counter.get() + 1);
-                if checks.generation_of(&done.target).is_some_and(|g| done.count(&mut health, g)) {
+                if judge(&done, &mut health, checks.generation_of(&done.target), &mut board) {
                     tally.flips.set(tally.flips.get() + 1);
                 }
             }

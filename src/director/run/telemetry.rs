@@ -9,12 +9,6 @@ use crate::metrics::Histogram;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-/// Bounds of the pass duration histogram (seconds): a health flip is one netlink write, a
-/// full pass of a 1,000 × 16 table a second or two.
-pub const PASS_SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// The passes of one kind.
 #[derive(Debug, Clone)]
 pub struct PassTally {
@@ -30,7 +24,7 @@ impl Default for PassTally {
             count: 0,
             failures: 0,
             netlink_writes: 0,
-            seconds: Histogram::new(PASS_SECONDS),
+            seconds: Histogram::new(crate::metrics::SECONDS),
         }
     }
 }

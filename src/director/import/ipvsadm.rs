@@ -1,11 +1,12 @@
-//! `director import`: `ipvsadm-save -n` output → the equivalent `[director]` TOML, so a
+//! `director import --from ipvsadm`: `ipvsadm-save -n` output → the equivalent `[director]` TOML, so a
 //! hand-made director moves over in one step. Pure text in, text out, all or nothing: the
 //! whole document is built and validated as `director up` would read it before the caller
 //! prints a byte of it, so a failed import never leaves half a config behind a `>`. Every
 //! error names the input line (and column where one value is at fault) and what was expected.
 
-use crate::config_file::{check_ifname, ConfigError, ConfigFile};
-use std::fmt::Write as _;
+use super::check_interface;
+use super::document::{to_toml, Place, Real as DocReal, Service, Virtual};
+use crate::config_file::ConfigError;
 use std::net::{IpAddr, SocketAddr};
 
 /// What `ipvsadm-save` prints without `-n`; said wherever a name stands for a number.
@@ -288,107 +289,6 @@ fn forward(real: &mut Option<Real>, method: &'static str) -> usize {
     0
 }
 
-/// A TOML basic string. Control characters are escaped, so any input word stays one string.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The TOML being built, and for each of its lines the input line it came from (0: none),
-/// so that what the validation refuses is said of the input.
-#[derive(Default)]
-struct Output {
-    text: String,
-    origins: Vec<usize>,
-}
-
-impl Output {
-    fn line(&mut self, origin: usize, line: impl std::fmt::Display) {
-        let _ = writeln!(self.text, "{line}");
-        self.origins.push(origin);
-    }
-}
-
-fn write_service(out: &mut Output, s: &Svc) {
-    let n = s.line;
-    out.line(n, "");
-    out.line(n, "[[director.service]]");
-    match (&s.addr, &s.fwmark) {
-        (Some((proto, addr)), _) => {
-            out.line(n, format_args!("vip = {}", quote(&addr.ip().to_string())));
-            out.line(n, format_args!("port = {}", addr.port()));
-            out.line(n, format_args!("protocol = {}", quote(proto)));
-        }
-        (None, Some(mark)) => {
-            out.line(n, format_args!("fwmark = {mark}"));
-            if s.ipv6 {
-                out.line(n, "family = \"ipv6\"");
-            }
-        }
-        (None, None) => {}
-    }
-    let scheduler = quote(s.scheduler.as_deref().unwrap_or("wlc"));
-    out.line(n, format_args!("scheduler = {scheduler}"));
-    if !s.sched_flags.is_empty() {
-        let flags: Vec<String> = s.sched_flags.iter().map(|f| quote(f)).collect();
-        out.line(n, format_args!("scheduler_flags = [{}]", flags.join(", ")));
-    }
-    if let Some(p) = &s.persistence {
-        out.line(n, format_args!("persistence = {p}"));
-    }
-    if let Some(m) = &s.netmask {
-        let v6 = s.ipv6 || s.addr.is_some_and(|(_, a)| a.is_ipv6());
-        let default = if v6 { "128" } else { "255.255.255.255" };
-        if m != default {
-            let m = if m.contains('.') {
-                m.clone()
-            } else {
-                format!("/{m}")
-            };
-            out.line(n, format_args!("persistence_netmask = {}", quote(&m)));
-        }
-    }
-    if s.one_packet {
-        out.line(n, "one_packet = true");
-    }
-    for r in &s.reals {
-        write_real(out, r);
-    }
-}
-
-/// One `[[director.service.real]]` table.
-fn write_real(out: &mut Output, r: &Real) {
-    let n = r.line;
-    out.line(n, "");
-    out.line(n, "[[director.service.real]]");
-    out.line(n, format_args!("address = {}", quote(&r.address)));
-    let forward = if r.forward.is_empty() {
-        "dr"
-    } else {
-        r.forward
-    };
-    out.line(n, format_args!("forward = {}", quote(forward)));
-    out.line(n, format_args!("weight = {}", r.weight.unwrap_or(1)));
-    if let Some(x) = r.upper.filter(|x| *x != 0) {
-        out.line(n, format_args!("upper_threshold = {x}"));
-    }
-    if let Some(y) = r.lower.filter(|y| *y != 0) {
-        out.line(n, format_args!("lower_threshold = {y}"));
-    }
-}
-
 /// The services of `ipvsadm-save -n` text, each with its real servers.
 fn services(input: &str) -> Result<Vec<Svc>, ConfigError> {
     let mut services: Vec<Svc> = Vec::new();
@@ -420,16 +320,66 @@ fn services(input: &str) -> Result<Vec<Svc>, ConfigError> {
     Ok(services)
 }
 
-/// The name the generated document has while it is validated; errors are then said of the
-/// input line each of its lines came from.
-const OUTPUT: &str = "import-output";
+/// The input's name in errors, warnings and the output's header.
+const INPUT: &str = "ipvsadm-save input";
+
+/// The document's service of a parsed `-A` line and its `-a` lines.
+fn service(s: Svc) -> Service {
+    let at = |line| Place {
+        file: INPUT.into(),
+        line,
+        col: 1,
+    };
+    let virt = match (s.addr, s.fwmark) {
+        (Some((protocol, addr)), _) => Virtual::Addr {
+            ip: addr.ip(),
+            port: addr.port(),
+            protocol,
+        },
+        (None, mark) => Virtual::Fwmark {
+            mark: mark.unwrap_or_default(),
+            ipv6: s.ipv6,
+        },
+    };
+    let v6 = s.ipv6 || s.addr.is_some_and(|(_, a)| a.is_ipv6());
+    let default_mask = if v6 { "128" } else { "255.255.255.255" };
+    let netmask = s.netmask.filter(|m| m != default_mask).map(|m| {
+        if m.contains('.') {
+            m
+        } else {
+            format!("/{m}")
+        }
+    });
+    let mut out = Service::new(at(s.line), virt, s.scheduler.as_deref().unwrap_or("wlc"));
+    out.scheduler_flags = s.sched_flags;
+    out.persistence = s.persistence;
+    out.netmask = netmask;
+    out.one_packet = s.one_packet;
+    out.reals = s
+        .reals
+        .into_iter()
+        .map(|r| DocReal {
+            at: at(r.line),
+            address: r.address,
+            forward: if r.forward.is_empty() {
+                "dr"
+            } else {
+                r.forward
+            },
+            weight: r.weight.unwrap_or(1),
+            upper: r.upper,
+            lower: r.lower,
+        })
+        .collect();
+    out
+}
 
 /// Converts `ipvsadm-save -n` text to a `[director]` TOML document for `interface`, validated
 /// as `director up` reads it: what rs-agent would refuse to apply (e.g. a dr real server on
 /// another port than its service's, which ipvsadm cannot make but other tools can) is an
 /// error naming the input line, and there is no document.
 pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, ConfigError> {
-    check_ifname(interface).map_err(|m| ConfigError(format!("--interface {interface}: {m}")))?;
+    check_interface(interface)?;
     let services = services(input)?;
     if services.is_empty() {
         return Err(ConfigError(
@@ -438,37 +388,8 @@ pub fn ipvsadm_save_to_toml(input: &str, interface: &str) -> Result<String, Conf
                 .into(),
         ));
     }
-    let mut out = Output::default();
-    out.line(
-        0,
-        "# Generated by `rs-agent director import` from ipvsadm-save -n output.",
-    );
-    out.line(0, "[director]");
-    out.line(0, format_args!("interface = {}", quote(interface)));
-    for s in &services {
-        write_service(&mut out, s);
-    }
-    let Output { text, origins } = out;
-    let refused = |e: ConfigError| match located(&e.0) {
-        Some((line, msg)) => match origins.get(line - 1).copied().filter(|n| *n > 0) {
-            Some(n) => err(n, 1, format!("rs-agent would refuse this line: {msg}")),
-            None => ConfigError(format!("ipvsadm-save input: {msg}")),
-        },
-        None => ConfigError(format!("ipvsadm-save input: {}", e.0)),
-    };
-    let file = ConfigFile::parse(Some(OUTPUT.into()), text).map_err(refused)?;
-    crate::director::config::director(&file, &Default::default()).map_err(refused)?;
-    Ok(file.text)
-}
-
-/// The line (from 1) and the message of an error located in the generated document
-/// (`import-output:LINE:COL: message`).
-fn located(msg: &str) -> Option<(usize, &str)> {
-    let rest = msg.strip_prefix(OUTPUT)?.strip_prefix(':')?;
-    let (line, rest) = rest.split_once(':')?;
-    let (_col, msg) = rest.split_once(": ")?;
-    let line: usize = line.parse().ok()?;
-    (line > 0).then_some((line, msg))
+    let services: Vec<Service> = services.into_iter().map(service).collect();
+    to_toml("ipvsadm-save -n output", INPUT, interface, &services)
 }
 
 #[cfg(test)]
@@ -633,22 +554,5 @@ mod tests {
             e.starts_with("--interface eth0:1: \"eth0:1\" is not a valid interface name"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn located_reads_only_the_generated_documents_locations() {
-        assert_eq!(located("import-output:12:3: bad"), Some((12, "bad")));
-        assert_eq!(located("import-output:0:3: bad"), None);
-        assert_eq!(located("other:12:3: bad"), None);
-        assert_eq!(located("import-output: bad"), None);
-    }
-
-    #[test]
-    fn quoting_keeps_any_word_one_toml_string() {
-        for word in ["a\"b", "a\\b", "a\u{7f}b", "a\u{1}b", "é"] {
-            let doc = format!("k = {}\n", quote(word));
-            let v: toml::Table = toml::from_str(&doc).expect(&doc);
-            assert_eq!(v["k"].as_str(), Some(word), "{doc}");
-        }
     }
 }

@@ -1,5 +1,11 @@
 //! `director status`: the IPVS table as operators know it from `ipvsadm -Ln` (plus stats),
 //! which services are rs-agent's, whether each VIP is bound, and what `up` would still change.
+//! While a `director run` checks the real servers, the table is compared with what it wants
+//! (its verdicts applied) and each checked server's verdict is shown with why (`health`).
+
+mod health;
+
+pub use health::{HealthStatus, ServerHealth};
 
 use super::config::DirectorDesired;
 use super::state::DirectorState;
@@ -82,6 +88,9 @@ pub struct DirectorStatus {
     /// What is wrong that `director up` will not or cannot change by itself (a configured
     /// service that is not rs-agent's, a missing interface), one line each with the fix.
     pub problems: Vec<String>,
+    /// The running `director run`'s verdicts; `null` when none runs (the table is then
+    /// compared with the configured weights).
+    pub health: Option<HealthStatus>,
 }
 
 /// The table and the VIPs against the configuration; `None` when there is nothing to compare
@@ -95,7 +104,7 @@ pub async fn status(
         Some(_) => None,
         None => DirectorState::load_desired(state_dir)?,
     };
-    let Some(desired) = desired.or(last.as_ref()).cloned() else {
+    let Some(configured) = desired.or(last.as_ref()) else {
         if state.services.is_empty() && state.addrs.is_empty() {
             return Ok(None);
         }
@@ -109,6 +118,13 @@ pub async fn status(
             state.addrs.len(),
             DirectorState::path(state_dir).display()
         )));
+    };
+    let (desired, health) = match health::running_view(state_dir)? {
+        Some(view) => {
+            let (effective, health) = health::apply(configured, &view);
+            (effective, Some(health))
+        }
+        None => (configured.clone(), None),
     };
     let handle = link::connect().map_err(KernelError::from)?;
     let mut client = IpvsClient::connect()?;
@@ -164,6 +180,7 @@ pub async fn status(
             .collect(),
         pending,
         problems,
+        health,
     }))
 }
 
@@ -276,8 +293,16 @@ impl DirectorStatus {
                 Some(why) => writeln!(out, "VIP {} on {}: NOT BOUND: {why}", v.vip, v.interface)?,
             }
         }
+        self.print_health(out)?;
         if self.ok {
-            return writeln!(out, "OK: the IPVS table and VIPs match the configuration");
+            let whose = match self.health {
+                Some(_) => " as the health checks have it",
+                None => "",
+            };
+            return writeln!(
+                out,
+                "OK: the IPVS table and VIPs match the configuration{whose}"
+            );
         }
         for p in &self.problems {
             writeln!(out, "NOT OK: {p}")?;
@@ -291,6 +316,33 @@ impl DirectorStatus {
             writeln!(
                 out,
                 "NOT OK: a VIP is not bound and `rs-agent director up` cannot bind it (see above)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl DirectorStatus {
+    /// Each checked real server's verdict, as the running director has it.
+    fn print_health(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let Some(health) = &self.health else {
+            return Ok(());
+        };
+        if health.servers.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "Health checks (rs-agent director run, pid {}):",
+            health.director_run_pid
+        )?;
+        for s in &health.servers {
+            writeln!(
+                out,
+                "  {} -> {:<28} {}",
+                s.service,
+                s.real_server.to_string(),
+                s.line()
             )?;
         }
         Ok(())
@@ -467,6 +519,7 @@ mod tests {
             services: vec![],
             pending: vec![],
             problems: vec![],
+            health: None,
         };
         let mut out = Vec::new();
         status.print(&mut out).expect("print to a Vec");
@@ -496,6 +549,7 @@ mod tests {
             problems: vec!["configured service TCP 192.0.2.100:80 exists and is not \
                 rs-agent's; `director up --adopt` takes it over"
                 .into()],
+            health: None,
         };
         let mut out = Vec::new();
         status.print(&mut out).expect("print to a Vec");
