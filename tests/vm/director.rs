@@ -775,7 +775,7 @@ fn director_run(ctx: &Ctx, lab: &Lab, cfg: &str, tag: &str) -> Result<Proc, Stri
 }
 
 /// `director_run` with more `director run` options.
-fn director_run_with(
+pub(crate) fn director_run_with(
     ctx: &Ctx,
     lab: &Lab,
     cfg: &str,

@@ -204,6 +204,26 @@ impl Netns {
         Ok(Proc { child })
     }
 
+    /// [`Netns::spawn`] with the process's stdout and stderr appended to `log`, for a daemon
+    /// whose own account is the first thing to read when a check fails.
+    pub fn spawn_logged(&self, prog: &str, args: &[&str], log: &Path) -> Result<Proc, String> {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| format!("{}: {e}", log.display()))
+        };
+        let child = Command::new("ip")
+            .args(self.exec_args(prog, args))
+            .stdin(Stdio::null())
+            .stdout(open()?)
+            .stderr(open()?)
+            .spawn()
+            .map_err(|e| format!("in {}: cannot start {prog}: {e}", self.name))?;
+        Ok(Proc { child })
+    }
+
     /// Everything `ip` and `sysctl` report about the namespace's links, addresses and IPv4
     /// interface settings: equal snapshots mean nothing was left behind.
     pub fn snapshot(&self) -> Result<String, String> {
@@ -246,6 +266,44 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A tmpfs mounted on a directory of the guest (for files a 9p share cannot hold: mmap'd
+/// databases, locks, sockets), unmounted on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let target = path.to_string_lossy();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                &target,
+            ],
+        )?;
+        Ok(Tmpfs { path: path.into() })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process of the check that has not been reaped yet must not keep it mounted.
+        let _ = output("umount", &["-l", &self.path.to_string_lossy()]);
+    }
+}
+
+/// A figure a check measured, on the console as a `VMTEST note` line (the host echoes it; it
+/// counts neither as a pass nor as a failure).
+pub fn note(text: &str) {
+    println!("VMTEST note {text}");
 }
 
 /// Retries `f` every 100 ms until it succeeds or `within` has passed; returns the last error.

@@ -12,6 +12,7 @@
 
 mod director;
 mod guest;
+mod metrics;
 mod realserver;
 mod systemd;
 mod units;
@@ -35,6 +36,7 @@ fn all_checks() -> Vec<&'static Check> {
     realserver::CHECKS
         .iter()
         .chain(director::CHECKS)
+        .chain(metrics::CHECKS)
         .chain(units::CHECKS)
         .collect()
 }
@@ -352,7 +354,15 @@ const MODULES: &[&str] = &[
 ];
 /// Tools the checks run.
 const TOOLS: &[&str] = &[
-    "ip", "sysctl", "nft", "ipvsadm", "busybox", "arping", "curl",
+    "ip",
+    "sysctl",
+    "nft",
+    "ipvsadm",
+    "busybox",
+    "arping",
+    "curl",
+    "prometheus",
+    "promtool",
 ];
 /// Writable scratch in the guest (/run is a tmpfs under virtme-ng).
 const GUEST_SCRATCH: &str = "/run/rs-agent-vm";
