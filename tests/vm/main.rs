@@ -12,6 +12,7 @@
 
 mod director;
 mod guest;
+mod keepalived;
 mod realserver;
 mod systemd;
 mod units;
@@ -35,6 +36,7 @@ fn all_checks() -> Vec<&'static Check> {
     realserver::CHECKS
         .iter()
         .chain(director::CHECKS)
+        .chain(keepalived::CHECKS)
         .chain(units::CHECKS)
         .collect()
 }
