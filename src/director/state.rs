@@ -40,8 +40,11 @@ impl DirectorState {
         DIRECTOR_JOURNAL.save_desired(dir, desired)
     }
 
+    /// Forgets the last applied configuration, and with it the verdicts the last `director
+    /// run` left (`director status` must not show them over a table that is gone).
     pub fn forget_desired(dir: &Path) -> Result<(), StateError> {
-        DIRECTOR_JOURNAL.forget_desired(dir)
+        DIRECTOR_JOURNAL.forget_desired(dir)?;
+        crate::state_dir::write_atomic(dir, crate::state_dir::DIRECTOR_HEALTH, None)
     }
 
     /// Writes atomically; a state that owns nothing removes the journal (the configuration

@@ -12,6 +12,7 @@
 
 mod director;
 mod guest;
+mod keepalived;
 mod metrics;
 mod realserver;
 mod systemd;
@@ -36,6 +37,7 @@ fn all_checks() -> Vec<&'static Check> {
     realserver::CHECKS
         .iter()
         .chain(director::CHECKS)
+        .chain(keepalived::CHECKS)
         .chain(metrics::CHECKS)
         .chain(units::CHECKS)
         .collect()

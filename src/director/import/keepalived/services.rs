@@ -66,14 +66,51 @@ pub(super) fn virtual_server(
         }
     }
     let virtuals = virtuals(item, groups, &settings)?;
-    Ok(virtuals
+    let mut services: Vec<Service> = virtuals
         .into_iter()
         .map(|(at, virt)| Service {
             at,
             virt,
             ..template.clone()
         })
-        .collect())
+        .collect();
+    services.iter_mut().for_each(destination_ports);
+    Ok(services)
+}
+
+/// keepalived programs a destination that is not NAT with the service's port (0 for a fwmark
+/// service) whatever port its `real_server` line names: that port is only where its checker
+/// connects. So does the import — the table is keepalived's — and the check keeps
+/// connecting where keepalived's does.
+fn destination_ports(s: &mut Service) {
+    let port = match s.virt {
+        Virtual::Addr { port, .. } => port,
+        Virtual::Fwmark { .. } => 0,
+    };
+    let named: Vec<Option<std::net::SocketAddr>> =
+        s.reals.iter().map(|r| r.address.parse().ok()).collect();
+    let mut moved = false;
+    for (r, addr) in s.reals.iter_mut().zip(&named) {
+        match addr {
+            Some(a) if r.forward != "nat" && a.port() != port => {
+                r.address = std::net::SocketAddr::new(a.ip(), port).to_string();
+                moved = true;
+            }
+            _ => {}
+        }
+    }
+    if s.reals.iter().all(|r| r.forward != "nat") {
+        if let Some((_, sorry)) = s.sorry_server.as_mut() {
+            if let Ok(a) = sorry.parse::<std::net::SocketAddr>() {
+                *sorry = std::net::SocketAddr::new(a.ip(), port).to_string();
+            }
+        }
+    }
+    let Some(check) = s.check.as_mut().filter(|c| moved && c.port.is_none()) else {
+        return;
+    };
+    // `shared_check` carried a check only when every real server's connects to the same port.
+    check.port = named.iter().flatten().map(|a| a.port()).next();
 }
 
 /// One setting of a virtual server's block.

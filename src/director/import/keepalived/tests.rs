@@ -412,3 +412,38 @@ fn the_warnings_fixture_imports_with_one_warning_per_construct() {
     }
     assert_eq!(out.warnings.len(), 20, "{:#?}", out.warnings);
 }
+
+/// keepalived gives a DR (or TUN) destination the service's port — 0 for a fwmark service —
+/// and connects its check to the port the real_server line names; NAT keeps the named port.
+#[test]
+fn non_nat_destinations_take_the_service_port_and_checks_keep_theirs() {
+    let text = "virtual_server 192.0.2.100 80 {\n    lb_kind DR\n    real_server 198.51.100.2 8080 {\n        TCP_CHECK {\n        }\n    }\n}\n\
+                virtual_server fwmark 7 {\n    lb_kind DR\n    real_server 198.51.100.3 80 {\n        TCP_CHECK {\n        }\n    }\n}\n\
+                virtual_server 192.0.2.100 81 {\n    lb_kind NAT\n    real_server 198.51.100.4 8081 {\n    }\n}\n";
+    let out = import(text);
+    assert_has(&out.toml, "address = \"198.51.100.2:80\"");
+    assert_has(&out.toml, "address = \"198.51.100.3:0\"");
+    assert_has(&out.toml, "address = \"198.51.100.4:8081\"");
+    let checks: Vec<&str> = out.toml.matches("port = 8080\n").collect();
+    assert_eq!(
+        checks.len(),
+        1,
+        "the DR check connects to 8080:\n{}",
+        out.toml
+    );
+    assert_has(
+        &out.toml,
+        "[director.service.check]\ntype = \"tcp\"\nport = 80\n",
+    );
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let mixed = "virtual_server 192.0.2.100 80 {\n    lb_kind DR\n    real_server 198.51.100.2 8080 {\n        TCP_CHECK {\n        }\n    }\n    real_server 198.51.100.3 8081 {\n        TCP_CHECK {\n        }\n    }\n}\n";
+    let out = import(mixed);
+    assert_has(&out.toml, "address = \"198.51.100.3:80\"");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("differs from the first's")),
+        "{:?}",
+        out.warnings
+    );
+}
