@@ -53,7 +53,7 @@ pub fn running_view(state_dir: &Path) -> Result<Option<View>, Error> {
 /// The configuration as the daemon's verdicts make it, and what status says of each checked
 /// server.
 pub fn apply(desired: &DirectorDesired, view: &View) -> (DirectorDesired, HealthStatus) {
-    let effective = health::effective(desired, &view.health());
+    let effective = health::effective(desired, &view.health(), &view.quorums());
     let default = Record::default();
     let servers = health::targets(desired)
         .into_iter()
@@ -169,8 +169,9 @@ mod tests {
                 source: std::io::ErrorKind::ConnectionRefused.into(),
             })
         };
-        for flip in [None, None, Some(false)] {
-            board.note(&target, &refused(), Duration::ZERO, flip);
+        for (up, flipped) in [(true, false), (true, false), (false, true)] {
+            let health = health::Health::settled(up, None);
+            board.note(&target, &refused(), Duration::ZERO, (health, flipped));
         }
         let (effective, status) = apply(&desired, &board.view());
         let weight = |d: &DirectorDesired| {
