@@ -40,6 +40,15 @@ pub struct RawService {
     pub real_list: Vec<Spanned<String>>,
     pub check: Option<RawCheck>,
     pub sorry_server: Option<Spanned<String>>,
+    /// keepalived's quorum: the weight of healthy real servers the service needs.
+    pub quorum: Option<Spanned<i64>>,
+    pub hysteresis: Option<Spanned<i64>>,
+    /// Commands (argv) run when the service gains or loses its quorum.
+    pub quorum_up: Option<Spanned<Vec<String>>>,
+    pub quorum_down: Option<Spanned<Vec<String>>>,
+    /// Read only to say that a service's commands are quorum_up / quorum_down.
+    pub notify_up: Option<Spanned<toml::Value>>,
+    pub notify_down: Option<Spanned<toml::Value>>,
 }
 
 /// `[director.service.check]`: see docs/health-checks.md.
@@ -60,6 +69,10 @@ pub struct RawCheck {
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
     pub on_failure: Option<Spanned<String>>,
+    /// Real servers start down until checked good (keepalived's alpha).
+    pub alpha: Option<Spanned<bool>>,
+    /// command checks: the exit code sets the weight (keepalived's misc_dynamic).
+    pub misc_dynamic: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,4 +83,7 @@ pub struct RawReal {
     pub forward: Option<Spanned<String>>,
     pub upper_threshold: Option<Spanned<i64>>,
     pub lower_threshold: Option<Spanned<i64>>,
+    /// Commands (argv) run when the real server's verdict flips.
+    pub notify_up: Option<Spanned<Vec<String>>>,
+    pub notify_down: Option<Spanned<Vec<String>>>,
 }

@@ -15,9 +15,81 @@ pub struct ServiceDesired {
     /// Health check of every real server (none: all are taken as healthy).
     #[serde(default)]
     pub check: Option<HealthCheck>,
-    /// Used, at weight 1, only while every real server of the service is down.
+    /// Used, at weight 1, only while the service is below its quorum (by default: while every
+    /// real server of the service is down).
     #[serde(default)]
     pub sorry: Option<Destination>,
+    /// The weight of healthy real servers the service needs to be up (keepalived's `quorum`
+    /// and `hysteresis`).
+    #[serde(default)]
+    pub quorum: Quorum,
+    /// Commands run when the service gains (`up`) or loses (`down`) its quorum.
+    #[serde(default, skip_serializing_if = "Notify::is_empty")]
+    pub quorum_notify: Notify,
+    /// Commands run when a real server's verdict flips, for the real servers that have any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub real_notify: Vec<RealNotify>,
+}
+
+impl ServiceDesired {
+    /// The commands of the real server at `addr`:`port`, if it has any.
+    pub fn notify_of(&self, addr: IpAddr, port: u16) -> Option<&Notify> {
+        self.real_notify
+            .iter()
+            .find(|r| r.addr == addr && r.port == port)
+            .map(|r| &r.notify)
+    }
+}
+
+/// keepalived's quorum: the service is up while the weights of its healthy real servers add
+/// up to `weight`; once up it goes down below `weight - hysteresis`, once down it comes up
+/// at `weight + hysteresis`. Below it the sorry server serves (see `health::effective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quorum {
+    pub weight: u32,
+    pub hysteresis: u32,
+}
+
+impl Default for Quorum {
+    /// Up while any healthy real server has a weight: the sorry server only when none has.
+    fn default() -> Self {
+        Quorum {
+            weight: 1,
+            hysteresis: 0,
+        }
+    }
+}
+
+/// Commands run on a change of state: argv arrays, run without a shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<Vec<String>>,
+}
+
+impl Notify {
+    pub fn is_empty(&self) -> bool {
+        self.up.is_none() && self.down.is_none()
+    }
+
+    /// The command for a change to `up` (true) or down.
+    pub fn on(&self, up: bool) -> Option<&[String]> {
+        match up {
+            true => self.up.as_deref(),
+            false => self.down.as_deref(),
+        }
+    }
+}
+
+/// `notify_up` / `notify_down` of one real server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealNotify {
+    pub addr: IpAddr,
+    pub port: u16,
+    #[serde(flatten)]
+    pub notify: Notify,
 }
 
 /// Validated director configuration.
@@ -64,7 +136,13 @@ pub enum Probe {
     /// The same over TLS (certificates are not verified: a health check, not a client).
     Https(HttpProbe),
     /// A command; healthy when it exits 0. Gets RS_ADDR, RS_PORT, VIP, VPORT in its env.
-    Command { argv: Vec<String> },
+    /// `dynamic` (keepalived's `misc_dynamic`): exit 2..=255 is healthy too, at weight
+    /// code − 2; exit 0 keeps the weight as it is.
+    Command {
+        argv: Vec<String>,
+        #[serde(default)]
+        dynamic: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +181,9 @@ pub struct HealthCheck {
     /// Consecutive failures that take an up server out.
     pub fall: u32,
     pub on_failure: OnFailure,
+    /// Real servers start down, until `rise` good checks bring them up (keepalived's `alpha`).
+    #[serde(default)]
+    pub alpha: bool,
 }
 
 impl HealthCheck {

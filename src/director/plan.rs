@@ -104,6 +104,9 @@ pub fn as_desired(observed: &ObservedService) -> ServiceDesired {
             .collect(),
         check: None,
         sorry: None,
+        quorum: Default::default(),
+        quorum_notify: Default::default(),
+        real_notify: Vec::new(),
     }
 }
 

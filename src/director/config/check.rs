@@ -21,6 +21,7 @@ pub(super) fn check(
 ) -> Result<HealthCheck, ConfigError> {
     let kind = raw.kind.get_ref().as_str();
     reject_unused_keys(file, raw, kind)?;
+    reject_misc_dynamic(file, raw, kind)?;
     let probe = probe(file, raw, at, kind)?;
     let (interval, timeout) = interval_and_timeout(file, raw, at)?;
     let count = |v: &Option<Spanned<i64>>, what| -> Result<u32, ConfigError> {
@@ -40,7 +41,22 @@ pub(super) fn check(
         rise: count(&raw.rise, "rise")?,
         fall: count(&raw.fall, "fall")?,
         on_failure,
+        alpha: raw.alpha.as_ref().is_some_and(|a| *a.get_ref()),
     })
+}
+
+/// `misc_dynamic` reads a command's exit code: no other check has one.
+fn reject_misc_dynamic(file: &ConfigFile, raw: &RawCheck, kind: &str) -> Result<(), ConfigError> {
+    match &raw.misc_dynamic {
+        Some(d) if kind != "command" => Err(file.err_at(
+            d,
+            format!(
+                "misc_dynamic applies only to a command check (its exit code sets the \
+                 weight), not a {kind} check; remove it"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A key the type does not use would be silently ignored: say so instead.
@@ -80,6 +96,7 @@ fn probe(file: &ConfigFile, raw: &RawCheck, at: &Loc, kind: &str) -> Result<Prob
             match &raw.command {
                 Some(c) if c.get_ref().first().is_some_and(|p| !p.is_empty()) => Probe::Command {
                     argv: c.get_ref().clone(),
+                    dynamic: raw.misc_dynamic.as_ref().is_some_and(|d| *d.get_ref()),
                 },
                 Some(c) => return Err(file.err_at(
                     c,

@@ -7,6 +7,7 @@
 //! Nothing here reads the kernel or the state directory.
 
 mod check;
+mod events;
 mod service;
 mod values;
 
@@ -110,6 +111,9 @@ fn service_from_flags(flags: &DirectorFlags, vip: &str) -> Result<ServiceDesired
         reals,
         check: None,
         sorry: None,
+        quorum: Default::default(),
+        quorum_notify: Default::default(),
+        real_notify: Vec::new(),
     })
 }
 

@@ -6,6 +6,7 @@
 //! table (`check` does), nor compare one service with another (`director` does).
 
 use super::check::check;
+use super::events::{quorum, quorum_notify, real_notify};
 use super::values::{
     err, family_of, int_in, parse_forward, parse_netmask, parse_protocol, parse_real_addr,
     parse_scheduler, same_port, spanned, Loc,
@@ -50,6 +51,9 @@ pub(super) fn service(
         .transpose()?;
     let sorry = service_sorry(file, raw, check.as_ref(), af, port, &reals)?;
     require_check_port(file, raw, check.as_ref(), &reals, sorry.as_ref())?;
+    let quorum = quorum(file, raw, check.as_ref(), &reals)?;
+    let quorum_notify = quorum_notify(file, raw, check.as_ref())?;
+    let real_notify = real_notify(file, &raw.reals, check.as_ref(), &reals)?;
     Ok(ServiceDesired {
         service: Service {
             key,
@@ -62,6 +66,9 @@ pub(super) fn service(
         check,
         sorry,
         reals,
+        quorum,
+        quorum_notify,
+        real_notify,
     })
 }
 
@@ -163,6 +170,8 @@ fn reals(
         forward: None,
         upper_threshold: None,
         lower_threshold: None,
+        notify_up: None,
+        notify_down: None,
     });
     let all: Vec<RawReal> = shorthand.collect();
     for r in raw.reals.iter().chain(&all) {
@@ -193,8 +202,9 @@ fn service_sorry(
     match (&raw.sorry_server, check) {
         (Some(v), None) => Err(file.err_at(
             v,
-            "a sorry_server is used only when health checks find every real server down; \
-             add [director.service.check] or remove it",
+            "a sorry_server is used only when health checks find the service below its \
+             quorum (by default: every real server down); add [director.service.check] or \
+             remove it",
         )),
         (Some(v), Some(_)) => Ok(Some(sorry(file, v, af, port, reals)?)),
         (None, _) => Ok(None),

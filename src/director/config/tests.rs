@@ -213,7 +213,7 @@ fn refuses_what_cannot_work() {
         ),
         (
             svc("sorry_server = \"198.51.100.9\"", REAL),
-            "d.toml:6:16: a sorry_server is used only when health checks find every real server down",
+            "d.toml:6:16: a sorry_server is used only when health checks find the service below its quorum",
         ),
         (
             svc("", &real("upper_threshold = 0\nlower_threshold = 5")),

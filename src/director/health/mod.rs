@@ -3,44 +3,60 @@
 //! Pure parts here (the validated check settings are `director::model`'s): the rise/fall
 //! state machine, and
 //! `effective`, which turns the configured services plus the health of every real server
-//! into the services the kernel must hold (dead servers quiesced at weight 0 or removed; the
-//! sorry server in when every real server of a service is down). The run loop then feeds
+//! into the services the kernel must hold (dead servers quiesced at weight 0 or removed, live
+//! ones at their configured or `misc_dynamic` weight; the sorry server in while a service is
+//! below its quorum, `quorum`). The run loop then feeds
 //! that to the ordinary observe → plan → apply pipeline: no second code path.
 
 pub mod http;
 pub mod probe;
+pub mod quorum;
 pub mod record;
 pub mod tls;
 
 use super::model::{DirectorDesired, ServiceDesired};
 pub use super::model::{HealthCheck, HttpProbe, OnFailure, Probe};
 use crate::kernel::ipvs::{Destination, ServiceKey};
+pub use quorum::Quorums;
 pub use record::{Board, Record, View};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// One real server's health: current verdict and the run of results against it.
+/// One real server's health: current verdict, the run of results against it, and the
+/// weight its `misc_dynamic` check last set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
     pub up: bool,
     streak: u32,
+    /// Set by a `misc_dynamic` command check (exit 2..=255: code − 2); `None`: configured.
+    pub weight: Option<u32>,
 }
 
 impl Default for Health {
-    /// Servers start up (as keepalived's do), so a starting director serves at once; a dead
-    /// one is taken out after `fall` checks.
+    /// Servers start up (as keepalived's do without `alpha`), so a starting director serves
+    /// at once; a dead one is taken out after `fall` checks.
     fn default() -> Self {
-        Self {
-            up: true,
-            streak: 0,
-        }
+        Self::start(false)
     }
 }
 
 impl Health {
+    /// Before any check: up, or down with `alpha` (keepalived's: down until checked good).
+    pub fn start(alpha: bool) -> Health {
+        Health {
+            up: !alpha,
+            streak: 0,
+            weight: None,
+        }
+    }
+
     /// A settled verdict (no results against it yet), as a view read back gives it.
-    pub fn verdict(up: bool) -> Health {
-        Health { up, streak: 0 }
+    pub fn settled(up: bool, weight: Option<u32>) -> Health {
+        Health {
+            up,
+            streak: 0,
+            weight,
+        }
     }
 
     /// Records one check result; true when the verdict flipped.
@@ -57,6 +73,16 @@ impl Health {
             return true;
         }
         false
+    }
+
+    /// Takes the weight a `misc_dynamic` check reports (`None`: it reports none); true when
+    /// it changed.
+    pub fn reweigh(&mut self, weight: Option<u32>) -> bool {
+        let changed = weight.is_some() && weight != self.weight;
+        if changed {
+            self.weight = weight;
+        }
+        changed
     }
 }
 
@@ -96,33 +122,55 @@ pub fn targets(desired: &DirectorDesired) -> Vec<(Target, HealthCheck)> {
     out
 }
 
-fn is_up(health: &HashMap<Target, Health>, key: &ServiceKey, d: &Destination) -> bool {
-    let target = Target {
+fn target(key: &ServiceKey, d: &Destination) -> Target {
+    Target {
         service: key.clone(),
         addr: d.addr,
         port: d.port,
-    };
-    health.get(&target).is_none_or(|h| h.up)
+    }
 }
 
-/// The services as the kernel must hold them given the health of each real server.
-pub fn effective(desired: &DirectorDesired, health: &HashMap<Target, Health>) -> DirectorDesired {
+/// Whether the real server `d` of `key` is up: its verdict, else as it starts (`alpha`: down).
+fn is_up(health: &HashMap<Target, Health>, key: &ServiceKey, d: &Destination, alpha: bool) -> bool {
+    health.get(&target(key, d)).map_or(!alpha, |h| h.up)
+}
+
+/// The weight of `d` while it is up: the one its `misc_dynamic` check set, else its own.
+fn weight_of(health: &HashMap<Target, Health>, key: &ServiceKey, d: &Destination) -> u32 {
+    health
+        .get(&target(key, d))
+        .and_then(|h| h.weight)
+        .unwrap_or(d.weight)
+}
+
+/// The services as the kernel must hold them given the health of each real server and the
+/// quorum state of each service.
+pub fn effective(
+    desired: &DirectorDesired,
+    health: &HashMap<Target, Health>,
+    quorums: &Quorums,
+) -> DirectorDesired {
     let mut out = desired.clone();
     for s in &mut out.services {
-        apply_health(s, health);
+        apply_health(s, health, quorums);
     }
     out
 }
 
-fn apply_health(s: &mut ServiceDesired, health: &HashMap<Target, Health>) {
+/// Failed servers out as `on_failure` says, healthy ones at their (dynamic) weight. Below
+/// its quorum a service with a sorry server is served by the sorry server alone: as
+/// keepalived does, its healthy real servers are taken out too (quiesced or removed like a
+/// failed one), and come back when the quorum does. Without a sorry server they stay in.
+fn apply_health(s: &mut ServiceDesired, health: &HashMap<Target, Health>, quorums: &Quorums) {
     let Some(check) = &s.check else { return };
+    let (alpha, on_failure) = (check.alpha, check.on_failure);
     let key = s.service.key.clone();
-    let any_up = s.reals.iter().any(|d| is_up(health, &key, d));
-    let on_failure = check.on_failure;
+    let sorry_alone = s.sorry.is_some() && !quorums.is_up(s, health);
     s.reals = std::mem::take(&mut s.reals)
         .into_iter()
         .filter_map(|mut d| {
-            if is_up(health, &key, &d) {
+            if is_up(health, &key, &d, alpha) && !sorry_alone {
+                d.weight = weight_of(health, &key, &d);
                 return Some(d);
             }
             match on_failure {
@@ -134,15 +182,13 @@ fn apply_health(s: &mut ServiceDesired, health: &HashMap<Target, Health>) {
             }
         })
         .collect();
-    if !any_up {
-        if let Some(sorry) = &s.sorry {
-            if !s
-                .reals
-                .iter()
-                .any(|d| d.addr == sorry.addr && d.port == sorry.port)
-            {
-                s.reals.push(sorry.clone());
-            }
+    if let (Some(sorry), true) = (&s.sorry, sorry_alone) {
+        if !s
+            .reals
+            .iter()
+            .any(|d| d.addr == sorry.addr && d.port == sorry.port)
+        {
+            s.reals.push(sorry.clone());
         }
     }
 }

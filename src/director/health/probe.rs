@@ -23,6 +23,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 pub struct Session {
     conn: Option<Box<dyn Conn>>,
     request: Option<String>,
+    /// The weight the last check reported (a `misc_dynamic` command's exit 2..=255).
+    weight: Option<u32>,
+}
+
+impl Session {
+    /// The weight the check just run reported, if it reported one.
+    pub fn take_weight(&mut self) -> Option<u32> {
+        self.weight.take()
+    }
 }
 
 /// Why a check failed: the step and the server's address or the program, as the logs say it.
@@ -184,7 +193,9 @@ pub async fn check(
             Probe::Tcp => connect(addr).await.map(drop),
             Probe::Http(http) => http_check(addr, http, false, session).await,
             Probe::Https(http) => http_check(addr, http, true, session).await,
-            Probe::Command { argv } => command(argv, target, addr).await,
+            Probe::Command { argv, dynamic } => command(argv, *dynamic, target, addr)
+                .await
+                .map(|weight| session.weight = weight),
         }
     };
     match tokio::time::timeout(check.timeout, work).await {
@@ -208,6 +219,7 @@ async fn http_check(
     let Session {
         conn: kept,
         request,
+        ..
     } = session;
     let request: &str =
         request.get_or_insert_with(|| build_request(addr, http, if tls { 443 } else { 80 }));
@@ -506,7 +518,14 @@ pub fn tls_server_name(host: &str) -> Result<rustls::pki_types::ServerName<'stat
     })
 }
 
-async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(), ProbeError> {
+/// A command check: healthy on exit 0; with `dynamic` (keepalived's misc_dynamic) also on
+/// exit 2..=255, which reports the weight code − 2 (exit 0 reports none: the weight stays).
+async fn command(
+    argv: &[String],
+    dynamic: bool,
+    target: &Target,
+    addr: SocketAddr,
+) -> Result<Option<u32>, ProbeError> {
     let (program, args) = argv.split_first().ok_or(ProbeError::EmptyCommand)?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -532,13 +551,19 @@ async fn command(argv: &[String], target: &Target, addr: SocketAddr) -> Result<(
         program: program.clone(),
         source,
     })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(ProbeError::Exited {
-            program: program.clone(),
-            status,
-        })
+    exit_weight(status, dynamic).ok_or_else(|| ProbeError::Exited {
+        program: program.clone(),
+        status,
+    })
+}
+
+/// What a command's exit says: `Some(None)` healthy, `Some(Some(w))` healthy at weight `w`
+/// (misc_dynamic), `None` failed (exit 1, any other code without misc_dynamic, a signal).
+fn exit_weight(status: std::process::ExitStatus, dynamic: bool) -> Option<Option<u32>> {
+    match status.code() {
+        Some(0) => Some(None),
+        Some(code @ 2..=255) if dynamic => Some(Some(code as u32 - 2)),
+        _ => None,
     }
 }
 
@@ -677,6 +702,32 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         drop(server);
         assert!(!still_idle(&mut client));
+    }
+
+    /// keepalived's misc_dynamic: 0 healthy (weight unchanged), 1 failed, 2..=255 healthy at
+    /// code − 2; without it only 0 is healthy; a signal is a failure either way.
+    #[test]
+    fn a_dynamic_exit_code_sets_the_weight() {
+        use std::os::unix::process::ExitStatusExt;
+        let exit = |code: i32| std::process::ExitStatus::from_raw(code << 8);
+        let cases = [
+            (0, true, Some(None)),
+            (1, true, None),
+            (2, true, Some(Some(0))),
+            (10, true, Some(Some(8))),
+            (255, true, Some(Some(253))),
+            (0, false, Some(None)),
+            (10, false, None),
+        ];
+        for (code, dynamic, want) in cases {
+            assert_eq!(
+                exit_weight(exit(code), dynamic),
+                want,
+                "exit {code} {dynamic}"
+            );
+        }
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(exit_weight(killed, true), None);
     }
 
     #[test]

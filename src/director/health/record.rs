@@ -6,7 +6,7 @@
 //! Pure data and its file; it must not decide a verdict (that is [`super::Health`]'s).
 
 use super::probe::{ProbeError, Reason};
-use super::Target;
+use super::{Quorums, Target};
 use crate::kernel::ipvs::ServiceKey;
 use crate::metrics::Histogram;
 use crate::state_dir::{StateError, DIRECTOR_HEALTH};
@@ -45,6 +45,9 @@ pub struct Record {
     pub last_failure: Option<Failure>,
     /// How long the last check took (seconds).
     pub last_seconds: f64,
+    /// The weight its `misc_dynamic` check last set (absent: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
     /// Failures by reason since the start.
     #[serde(skip)]
     pub failures_by: HashMap<Reason, u64>,
@@ -61,20 +64,30 @@ impl Default for Record {
             since: None,
             last_failure: None,
             last_seconds: 0.0,
+            weight: None,
             failures_by: HashMap::new(),
         }
     }
 }
 
 impl Record {
-    /// Counts one result; `flipped`: whether it changed the verdict (to `up`).
+    /// Before any check, as `health` starts.
+    pub fn start(health: super::Health) -> Record {
+        Record {
+            up: health.up,
+            ..Record::default()
+        }
+    }
+
+    /// Counts one result; `health`: the verdict after it, `flipped`: whether it changed.
     pub fn note(
         &mut self,
         result: &Result<(), ProbeError>,
         took: Duration,
         now: SystemTime,
-        flipped: Option<bool>,
+        (health, flipped): (super::Health, bool),
     ) {
+        self.weight = health.weight;
         self.last_seconds = took.as_secs_f64();
         let at = crate::metrics::unix_seconds(now);
         match result {
@@ -94,10 +107,10 @@ impl Record {
                 });
             }
         }
-        if let Some(up) = flipped {
-            self.up = up;
+        self.up = health.up;
+        if flipped {
             self.since = Some(at);
-            match up {
+            match health.up {
                 true => self.went_up += 1,
                 false => self.went_down += 1,
             }
@@ -110,9 +123,10 @@ impl Record {
         !self.up && self.last_failure.as_ref().and_then(|f| f.status) == Some(503)
     }
 
-    /// Worth writing down for `director status`: it is down, or its verdict ever changed.
+    /// Worth writing down for `director status`: it is down, its verdict ever changed, or
+    /// its check set its weight.
     fn noteworthy(&self) -> bool {
-        !self.up || self.since.is_some()
+        !self.up || self.since.is_some() || self.weight.is_some()
     }
 }
 
@@ -121,22 +135,25 @@ impl Record {
 pub struct Board {
     pub records: HashMap<Target, Record>,
     pub check_seconds: HashMap<ServiceKey, Histogram>,
+    /// The quorum state of every checked service.
+    pub quorums: Quorums,
 }
 
 impl Board {
-    /// Counts one finished check of `target`.
+    /// Counts one finished check of `target`: `verdict` is its health after the result and
+    /// whether the result flipped it.
     pub fn note(
         &mut self,
         target: &Target,
         result: &Result<(), ProbeError>,
         took: Duration,
-        flipped: Option<bool>,
+        verdict: (super::Health, bool),
     ) {
         let now = SystemTime::now();
         self.records
             .entry(target.clone())
-            .or_default()
-            .note(result, took, now, flipped);
+            .or_insert_with(|| Record::start(verdict.0))
+            .note(result, took, now, verdict);
         self.check_seconds
             .entry(target.service.clone())
             .or_insert_with(|| Histogram::new(crate::metrics::SECONDS))
@@ -163,9 +180,17 @@ impl Board {
             })
             .collect();
         servers.sort_by_key(|s| s.target.to_string());
+        let mut services: Vec<ServiceQuorum> = (self.quorums.states())
+            .map(|(service, up)| ServiceQuorum {
+                service: service.clone(),
+                quorum_up: up,
+            })
+            .collect();
+        services.sort_by_key(|s| s.service.to_string());
         View {
             pid: std::process::id(),
             servers,
+            services,
         }
     }
 }
@@ -179,6 +204,13 @@ pub struct ServerView {
     pub record: Record,
 }
 
+/// One checked service's quorum state in the view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceQuorum {
+    pub service: ServiceKey,
+    pub quorum_up: bool,
+}
+
 /// The running director's verdicts as `director status` reads them: written atomically into
 /// the state directory at every flip. Only servers that are down or ever flipped are listed;
 /// any other checked server is up and has been since the director started.
@@ -188,6 +220,9 @@ pub struct View {
     /// nobody holds) the run lock.
     pub pid: u32,
     pub servers: Vec<ServerView>,
+    /// Every checked service's quorum state.
+    #[serde(default)]
+    pub services: Vec<ServiceQuorum>,
 }
 
 impl View {
@@ -209,8 +244,20 @@ impl View {
     pub fn health(&self) -> HashMap<Target, super::Health> {
         self.servers
             .iter()
-            .map(|s| (s.target.clone(), super::Health::verdict(s.record.up)))
+            .map(|s| {
+                let health = super::Health::settled(s.record.up, s.record.weight);
+                (s.target.clone(), health)
+            })
             .collect()
+    }
+
+    /// The quorum states as `health::effective` takes them.
+    pub fn quorums(&self) -> Quorums {
+        Quorums::from_states(
+            self.services
+                .iter()
+                .map(|s| (s.service.clone(), s.quorum_up)),
+        )
     }
 
     pub fn get(&self, target: &Target) -> Option<&Record> {
@@ -238,6 +285,29 @@ mod tests {
         }
     }
 
+    fn up() -> super::super::Health {
+        super::super::Health::settled(true, None)
+    }
+
+    fn down() -> super::super::Health {
+        super::super::Health::settled(false, None)
+    }
+
+    /// With `alpha` a server starts down: its record says so before any flip, and the view
+    /// lists it; a `misc_dynamic` weight is on the record and read back into the health.
+    #[test]
+    fn a_record_starts_as_its_health_and_keeps_a_dynamic_weight() {
+        let mut board = Board::default();
+        let t = target();
+        board.note(&t, &refused(), Duration::ZERO, (down(), false));
+        assert!(!board.records[&t].up, "alpha: down before any flip");
+        assert_eq!(board.view().servers.len(), 1);
+        let weighed = super::super::Health::settled(true, Some(8));
+        board.note(&t, &Ok(()), Duration::ZERO, (weighed, true));
+        let view = board.view();
+        assert_eq!(view.health()[&t], weighed);
+    }
+
     fn refused() -> Result<(), ProbeError> {
         Err(ProbeError::Connect {
             addr: "198.51.100.2:80".parse().expect("literal"),
@@ -250,9 +320,9 @@ mod tests {
         let mut board = Board::default();
         let t = target();
         let ms = Duration::from_millis(2);
-        board.note(&t, &Ok(()), ms, None);
-        board.note(&t, &refused(), ms, None);
-        board.note(&t, &refused(), ms, Some(false));
+        board.note(&t, &Ok(()), ms, (up(), false));
+        board.note(&t, &refused(), ms, (up(), false));
+        board.note(&t, &refused(), ms, (down(), true));
         let r = &board.records[&t];
         assert_eq!((r.up, r.successes, r.failures), (false, 0, 2));
         assert_eq!((r.went_up, r.went_down), (0, 1));
@@ -262,7 +332,7 @@ mod tests {
         assert_eq!(r.failures_by[&Reason::Refused], 2);
         assert!(!r.drained());
         assert_eq!(board.check_seconds[&t.service].count(), 3);
-        board.note(&t, &Ok(()), ms, Some(true));
+        board.note(&t, &Ok(()), ms, (up(), true));
         let r = &board.records[&t];
         assert_eq!((r.up, r.successes, r.failures, r.went_up), (true, 1, 0, 1));
     }
@@ -275,7 +345,7 @@ mod tests {
             got: 503,
             want: 200,
         });
-        board.note(&t, &status, Duration::ZERO, Some(false));
+        board.note(&t, &status, Duration::ZERO, (down(), true));
         assert!(board.records[&t].drained());
     }
 
@@ -288,11 +358,11 @@ mod tests {
             addr: [198, 51, 100, 3].into(),
             ..target()
         };
-        board.note(&other, &Ok(()), Duration::ZERO, None);
-        board.note(&t, &refused(), Duration::ZERO, Some(false));
+        board.note(&other, &Ok(()), Duration::ZERO, (up(), false));
+        board.note(&t, &refused(), Duration::ZERO, (down(), true));
         let view = board.view();
         assert_eq!(view.servers.len(), 1);
-        assert_eq!(view.health()[&t], super::super::Health::verdict(false));
+        assert_eq!(view.health()[&t], down());
         let dir = std::env::temp_dir().join(format!("rsa-view-{}", std::process::id()));
         view.save(&dir).expect("saves");
         let back = View::load(&dir).expect("reads").expect("written");

@@ -60,6 +60,11 @@ pub(super) struct Service {
     pub(super) reals: Vec<Real>,
     pub(super) sorry_server: Option<(Place, String)>,
     pub(super) check: Option<Check>,
+    /// keepalived's quorum settings, each with where it was written.
+    pub(super) quorum: Option<(Place, u32)>,
+    pub(super) hysteresis: Option<(Place, u32)>,
+    pub(super) quorum_up: Option<(Place, Vec<String>)>,
+    pub(super) quorum_down: Option<(Place, Vec<String>)>,
 }
 
 impl Service {
@@ -75,6 +80,10 @@ impl Service {
             reals: Vec::new(),
             sorry_server: None,
             check: None,
+            quorum: None,
+            hysteresis: None,
+            quorum_up: None,
+            quorum_down: None,
         }
     }
 }
@@ -88,6 +97,8 @@ pub(super) struct Real {
     pub(super) weight: u32,
     pub(super) upper: Option<u32>,
     pub(super) lower: Option<u32>,
+    pub(super) notify_up: Option<Vec<String>>,
+    pub(super) notify_down: Option<Vec<String>>,
 }
 
 /// A `[director.service.check]`; `None` fields are left to rs-agent's defaults.
@@ -105,6 +116,8 @@ pub(super) struct Check {
     pub(super) rise: Option<u32>,
     pub(super) fall: Option<u32>,
     pub(super) on_failure: Option<&'static str>,
+    pub(super) alpha: bool,
+    pub(super) misc_dynamic: bool,
 }
 
 /// A TOML basic string. Control characters are escaped, so any input word stays one string.
@@ -174,6 +187,16 @@ fn write_service(out: &mut Output, s: &Service) {
     if let Some((place, sorry)) = &s.sorry_server {
         out.line(Some(place), format_args!("sorry_server = {}", quote(sorry)));
     }
+    for (key, v) in [("quorum", &s.quorum), ("hysteresis", &s.hysteresis)] {
+        if let Some((place, n)) = v {
+            out.line(Some(place), format_args!("{key} = {n}"));
+        }
+    }
+    for (key, v) in [("quorum_up", &s.quorum_up), ("quorum_down", &s.quorum_down)] {
+        if let Some((place, argv)) = v {
+            out.line(Some(place), format_args!("{key} = {}", argv_array(argv)));
+        }
+    }
     if let Some(c) = &s.check {
         write_check(out, at, c);
     }
@@ -199,8 +222,10 @@ fn write_check(out: &mut Output, at: Option<&Place>, c: &Check) {
         out.line(at, format_args!("status = {s}"));
     }
     if let Some(argv) = &c.command {
-        let argv: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-        out.line(at, format_args!("command = [{}]", argv.join(", ")));
+        out.line(at, format_args!("command = {}", argv_array(argv)));
+    }
+    if c.misc_dynamic {
+        out.line(at, "misc_dynamic = true");
     }
     let numbers = [
         ("interval_ms", c.interval_ms),
@@ -216,6 +241,15 @@ fn write_check(out: &mut Output, at: Option<&Place>, c: &Check) {
     if let Some(o) = c.on_failure {
         out.line(at, format_args!("on_failure = {}", quote(o)));
     }
+    if c.alpha {
+        out.line(at, "alpha = true");
+    }
+}
+
+/// A TOML array of strings: a command's argv.
+fn argv_array(argv: &[String]) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+    format!("[{}]", argv.join(", "))
 }
 
 /// One `[[director.service.real]]` table.
@@ -231,6 +265,11 @@ fn write_real(out: &mut Output, r: &Real) {
     }
     if let Some(y) = r.lower.filter(|y| *y != 0) {
         out.line(at, format_args!("lower_threshold = {y}"));
+    }
+    for (key, v) in [("notify_up", &r.notify_up), ("notify_down", &r.notify_down)] {
+        if let Some(argv) = v {
+            out.line(at, format_args!("{key} = {}", argv_array(argv)));
+        }
     }
 }
 
@@ -332,6 +371,8 @@ mod tests {
             weight: 1,
             upper: None,
             lower: None,
+            notify_up: None,
+            notify_down: None,
         });
         let toml = to_toml("a test", "test", "eth0", &[s]).expect("valid");
         assert!(

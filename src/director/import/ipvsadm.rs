@@ -369,6 +369,8 @@ fn service(s: Svc) -> Service {
             weight: r.weight.unwrap_or(1),
             upper: r.upper,
             lower: r.lower,
+            notify_up: None,
+            notify_down: None,
         })
         .collect();
     out

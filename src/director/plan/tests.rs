@@ -13,6 +13,9 @@ fn want(vip: &str, sched: &str, reals: &[(&str, u32)]) -> ServiceDesired {
         reals: reals.iter().map(|(a, w)| dr(a, *w)).collect(),
         check: None,
         sorry: None,
+        quorum: Default::default(),
+        quorum_notify: Default::default(),
+        real_notify: Vec::new(),
     }
 }
 
@@ -314,6 +317,7 @@ fn changed_services_are_the_edited_added_and_removed_ones() {
         rise: 2,
         fall: 2,
         on_failure: crate::director::health::OnFailure::Quiesce,
+        alpha: false,
     });
     assert!(changed_services(&old, &new).is_empty());
     assert!(changed_services(&old, &old).is_empty());

@@ -6,9 +6,11 @@
 //! must not touch IPVS or the state file (a flipped verdict is the caller's cue for a pass)
 //! nor decide what a probe does (that is `health::probe`).
 
+use super::scripts::{self, Scripts};
 use crate::director::config::DirectorDesired;
 use crate::director::health::probe::{self, ProbeError};
-use crate::director::health::{self, Board, Health, HealthCheck, Target};
+use crate::director::health::quorum::Change;
+use crate::director::health::{self, Board, Health, HealthCheck, Quorums, Target};
 use crate::kernel::rlimit::{coalesce_timers, fit_fd_limit};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -27,19 +29,31 @@ pub(super) struct CheckResult {
     took: std::time::Duration,
     rise: u32,
     fall: u32,
+    /// The server starts down (`alpha`) when this is the first result counted for it.
+    alpha: bool,
+    /// The weight the check reported (misc_dynamic), if any.
+    weight: Option<u32>,
 }
 
 impl CheckResult {
     /// Counts this result toward its server's verdict under `generation` (the configuration
-    /// in force); true when the verdict flipped. A result of another generation (queued before
-    /// a reload) is dropped: it was judged under settings that no longer apply.
-    fn count(&self, health: &mut HashMap<Target, Health>, generation: u64) -> bool {
-        self.generation == generation
-            && health.entry(self.target.clone()).or_default().record(
-                self.result.is_ok(),
-                self.rise,
-                self.fall,
-            )
+    /// in force): the health after it, whether the verdict flipped and whether the weight
+    /// changed. A result of another generation (queued before a reload) is dropped (`None`):
+    /// it was judged under settings that no longer apply.
+    fn count(
+        &self,
+        health: &mut HashMap<Target, Health>,
+        generation: u64,
+    ) -> Option<(Health, bool, bool)> {
+        if self.generation != generation {
+            return None;
+        }
+        let h = health
+            .entry(self.target.clone())
+            .or_insert_with(|| Health::start(self.alpha));
+        let flipped = h.record(self.result.is_ok(), self.rise, self.fall);
+        let reweighed = self.result.is_ok() && h.reweigh(self.weight);
+        Some((*h, flipped, reweighed))
     }
 }
 
@@ -82,6 +96,8 @@ async fn check_loop(
             took,
             rise: check.rise,
             fall: check.fall,
+            alpha: check.alpha,
+            weight: session.take_weight(),
         };
         if tx.send(message).await.is_err() {
             return;
@@ -199,28 +215,45 @@ fn fd_shortfall(kept: usize, limit: u64) -> Option<String> {
     })
 }
 
+/// What the results judged together changed: the verdicts that flipped (to up: true), and
+/// whether a `misc_dynamic` weight changed.
+#[derive(Debug, Default)]
+pub(super) struct Judged {
+    pub flips: Vec<(Target, bool)>,
+    pub reweighed: bool,
+}
+
+impl Judged {
+    /// The table may have to change: a pass is due.
+    pub fn changed(&self) -> bool {
+        !self.flips.is_empty() || self.reweighed
+    }
+}
+
 /// Counts one check result toward its server's verdict (under `generation`, the one of the
 /// task now checking that server; `None`: no longer checked) and onto its `board` record,
-/// and logs a flip; true when it flipped.
+/// and logs a flip or a new weight into `judged`.
 fn judge(
     done: &CheckResult,
     health: &mut HashMap<Target, Health>,
     generation: Option<u64>,
     board: &mut Board,
-) -> bool {
+    judged: &mut Judged,
+) {
     if let Err(why) = &done.result {
         tracing::debug!(target_rs = %done.target, why = %why, "check failed");
     }
-    let Some(generation) = generation else {
-        return false;
+    let Some((now, flipped, reweighed)) = generation.and_then(|g| done.count(health, g)) else {
+        return;
     };
-    let flipped = done.count(health, generation);
-    if generation == done.generation {
-        let to = flipped.then_some(done.result.is_ok());
-        board.note(&done.target, &done.result, done.took, to);
+    board.note(&done.target, &done.result, done.took, (now, flipped));
+    if reweighed {
+        let weight = now.weight.unwrap_or_default();
+        tracing::info!("{} has weight {weight} (misc_dynamic)", done.target);
+        judged.reweighed = true;
     }
     if !flipped {
-        return false;
+        return;
     }
     match &done.result {
         Ok(()) => tracing::info!("{} is UP after {} good check(s)", done.target, done.rise),
@@ -230,24 +263,26 @@ fn judge(
             done.fall
         ),
     }
-    true
+    judged.flips.push((done.target.clone(), now.up));
 }
 
 /// Judges `first` and every result already queued behind it, so that they count toward one
-/// pass: when many servers fail together (a switch dies), one pass takes them all out. True
-/// when a verdict flipped.
+/// pass: when many servers fail together (a switch dies), one pass takes them all out.
 pub(super) fn judge_queued(
     first: &CheckResult,
     rx: &mut mpsc::Receiver<CheckResult>,
     health: &mut HashMap<Target, Health>,
     checks: &Checks,
     board: &mut Board,
-) -> bool {
-    let mut flipped = judge(first, health, checks.generation_of(&first.target), board);
+) -> Judged {
+    let mut judged = Judged::default();
+    let generation = checks.generation_of(&first.target);
+    judge(first, health, generation, board, &mut judged);
     while let Ok(more) = rx.try_recv() {
-        flipped |= judge(&more, health, checks.generation_of(&more.target), board);
+        let generation = checks.generation_of(&more.target);
+        judge(&more, health, generation, board, &mut judged);
     }
-    flipped
+    judged
 }
 
 /// Counters of `check_only`.
@@ -281,24 +316,68 @@ pub async fn check_only<T>(
     let mut checks = Checks::default();
     checks.sync(desired, &tx, &slots);
     let mut health: HashMap<Target, Health> = HashMap::new();
-    // Kept as `run` keeps it (records and durations for the metrics), so that its cost is
-    // measured too.
+    // Kept as `run` keeps them (records and durations for the metrics, quorum states, notify
+    // commands), so that their cost is measured too.
     let mut board = Board::default();
+    let mut quorums = Quorums::default();
+    quorums.update(desired, &health);
+    let mut scripts = Scripts::default();
     tokio::pin!(until);
     let out = loop {
         tokio::select! {
             Some(done) = rx.recv() => {
                 let counter = if done.result.is_ok() { &tally.ok } else { &tally.failed };
                 counter.set(counter.get() + 1);
-                if judge(&done, &mut health, checks.generation_of(&done.target), &mut board) {
-                    tally.flips.set(tally.flips.get() + 1);
+                let mut judged = Judged::default();
+                let generation = checks.generation_of(&done.target);
+                judge(&done, &mut health, generation, &mut board, &mut judged);
+                let flips = judged.flips.len() as u64;
+                tally.flips.set(tally.flips.get() + flips);
+                if judged.changed() {
+                    notify(desired, &judged, &health, &mut quorums, &mut scripts);
                 }
             }
             out = &mut until => break out,
         }
     };
     checks.abort_all();
+    scripts.abort_all();
     out
+}
+
+/// After verdicts changed: each flipped server's notify command, then each service whose
+/// quorum state changed (logged, and its quorum_up / quorum_down). The changes of quorum.
+pub(super) fn notify(
+    desired: &DirectorDesired,
+    judged: &Judged,
+    health: &HashMap<Target, Health>,
+    quorums: &mut Quorums,
+    scripts: &mut Scripts,
+) -> Vec<Change> {
+    for (target, up) in &judged.flips {
+        if let Some(script) = scripts::real_server(desired, target, *up) {
+            scripts.start(script);
+        }
+    }
+    let changes = quorums.update(desired, health);
+    for change in &changes {
+        match change.up {
+            true => tracing::info!(
+                "service {} gained its quorum (live weight {})",
+                change.service,
+                change.live_weight
+            ),
+            false => tracing::warn!(
+                "service {} lost its quorum (live weight {})",
+                change.service,
+                change.live_weight
+            ),
+        }
+        if let Some(script) = scripts::service(desired, change) {
+            scripts.start(script);
+        }
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -337,6 +416,8 @@ pub(super) mod tests {
             took: std::time::Duration::ZERO,
             rise: 2,
             fall,
+            alpha: false,
+            weight: None,
         }
     }
 
@@ -345,16 +426,19 @@ pub(super) mod tests {
     #[test]
     fn results_from_before_a_reload_are_not_counted() {
         let mut health = HashMap::new();
+        let flips = |r: CheckResult, health: &mut HashMap<Target, Health>| {
+            r.count(health, 1).is_some_and(|(_, flipped, _)| flipped)
+        };
         for _ in 0..5 {
-            assert!(!failed(0, 2).count(&mut health, 1));
+            assert!(!flips(failed(0, 2), &mut health));
         }
         assert!(
             health.values().all(|h| h.up),
             "stale results changed a verdict"
         );
-        assert!(!failed(1, 2).count(&mut health, 1));
+        assert!(!flips(failed(1, 2), &mut health));
         assert!(
-            failed(1, 2).count(&mut health, 1),
+            flips(failed(1, 2), &mut health),
             "fall = 2 failures must flip"
         );
         assert!(health.values().all(|h| !h.up));
@@ -441,13 +525,8 @@ pub(super) mod tests {
         let mut health = HashMap::new();
         let mut board = Board::default();
         let first = rx.recv().await.expect("queued");
-        assert!(judge_queued(
-            &first,
-            &mut rx,
-            &mut health,
-            &checks,
-            &mut board
-        ));
+        let judged = judge_queued(&first, &mut rx, &mut health, &checks, &mut board);
+        assert_eq!(judged.flips.len(), 4, "{judged:?}");
         assert_eq!(board.records.len(), 4, "every result is on the board");
         assert!(rx.try_recv().is_err(), "results left for another pass");
         let down = targets

@@ -9,7 +9,7 @@
 
 use super::telemetry::{Shared, Telemetry};
 use crate::daemon::endpoint::{Answer, Body, Chunks, Request, Response, Routes, CHUNK};
-use crate::director::health::Target;
+use crate::director::health::{HealthCheck, Target};
 use crate::director::state::DirectorState;
 use crate::kernel::ipvs::{
     AddressFamily, IpvsClient, ObservedDestination, ObservedService, ServiceKey, Stats,
@@ -290,11 +290,13 @@ fn ipvs_families(out: &mut Out<'_>, scrape: &Scrape) {
 
 /// A configured real server's state: `up`, `down`, `drained` (down on a 503), `unchecked`
 /// (its service has no check), or `sorry` (the sorry server, while it serves).
-fn state_of(t: &Telemetry, target: &Target, checked: bool) -> &'static str {
-    match t.board.records.get(target) {
-        _ if !checked => "unchecked",
-        Some(r) if r.drained() => "drained",
-        Some(r) if !r.up => "down",
+/// A server not checked yet is up, or down with `alpha`.
+fn state_of(t: &Telemetry, target: &Target, check: Option<&HealthCheck>) -> &'static str {
+    match (t.board.records.get(target), check) {
+        (_, None) => "unchecked",
+        (Some(r), _) if r.drained() => "drained",
+        (Some(r), _) if !r.up => "down",
+        (None, Some(c)) if c.alpha => "down",
         _ => "up",
     }
 }
@@ -313,7 +315,7 @@ fn configured(t: &Telemetry) -> Vec<(Labels, Target, &'static str, u32)> {
         let mut any_up = false;
         for d in &s.reals {
             let target = target(d.addr, d.port);
-            let state = state_of(t, &target, s.check.is_some());
+            let state = state_of(t, &target, s.check.as_ref());
             any_up |= matches!(state, "up" | "unchecked");
             out.push((
                 backend_labels(&service, d.addr, d.port),
@@ -322,7 +324,8 @@ fn configured(t: &Telemetry) -> Vec<(Labels, Target, &'static str, u32)> {
                 d.weight,
             ));
         }
-        if let (Some(sorry), false) = (&s.sorry, any_up) {
+        let quorum_up = t.board.quorums.get(key).unwrap_or(any_up);
+        if let (Some(sorry), false) = (&s.sorry, quorum_up) {
             let target = target(sorry.addr, sorry.port);
             let labels = backend_labels(&service, sorry.addr, sorry.port);
             out.push((labels, target, "sorry", sorry.weight));
@@ -355,6 +358,15 @@ fn health_families(out: &mut Out<'_>, scrape: &Scrape) {
         for (state, n) in STATES.iter().zip(counts) {
             e.sample(&SVC_REALS, &l.and("state", state), *n);
         }
+    });
+    let quorums: Vec<(Labels, bool)> = (t.configured.services.iter())
+        .filter_map(|s| {
+            let up = t.board.quorums.get(&s.service.key)?;
+            Some((service_labels(&s.service.key), up))
+        })
+        .collect();
+    out.family(&SVC_QUORUM_UP, &quorums, |e, (l, up)| {
+        e.sample(&SVC_QUORUM_UP, l, u64::from(*up))
     });
     let seconds: Vec<(Labels, &crate::metrics::Histogram)> = t
         .board

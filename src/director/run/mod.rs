@@ -16,19 +16,20 @@ mod announce;
 mod checks;
 mod metrics;
 mod passes;
+mod scripts;
 mod telemetry;
 
 pub use checks::{check_only, CheckTally};
 
 use super::config::DirectorDesired;
-use super::health::{Health, Target};
+use super::health::{Health, Quorums, Target};
 pub use super::model::MetricsOptions;
 use super::DirectorReport;
 use crate::daemon::{self, endpoint, Attempt, Lifecycle, Reloaded, Reloads, Running};
 use crate::error::Error;
 use crate::kernel::rlimit::coalesce_timers;
 use announce::Announcer;
-use checks::{judge_queued, CheckResult, Checks};
+use checks::{judge_queued, CheckResult, Checks, Judged};
 use passes::{Pass, Passes};
 use std::collections::HashMap;
 use std::future::Future;
@@ -132,6 +133,10 @@ struct Director<'a, L> {
 struct Engine<'a> {
     state_dir: &'a Path,
     health: HashMap<Target, Health>,
+    /// The quorum state of every checked service.
+    quorums: Quorums,
+    /// The notify commands running.
+    scripts: scripts::Scripts,
     passes: Passes,
     announcer: Announcer,
     checks: Checks,
@@ -153,7 +158,12 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
         let health = HashMap::new();
         let mut passes = Passes::new(options.adopt);
         let first = passes
-            .reconcile(&desired, &health, state_dir, Pass::Full)
+            .reconcile(
+                &desired,
+                (&health, &Quorums::default()),
+                state_dir,
+                Pass::Full,
+            )
             .await?;
         first.warnings.iter().for_each(|w| tracing::warn!("{w}"));
         // As keepalived does on becoming master: announce every VIP at start (the ones the first
@@ -177,9 +187,16 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
     ) -> Director<'a, L> {
         let (tx, rx) = mpsc::channel::<CheckResult>(1024);
         let telemetry = Shared::new(Telemetry::new(desired.clone()));
+        let health = HashMap::new();
+        // As they start: no change, so no quorum_up / quorum_down.
+        let mut quorums = Quorums::default();
+        quorums.update(&desired, &health);
+        telemetry.lock().board_mut().quorums = quorums.clone();
         let engine = Engine {
             state_dir,
-            health: HashMap::new(),
+            health,
+            quorums,
+            scripts: Default::default(),
             passes,
             announcer,
             checks: Checks::default(),
@@ -236,7 +253,7 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
         let engine = &mut self.engine;
         match wake {
             Wake::Checked(done) => {
-                let flipped = {
+                let judged = {
                     let mut telemetry = engine.telemetry.lock();
                     let board = telemetry.board_mut();
                     judge_queued(
@@ -247,7 +264,8 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
                         board,
                     )
                 };
-                if flipped {
+                if judged.changed() {
+                    engine.verdicts_changed(self.desired.settings(), &judged);
                     self.pass(Pass::Health).await;
                     self.engine.save_view();
                 }
@@ -329,6 +347,7 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
 
     fn stopping(&mut self) {
         self.engine.checks.abort_all();
+        self.engine.scripts.abort_all();
         self.engine.announcer.abort();
         tracing::info!(
             "stopping; the director stays configured (`rs-agent director down` removes it)"
@@ -350,9 +369,10 @@ impl Engine<'_> {
         pass: Pass,
     ) -> Result<DirectorReport, Error> {
         let started = std::time::Instant::now();
+        let verdicts = (&self.health, &self.quorums);
         let result = self
             .passes
-            .reconcile(desired, &self.health, self.state_dir, pass)
+            .reconcile(desired, verdicts, self.state_dir, pass)
             .await;
         let writes = result.as_ref().ok().map(|r| r.writes);
         self.telemetry
@@ -378,6 +398,14 @@ impl Engine<'_> {
         self.save_view();
     }
 
+    /// After verdicts changed (`judged`; or the configuration): the notify commands of the
+    /// flips, the services' next quorum states and their commands, and the board's copy.
+    fn verdicts_changed(&mut self, desired: &DirectorDesired, judged: &Judged) {
+        let (health, quorums) = (&self.health, &mut self.quorums);
+        checks::notify(desired, judged, health, quorums, &mut self.scripts);
+        self.telemetry.lock().board_mut().quorums = self.quorums.clone();
+    }
+
     /// Writes the verdicts for `director status` (a failure is logged: status then shows
     /// the last view written, or none).
     fn save_view(&self) {
@@ -393,6 +421,8 @@ impl Engine<'_> {
     /// whichever node took it over.
     async fn reload_pass(&mut self, desired: &DirectorDesired) -> Result<DirectorReport, Error> {
         self.start_checks(desired);
+        // A changed quorum (or a new service) may change the state before the pass applies it.
+        self.verdicts_changed(desired, &Judged::default());
         self.announcer.stop_superseded(desired, false);
         self.reconcile(desired, Pass::Scoped).await
     }
@@ -401,6 +431,7 @@ impl Engine<'_> {
     /// checks again, and the whole table, to undo whatever the refused pass made.
     async fn back_pass(&mut self, desired: &DirectorDesired) -> Result<DirectorReport, Error> {
         self.start_checks(desired);
+        self.verdicts_changed(desired, &Judged::default());
         self.reconcile(desired, Pass::Full).await
     }
 

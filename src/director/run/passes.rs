@@ -6,7 +6,7 @@
 //! announce the VIPs a pass bound (they come back in the report).
 
 use crate::director::config::DirectorDesired;
-use crate::director::health::{self, Health, Target};
+use crate::director::health::{self, Health, Quorums, Target};
 use crate::director::plan::{self, changed_services, Scope};
 use crate::director::state::DirectorState;
 use crate::director::{lock_passes, skipping_unowned, DirectorReport, Kernel, UpOptions};
@@ -91,12 +91,12 @@ impl Passes {
     pub(super) async fn reconcile(
         &mut self,
         desired: &DirectorDesired,
-        health: &HashMap<Target, Health>,
+        (health, quorums): (&HashMap<Target, Health>, &Quorums),
         state_dir: &Path,
         pass: Pass,
     ) -> Result<DirectorReport, Error> {
         let _lock = lock_passes(state_dir).await?;
-        let effective = health::effective(desired, health);
+        let effective = health::effective(desired, health, quorums);
         if pass == Pass::Health {
             if let Some(report) = self.direct(&effective, state_dir)? {
                 return Ok(report);

@@ -34,6 +34,9 @@ pub struct ServerHealth {
 pub struct HealthStatus {
     pub director_run_pid: u32,
     pub servers: Vec<ServerHealth>,
+    /// The checked services below their quorum (their sorry server serves, if any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub below_quorum: Vec<String>,
 }
 
 /// The running director's view, if a `director run` holds this state directory and wrote it
@@ -53,15 +56,24 @@ pub fn running_view(state_dir: &Path) -> Result<Option<View>, Error> {
 /// The configuration as the daemon's verdicts make it, and what status says of each checked
 /// server.
 pub fn apply(desired: &DirectorDesired, view: &View) -> (DirectorDesired, HealthStatus) {
-    let effective = health::effective(desired, &view.health());
-    let default = Record::default();
+    let (health, quorums) = (view.health(), view.quorums());
+    let effective = health::effective(desired, &health, &quorums);
     let servers = health::targets(desired)
         .into_iter()
-        .map(|(target, _)| server(&target, view.get(&target).unwrap_or(&default)))
+        .map(|(target, check)| {
+            // Not in the view: as it started (down with alpha).
+            let start = Record::start(health::Health::start(check.alpha));
+            server(&target, view.get(&target).unwrap_or(&start))
+        })
+        .collect();
+    let below_quorum = (desired.services.iter())
+        .filter(|s| s.check.is_some() && !quorums.is_up(s, &health))
+        .map(|s| s.service.key.to_string())
         .collect();
     let status = HealthStatus {
         director_run_pid: view.pid,
         servers,
+        below_quorum,
     };
     (effective, status)
 }
@@ -169,8 +181,9 @@ mod tests {
                 source: std::io::ErrorKind::ConnectionRefused.into(),
             })
         };
-        for flip in [None, None, Some(false)] {
-            board.note(&target, &refused(), Duration::ZERO, flip);
+        for (up, flipped) in [(true, false), (true, false), (false, true)] {
+            let health = health::Health::settled(up, None);
+            board.note(&target, &refused(), Duration::ZERO, (health, flipped));
         }
         let (effective, status) = apply(&desired, &board.view());
         let weight = |d: &DirectorDesired| {
@@ -195,5 +208,27 @@ mod tests {
             "{line}"
         );
         assert_eq!(status.servers[1].line(), "up (since the director started)");
+    }
+
+    /// With `alpha` and nothing in the view yet, status has the servers down (as the daemon
+    /// starts them) and the service below its quorum, its sorry server in.
+    #[test]
+    fn alpha_servers_are_down_until_the_view_says_otherwise() {
+        let text =
+            "[director]\ninterface = \"eth0\"\n[[director.service]]\nvip = \"192.0.2.100\"\n\
+                    port = 80\nreals = [\"198.51.100.2\"]\nsorry_server = \"198.51.100.9\"\n\
+                    [director.service.check]\ntype = \"tcp\"\nalpha = true\n";
+        let file = crate::config_file::ConfigFile::parse(None, text.into()).expect("parses");
+        let desired =
+            crate::director::config::director(&file, &Default::default()).expect("validates");
+        let (effective, status) = apply(&desired, &View::default());
+        assert_eq!(status.servers[0].state, "down");
+        assert_eq!(status.below_quorum, ["TCP 192.0.2.100:80"]);
+        let weights: Vec<u32> = effective.services[0]
+            .reals
+            .iter()
+            .map(|d| d.weight)
+            .collect();
+        assert_eq!(weights, [0, 1], "quiesced, and the sorry server");
     }
 }

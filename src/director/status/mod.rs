@@ -345,6 +345,12 @@ impl DirectorStatus {
                 s.line()
             )?;
         }
+        for service in &health.below_quorum {
+            writeln!(
+                out,
+                "  {service}: below its quorum (its sorry server serves, if any)"
+            )?;
+        }
         Ok(())
     }
 }

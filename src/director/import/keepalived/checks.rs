@@ -29,6 +29,7 @@ pub(super) struct Inherited {
     fall: Option<u32>,
     pub(super) virtualhost: Option<String>,
     pub(super) inhibit: Option<bool>,
+    alpha: Option<bool>,
 }
 
 impl Inherited {
@@ -49,7 +50,7 @@ impl Inherited {
                 item,
                 "rs-agent starts each check at a random point of its interval",
             ),
-            "alpha" => w.not_carried(item, "rs-agent starts every real server as up"),
+            "alpha" => self.alpha = Some(boolean(item)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -158,15 +159,14 @@ fn checker(
             ),
             ("command", "misc_path") => check.command = Some(argv(i)?),
             ("command", "misc_timeout") => misc_timeout = Some(timer(i)?),
-            ("command", "misc_dynamic") => {
-                w.not_carried(i, "not carried yet: rs-agent keeps the configured weight")
-            }
+            ("command", "misc_dynamic") => check.misc_dynamic = true,
             (_, key) => w.not_carried(i, not_carried_why(key)),
         }
     }
     if kind == "command" && check.command.is_none() {
         return Err(item.at().err("MISC_CHECK needs misc_path"));
     }
+    check.alpha = s.alpha.unwrap_or(false);
     if check.host.is_none() && matches!(kind, "http" | "https") {
         check.host = s.virtualhost.clone();
     }

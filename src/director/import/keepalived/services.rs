@@ -59,6 +59,9 @@ pub(super) fn virtual_server(
     let (reals, checks) = real_servers(&reals, &settings, &inherited, w)?;
     template.reals = reals;
     template.check = shared_check(&template, &checks, item, w);
+    if template.check.is_none() {
+        drop_unchecked(&mut template, w);
+    }
     if let Some((at, sorry)) = settings.sorry.take() {
         match template.check {
             Some(_) => template.sorry_server = Some((at, sorry)),
@@ -154,10 +157,15 @@ fn setting(
             i,
             "rs-agent forwards the sorry server like the first real server",
         ),
-        "quorum" | "hysteresis" | "quorum_up" | "quorum_down" => {
-            w.not_carried_of(i, vs, "rs-agent has no quorum yet")
-        }
-        "omega" => w.not_carried_of(i, vs, "rs-agent has no quorum or notify scripts yet"),
+        "quorum" => s.quorum = Some((i.at().clone(), number(i, "a weight")?)),
+        "hysteresis" => s.hysteresis = Some((i.at().clone(), number(i, "a weight")?)),
+        "quorum_up" => s.quorum_up = Some((i.at().clone(), shell(i, w)?)),
+        "quorum_down" => s.quorum_down = Some((i.at().clone(), shell(i, w)?)),
+        "omega" => w.not_carried_of(
+            i,
+            vs,
+            "rs-agent runs no notify command when it stops: quorum_down and notify_down run on changes only",
+        ),
         "ha_suspend" => w.not_carried_of(
             i,
             vs,
@@ -170,6 +178,46 @@ fn setting(
         _ => w.not_carried_of(i, vs, "import does not know it"),
     }
     Ok(())
+}
+
+/// A keepalived notify script (`quorum_up`, `notify_down` …): one string keepalived runs as a
+/// command line, carried as `["/bin/sh", "-c", SCRIPT]`; a user and group after it are not
+/// carried (rs-agent runs it as itself).
+pub(super) fn shell(i: &Item, w: &mut Warnings) -> Result<Vec<String>, ConfigError> {
+    let script = arg(i)?;
+    if i.args.len() > 1 {
+        w.add(
+            i.at(),
+            format_args!(
+                "the user of {} is not carried: rs-agent runs notify commands as itself",
+                i.key.text
+            ),
+        );
+    }
+    Ok(vec!["/bin/sh".into(), "-c".into(), script.text.clone()])
+}
+
+/// What only a check acts on, of a service that carries no check: not carried, one warning
+/// each.
+fn drop_unchecked(s: &mut Service, w: &mut Warnings) {
+    let why = "carried only for a service with a check, and this one carries none";
+    let places = [
+        s.quorum.take().map(|(at, _)| (at, "quorum")),
+        s.hysteresis.take().map(|(at, _)| (at, "hysteresis")),
+        s.quorum_up.take().map(|(at, _)| (at, "quorum_up")),
+        s.quorum_down.take().map(|(at, _)| (at, "quorum_down")),
+    ];
+    for (at, key) in places.into_iter().flatten() {
+        w.add(&at, format_args!("{key} is not carried: {why}"));
+    }
+    for r in &mut s.reals {
+        if r.notify_up.take().is_some() || r.notify_down.take().is_some() {
+            w.add(
+                &r.at,
+                format_args!("notify_up / notify_down are not carried: {why}"),
+            );
+        }
+    }
 }
 
 /// `NAT|DR|TUN [type ipip]` → rs-agent's forwarding methods.
@@ -247,6 +295,8 @@ fn real_servers(
             weight: 1,
             upper: None,
             lower: None,
+            notify_up: None,
+            notify_down: None,
         };
         let mut own = up.clone();
         let mut checkers = Vec::new();
@@ -260,9 +310,8 @@ fn real_servers(
                 "uthreshold" => real.upper = Some(number(i, "a connection count")?),
                 "lthreshold" => real.lower = Some(number(i, "a connection count")?),
                 k if k.ends_with("_CHECK") || k == "HTTP_GET" || k == "SSL_GET" => checkers.push(i),
-                "notify_up" | "notify_down" => {
-                    w.not_carried_of(i, item, "rs-agent has no notify scripts yet")
-                }
+                "notify_up" => real.notify_up = Some(shell(i, w)?),
+                "notify_down" => real.notify_down = Some(shell(i, w)?),
                 "smtp_alert" | "snmp_name" => {
                     w.not_carried_of(i, item, "rs-agent has no such setting")
                 }

@@ -142,13 +142,10 @@ fn http_and_ssl_get_with_url_status_and_host() {
 }
 
 #[test]
-fn misc_check_is_a_command_and_misc_dynamic_a_warning() {
+fn misc_check_is_a_command_and_misc_dynamic_carried() {
     let out = import("virtual_server 192.0.2.100 80 {\n lb_kind DR\n delay_loop 4\n real_server 198.51.100.2 80 {\n  MISC_CHECK {\n   misc_path \"/usr/local/bin/check web 'a b'\"\n   misc_timeout 3\n   misc_dynamic\n  }\n }\n}\n");
-    assert_has(&out.toml, "type = \"command\"\ncommand = [\"/usr/local/bin/check\", \"web\", \"'a\", \"b'\"]\ninterval_ms = 4000\ntimeout_ms = 3000\nrise = 1\nfall = 1");
-    assert_eq!(
-        out.warnings,
-        ["keepalived.conf:8: misc_dynamic is not carried (not carried yet: rs-agent keeps the configured weight)"]
-    );
+    assert_has(&out.toml, "type = \"command\"\ncommand = [\"/usr/local/bin/check\", \"web\", \"'a\", \"b'\"]\nmisc_dynamic = true\ninterval_ms = 4000\ntimeout_ms = 3000\nrise = 1\nfall = 1");
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
 
 #[test]
@@ -182,12 +179,12 @@ fn checks_that_differ_between_real_servers_are_not_carried() {
 #[test]
 fn what_is_not_carried_is_one_warning_each() {
     let cases: &[(&str, &str)] = &[
-        ("    quorum 2", "keepalived.conf:3: quorum 2 of virtual_server 192.0.2.100 80 is not carried (rs-agent has no quorum yet)"),
-        ("    hysteresis 1", "keepalived.conf:3: hysteresis 1 of virtual_server 192.0.2.100 80 is not carried (rs-agent has no quorum yet)"),
-        ("    alpha", "keepalived.conf:3: alpha is not carried (rs-agent starts every real server as up)"),
-        ("    omega", "keepalived.conf:3: omega of virtual_server 192.0.2.100 80 is not carried"),
+        // Carried for a service with a check; this one has none.
+        ("    quorum 2", "keepalived.conf:3: quorum is not carried: carried only for a service with a check, and this one carries none"),
+        ("    hysteresis 1", "keepalived.conf:3: hysteresis is not carried: carried only for a service with a check"),
+        ("    omega", "keepalived.conf:3: omega of virtual_server 192.0.2.100 80 is not carried (rs-agent runs no notify command when it stops"),
         ("    ha_suspend", "keepalived.conf:3: ha_suspend of virtual_server 192.0.2.100 80 is not carried"),
-        ("    quorum_up /bin/true", "keepalived.conf:3: quorum_up /bin/true of virtual_server"),
+        ("    quorum_up /bin/true", "keepalived.conf:3: quorum_up is not carried: carried only for a service with a check"),
         ("    bogus_keyword 1", "keepalived.conf:3: bogus_keyword 1 of virtual_server 192.0.2.100 80 is not carried (import does not know it)"),
     ];
     for (line, want) in cases {
@@ -205,11 +202,11 @@ fn what_is_not_carried_is_one_warning_each() {
     let cases: &[(&str, &str)] = &[
         (
             "  notify_up /bin/up",
-            "keepalived.conf:4: notify_up /bin/up of real_server 198.51.100.2 80 is not carried",
+            "keepalived.conf:3: notify_up / notify_down are not carried: carried only for a service with a check",
         ),
         (
             "  notify_down \"/bin/down x\"",
-            "keepalived.conf:4: notify_down /bin/down x of real_server",
+            "keepalived.conf:3: notify_up / notify_down are not carried",
         ),
         (
             "  DNS_CHECK {\n  }",
@@ -333,12 +330,12 @@ fn includes_are_read_relative_to_the_including_file() {
         "keepalived.conf",
         "global_defs {\n}\ninclude conf.d/*.conf\n",
     );
-    dir.write("conf.d/web.conf", &vs("    quorum 2"));
+    dir.write("conf.d/web.conf", &vs("    ha_suspend"));
     dir.write("conf.d/web.conf.off", "this is not read {\n");
     let out = keepalived_to_toml(&main, "eth0").expect("imports");
     assert_has(&out.toml, "vip = \"192.0.2.100\"");
     let web = dir.0.join("conf.d/web.conf").display().to_string();
-    assert_eq!(out.warnings, [format!("{web}:3: quorum 2 of virtual_server 192.0.2.100 80 is not carried (rs-agent has no quorum yet)")]);
+    assert_eq!(out.warnings, [format!("{web}:3: ha_suspend of virtual_server 192.0.2.100 80 is not carried (rs-agent binds the VIP itself and checks while it runs)")]);
     let none = dir.write("none.conf", &format!("include nothing-*.conf\n{}", vs("")));
     let out = keepalived_to_toml(&none, "eth0").expect("imports");
     assert!(
@@ -389,17 +386,11 @@ fn the_warnings_fixture_imports_with_one_warning_per_construct() {
         "vrrp_instance VI_1:",
         "vrrp_instance VI_2:",
         "vrrp_sync_group",
-        "quorum 2",
-        "hysteresis",
-        "alpha",
         "omega",
         "ha_suspend",
-        "quorum_up",
-        "notify_up",
         "digest",
         "DNS_CHECK",
         "SMTP_CHECK",
-        "misc_dynamic",
         "PING_CHECK",
         "UDP_CHECK",
         "192.0.2.110 in the virtual_ipaddress",
@@ -410,7 +401,46 @@ fn the_warnings_fixture_imports_with_one_warning_per_construct() {
             out.warnings
         );
     }
-    assert_eq!(out.warnings.len(), 20, "{:#?}", out.warnings);
+    assert_eq!(out.warnings.len(), 14, "{:#?}", out.warnings);
+}
+
+/// keepalived's quorum, hysteresis, quorum_up/down, alpha, notify_up/down and misc_dynamic are
+/// carried; its scripts are command lines, run by a shell; a script's user is a warning.
+#[test]
+fn quorum_alpha_notify_and_misc_dynamic_are_carried() {
+    let text = "virtual_server 192.0.2.100 80 {\n lb_kind DR\n alpha\n quorum 2\n hysteresis 1\n \
+                quorum_up \"/bin/q up\"\n quorum_down /bin/qd nobody\n sorry_server 198.51.100.250 80\n \
+                real_server 198.51.100.2 80 {\n  weight 2\n  notify_down \"/bin/page 'web 2'\"\n  TCP_CHECK {\n  }\n }\n \
+                real_server 198.51.100.3 80 {\n  notify_up /bin/up\n  TCP_CHECK {\n  }\n }\n}\n";
+    let out = import(text);
+    assert_has(
+        &out.toml,
+        "sorry_server = \"198.51.100.250:80\"\nquorum = 2\nhysteresis = 1\n\
+         quorum_up = [\"/bin/sh\", \"-c\", \"/bin/q up\"]\n\
+         quorum_down = [\"/bin/sh\", \"-c\", \"/bin/qd\"]\n",
+    );
+    assert_has(&out.toml, "on_failure = \"remove\"\nalpha = true\n");
+    assert_has(
+        &out.toml,
+        "weight = 2\nnotify_down = [\"/bin/sh\", \"-c\", \"/bin/page 'web 2'\"]\n",
+    );
+    assert_has(
+        &out.toml,
+        "weight = 1\nnotify_up = [\"/bin/sh\", \"-c\", \"/bin/up\"]\n",
+    );
+    assert_eq!(
+        out.warnings,
+        ["keepalived.conf:7: the user of quorum_down is not carried: rs-agent runs notify commands as itself"]
+    );
+    // alpha on the checker itself.
+    let out = import("virtual_server 192.0.2.100 80 {\n lb_kind DR\n real_server 198.51.100.2 80 {\n  TCP_CHECK {\n   alpha\n  }\n }\n}\n");
+    assert_has(&out.toml, "alpha = true");
+    // A quorum the weights cannot reach is refused at its line, as rs-agent would.
+    let e = refused("virtual_server 192.0.2.100 80 {\n lb_kind DR\n quorum 5\n real_server 198.51.100.2 80 {\n  TCP_CHECK {\n  }\n }\n}\n");
+    assert!(
+        e.starts_with("keepalived.conf:3:2: rs-agent would refuse this line: quorum 5"),
+        "{e}"
+    );
 }
 
 /// keepalived gives a DR (or TUN) destination the service's port — 0 for a fwmark service —

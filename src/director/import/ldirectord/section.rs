@@ -172,6 +172,8 @@ fn real_lines(l: &Line) -> Result<Vec<RealLine>, ConfigError> {
                 weight,
                 upper: None,
                 lower: None,
+                notify_up: None,
+                notify_down: None,
             },
             pair: pair.clone(),
         })

@@ -158,6 +158,12 @@ pub const SVC_REALS: Family = Family {
     help: "Configured real servers of the service by state: up, down, drained (down on a 503), unchecked (no check).",
 };
 
+pub const SVC_QUORUM_UP: Family = Family {
+    name: "rs_agent_service_quorum_up",
+    kind: Kind::Gauge,
+    help: "1 while the checked service has its quorum (the weights of its healthy real servers reach quorum, with hysteresis), else 0: then its sorry server serves, if it has one.",
+};
+
 pub const CHECK_SECONDS: Family = Family {
     name: "rs_agent_check_duration_seconds",
     kind: Kind::Histogram,
@@ -253,6 +259,7 @@ pub const ALL: &[&Family] = &[
     &RS_INACTIVE,
     &RS_WEIGHT,
     &SVC_REALS,
+    &SVC_QUORUM_UP,
     &CHECK_SECONDS,
     &RS_CONFIGURED_WEIGHT,
     &RS_STATE,

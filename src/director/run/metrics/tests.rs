@@ -77,15 +77,30 @@ fn scrape(per_real_server: bool) -> Scrape {
     telemetry.started = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let board = telemetry.board_mut();
     let ms = Duration::from_millis(3);
-    board.note(&target(2), &Ok(()), ms, None);
+    board.note(
+        &target(2),
+        &Ok(()),
+        ms,
+        (crate::director::health::Health::settled(true, None), false),
+    );
     let refused = || {
         Err(ProbeError::Connect {
             addr: "198.51.100.3:80".parse().expect("literal"),
             source: std::io::ErrorKind::ConnectionRefused.into(),
         })
     };
-    board.note(&target(3), &refused(), ms, Some(false));
-    board.note(&target(3), &refused(), ms, None);
+    board.note(
+        &target(3),
+        &refused(),
+        ms,
+        (crate::director::health::Health::settled(false, None), true),
+    );
+    board.note(
+        &target(3),
+        &refused(),
+        ms,
+        (crate::director::health::Health::settled(false, None), false),
+    );
     let owned = [desired.services[0].service.key.clone()].into();
     Scrape {
         ipvs,
@@ -229,7 +244,7 @@ fn the_sorry_server_is_shown_while_it_serves() {
             want: 200,
         }),
         Duration::ZERO,
-        Some(false),
+        (crate::director::health::Health::settled(false, None), true),
     );
     let text = text(&scrape, Format::Text);
     let rs = |last: u8| format!("{SVC},remote_address=\"198.51.100.{last}\",remote_port=\"80\"");
