@@ -159,8 +159,10 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Writes `response`; a streamed body is closed by the end of the connection (HTTP/1.1
-/// without a length), its producer run on a blocking thread.
+/// Writes `response`. A streamed body is sent chunked (HTTP/1.1), its producer run on a
+/// blocking thread, and ends with the last chunk only once the producer has finished: a
+/// response cut short (a timeout, a failed producer) reads as cut short, never as a whole
+/// scrape with series missing.
 async fn write_response(
     stream: &mut TcpStream,
     response: Response,
@@ -181,15 +183,20 @@ async fn write_response(
             }
         }
         Body::Streamed(producer) => {
-            head += "\r\n";
+            head += "Transfer-Encoding: chunked\r\n\r\n";
             stream.write_all(head.as_bytes()).await?;
             if !head_only {
                 let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
                 let made = tokio::task::spawn_blocking(move || producer(&mut Chunks { tx }));
                 while let Some(chunk) = rx.recv().await {
+                    stream
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
                     stream.write_all(&chunk).await?;
+                    stream.write_all(b"\r\n").await?;
                 }
                 made.await.map_err(std::io::Error::other)?;
+                stream.write_all(b"0\r\n\r\n").await?;
             }
         }
     }
@@ -364,6 +371,20 @@ mod tests {
         assert_eq!(source_of(one), source_of(other));
     }
 
+    /// The body of a chunked response; `None` unless it ends with the last (empty) chunk.
+    fn dechunk(mut text: &str) -> Option<String> {
+        let mut body = String::new();
+        loop {
+            let (size, rest) = text.split_once("\r\n")?;
+            let size = usize::from_str_radix(size, 16).ok()?;
+            if size == 0 {
+                return (rest == "\r\n").then_some(body);
+            }
+            body.push_str(rest.get(..size)?);
+            text = rest.get(size..)?.strip_prefix("\r\n")?;
+        }
+    }
+
     /// A streamed body arrives whole, in order, over a real socket.
     #[tokio::test(flavor = "current_thread")]
     async fn a_streamed_body_arrives_whole() {
@@ -405,8 +426,10 @@ mod tests {
             .expect("reads");
         drop(server);
         let text = String::from_utf8_lossy(&got);
-        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        let (head, chunked) = text.split_once("\r\n\r\n").expect("a head");
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        let body = dechunk(chunked).expect("well-formed chunks ending with the last chunk");
         assert_eq!(body.len(), 100 * 2000 * 6);
         assert!(body.starts_with("00000\n") && body.ends_with("00099\n"));
     }

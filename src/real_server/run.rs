@@ -540,13 +540,26 @@ impl<L> RealServer<'_, L> {
     }
 
     /// Answers a scrape: the counters, and the kernel judged now as `status` judges it.
+    /// Answers `scrape` and every scrape queued behind it from one judgement of the node:
+    /// the judgement lists the nft tables (two processes, waited for on this thread), so
+    /// scrapes arriving together — two Prometheus servers, a burst — cost one, and never
+    /// hold up /health for long.
     async fn answer(&mut self, scrape: Scrape) {
-        if scrape.reply.is_closed() {
-            // The scrape gave up waiting; judging the kernel for it would be wasted.
+        let mut waiting = vec![scrape];
+        if let Some(more) = self.scrapes.as_mut() {
+            while let Ok(next) = more.try_recv() {
+                waiting.push(next);
+            }
+        }
+        // A scrape that gave up waiting needs no judgement.
+        waiting.retain(|s| !s.reply.is_closed());
+        if waiting.is_empty() {
             return;
         }
         let snapshot = self.snapshot().await;
-        let _ = scrape.reply.send(snapshot);
+        for s in waiting {
+            let _ = s.reply.send(snapshot.clone());
+        }
     }
 
     async fn snapshot(&self) -> Result<Snapshot, String> {
