@@ -7,6 +7,7 @@
 //! Nothing here reads the kernel or the state directory.
 
 mod check;
+mod probes;
 mod service;
 mod values;
 
@@ -279,5 +280,7 @@ fn file_services(file: &ConfigFile, raw: &RawDirector) -> Result<Vec<ServiceDesi
     Ok(out)
 }
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;
