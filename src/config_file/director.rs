@@ -73,6 +73,19 @@ pub struct RawCheck {
     pub alpha: Option<Spanned<bool>>,
     /// command checks: the exit code sets the weight (keepalived's misc_dynamic).
     pub misc_dynamic: Option<Spanned<bool>>,
+    /// udp: the datagram sent, as text or as hex.
+    pub payload: Option<Spanned<String>>,
+    pub payload_hex: Option<Spanned<String>>,
+    /// udp: what the reply must contain (text or hex); dns: an address the answer must hold.
+    pub expect: Option<Spanned<String>>,
+    pub expect_hex: Option<Spanned<String>>,
+    /// udp: false passes a server that sends no ICMP error within the timeout.
+    pub expect_reply: Option<Spanned<bool>>,
+    /// dns: the question.
+    pub query_name: Option<Spanned<String>>,
+    pub query_type: Option<Spanned<String>>,
+    /// smtp: send `EHLO helo` after the banner.
+    pub helo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -143,6 +143,100 @@ pub enum Probe {
         #[serde(default)]
         dynamic: bool,
     },
+    /// A UDP datagram; healthy on a reply (or, without `expect_reply`, on no ICMP error).
+    Udp(UdpProbe),
+    /// A DNS query over UDP; healthy on a NOERROR reply with an answer record.
+    Dns(DnsProbe),
+    /// An ICMP (ICMPv6) echo request; healthy on the matching echo reply.
+    Icmp,
+    /// An SMTP banner (`220`), optionally `EHLO` answered with `250`; then `QUIT`.
+    Smtp(SmtpProbe),
+}
+
+/// What a `udp` check sends and what it takes for an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpProbe {
+    /// The datagram (may be empty).
+    pub payload: Vec<u8>,
+    /// Bytes the reply must contain.
+    pub expect: Option<Vec<u8>>,
+    /// False: healthy when no ICMP port unreachable comes back within the timeout.
+    pub expect_reply: bool,
+}
+
+/// The question a `dns` check asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsProbe {
+    /// The name asked for, without a trailing dot ("" is the root).
+    pub name: String,
+    pub qtype: DnsType,
+    /// An address the answer must hold (A and AAAA queries).
+    pub expect: Option<IpAddr>,
+}
+
+/// The record types a `dns` check can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DnsType {
+    A,
+    Aaaa,
+    Ns,
+    Mx,
+    Txt,
+    Soa,
+    Cname,
+    Ptr,
+    Srv,
+}
+
+impl DnsType {
+    pub const ALL: [DnsType; 9] = [
+        DnsType::A,
+        DnsType::Aaaa,
+        DnsType::Ns,
+        DnsType::Mx,
+        DnsType::Txt,
+        DnsType::Soa,
+        DnsType::Cname,
+        DnsType::Ptr,
+        DnsType::Srv,
+    ];
+
+    /// The TYPE value on the wire (RFC 1035 3.2.2, RFC 3596, RFC 2782).
+    pub fn code(self) -> u16 {
+        match self {
+            DnsType::A => 1,
+            DnsType::Ns => 2,
+            DnsType::Cname => 5,
+            DnsType::Soa => 6,
+            DnsType::Ptr => 12,
+            DnsType::Mx => 15,
+            DnsType::Txt => 16,
+            DnsType::Aaaa => 28,
+            DnsType::Srv => 33,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsType::A => "A",
+            DnsType::Aaaa => "AAAA",
+            DnsType::Ns => "NS",
+            DnsType::Mx => "MX",
+            DnsType::Txt => "TXT",
+            DnsType::Soa => "SOA",
+            DnsType::Cname => "CNAME",
+            DnsType::Ptr => "PTR",
+            DnsType::Srv => "SRV",
+        }
+    }
+}
+
+/// What an `smtp` check says after the banner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpProbe {
+    /// Send `EHLO helo` and require `250`.
+    pub helo: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

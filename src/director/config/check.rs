@@ -1,10 +1,12 @@
 //! One `[director.service.check]` table → a validated health check: its probe (tcp, http,
-//! https, command) and the probe's keys, interval and timeout, rise and fall, on_failure.
+//! https, command, udp, dns, icmp, smtp) and the probe's keys (the values of the udp, dns and
+//! smtp keys are `probes`'), interval and timeout, rise and fall, on_failure.
 //!
 //! Owns how a check's keys fit together (a key the type does not use is an error, the timeout
 //! fits in the interval). It must not probe anything (`health::probe` does) nor look at the
 //! service beyond where to point an error.
 
+use super::probes;
 use super::values::{err, int_in, Loc};
 use crate::config_file::director::RawCheck;
 use crate::config_file::{ConfigError, ConfigFile};
@@ -59,28 +61,51 @@ fn reject_misc_dynamic(file: &ConfigFile, raw: &RawCheck, kind: &str) -> Result<
     }
 }
 
+/// The check types, as `type` spells them.
+const TYPES: [&str; 8] = [
+    "tcp", "http", "https", "command", "udp", "dns", "icmp", "smtp",
+];
+
 /// A key the type does not use would be silently ignored: say so instead.
 fn reject_unused_keys(file: &ConfigFile, raw: &RawCheck, kind: &str) -> Result<(), ConfigError> {
-    let http_keys = [
-        raw.path.as_ref().map(|v| ("path", v.span())),
-        raw.status.as_ref().map(|v| ("status", v.span())),
-        raw.body.as_ref().map(|v| ("body", v.span())),
-        raw.host.as_ref().map(|v| ("host", v.span())),
-        raw.reuse_connection
-            .as_ref()
-            .map(|v| ("reuse_connection", v.span())),
+    fn span<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    const HTTP: &[&str] = &["http", "https"];
+    /// A key, where it is written (if it is), the types it applies to.
+    type Key<'a> = (&'a str, Option<std::ops::Range<usize>>, &'a [&'a str]);
+    let keys: [Key; 15] = [
+        (
+            "port",
+            span(&raw.port),
+            &["tcp", "http", "https", "command", "udp", "dns", "smtp"],
+        ),
+        ("path", span(&raw.path), HTTP),
+        ("status", span(&raw.status), HTTP),
+        ("body", span(&raw.body), HTTP),
+        ("host", span(&raw.host), HTTP),
+        ("reuse_connection", span(&raw.reuse_connection), HTTP),
+        ("command", span(&raw.command), &["command"]),
+        ("payload", span(&raw.payload), &["udp"]),
+        ("payload_hex", span(&raw.payload_hex), &["udp"]),
+        ("expect", span(&raw.expect), &["udp", "dns"]),
+        ("expect_hex", span(&raw.expect_hex), &["udp"]),
+        ("expect_reply", span(&raw.expect_reply), &["udp"]),
+        ("query_name", span(&raw.query_name), &["dns"]),
+        ("query_type", span(&raw.query_type), &["dns"]),
+        ("helo", span(&raw.helo), &["smtp"]),
     ];
-    let command_key = [raw.command.as_ref().map(|v| ("command", v.span()))];
-    let unused: &[Option<(&str, std::ops::Range<usize>)>] = match kind {
-        "tcp" => &[http_keys.as_slice(), command_key.as_slice()].concat(),
-        "http" | "https" => &command_key,
-        "command" => &http_keys,
-        _ => &[],
-    };
-    if let Some((key, span)) = unused.iter().flatten().next() {
+    if !TYPES.contains(&kind) {
+        return Ok(());
+    }
+    let unused = keys
+        .into_iter()
+        .find_map(|(key, span, types)| span.filter(|_| !types.contains(&kind)).map(|s| (key, s)));
+    if let Some((key, span)) = unused {
+        let a = if kind == "icmp" { "an" } else { "a" };
         return Err(err(
-            file.at(span.clone()),
-            format!("{key} does not apply to a {kind} check; remove it"),
+            file.at(span),
+            format!("{key} does not apply to {a} {kind} check; remove it"),
         ));
     }
     Ok(())
@@ -110,10 +135,17 @@ fn probe(file: &ConfigFile, raw: &RawCheck, at: &Loc, kind: &str) -> Result<Prob
                 }
             }
         }
+        "udp" => Probe::Udp(probes::udp(file, raw)?),
+        "dns" => Probe::Dns(probes::dns(file, raw, &raw.kind)?),
+        "icmp" => Probe::Icmp,
+        "smtp" => Probe::Smtp(probes::smtp(file, raw)?),
         other => {
             return Err(file.err_at(
                 &raw.kind,
-                format!("unknown check type {other:?}; expected tcp, http, https or command"),
+                format!(
+                    "unknown check type {other:?}; expected tcp, http, https, command, udp, dns, \
+                     icmp or smtp"
+                ),
             ))
         }
     })

@@ -8,6 +8,7 @@
 
 mod check;
 mod events;
+mod probes;
 mod service;
 mod values;
 
@@ -283,5 +284,7 @@ fn file_services(file: &ConfigFile, raw: &RawDirector) -> Result<Vec<ServiceDesi
     Ok(out)
 }
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;

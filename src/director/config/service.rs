@@ -224,7 +224,8 @@ fn require_check_port(
         return Ok(());
     };
     let portless = reals.iter().chain(sorry).find(|d| d.port == 0);
-    if let (Some(d), None, false) = (portless, c.port, matches!(c.probe, Probe::Command { .. })) {
+    let portless_probe = matches!(c.probe, Probe::Command { .. } | Probe::Icmp);
+    if let (Some(d), None, false) = (portless, c.port, portless_probe) {
         return Err(file.err_at(
             &raw_check.kind,
             format!(

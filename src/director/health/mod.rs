@@ -8,14 +8,20 @@
 //! below its quorum, `quorum`). The run loop then feeds
 //! that to the ordinary observe → plan → apply pipeline: no second code path.
 
+pub mod dns;
 pub mod http;
+pub mod icmp;
 pub mod probe;
 pub mod quorum;
 pub mod record;
+pub mod smtp;
 pub mod tls;
+pub mod udp;
 
 use super::model::{DirectorDesired, ServiceDesired};
-pub use super::model::{HealthCheck, HttpProbe, OnFailure, Probe};
+pub use super::model::{
+    DnsProbe, DnsType, HealthCheck, HttpProbe, OnFailure, Probe, SmtpProbe, UdpProbe,
+};
 use crate::kernel::ipvs::{Destination, ServiceKey};
 pub use quorum::Quorums;
 pub use record::{Board, Record, View};

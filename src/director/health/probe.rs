@@ -1,10 +1,11 @@
-//! The checks themselves: TCP connect, HTTP(S) GET, command. Each is bounded by the check's
+//! The checks themselves: TCP connect, HTTP(S) GET, command here; UDP and DNS (`udp`),
+//! ICMP echo (`icmp`) and SMTP (`smtp`) in their own modules. Each is bounded by the check's
 //! timeout as a whole (connect, TLS, request, response) and returns why it failed.
 
 use super::http::{framing, head_len, Framing, Whole};
 use super::tls::TlsConn;
 use super::{HealthCheck, HttpProbe, Probe, Target};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -83,6 +84,99 @@ pub enum ProbeError {
         program: String,
         status: std::process::ExitStatus,
     },
+    /// One step of a udp, dns, icmp or smtp check ran out of the check's timeout.
+    #[error("no {what} from {peer} within {ms} ms")]
+    NoReply {
+        what: &'static str,
+        peer: String,
+        ms: u128,
+    },
+    #[error("{}", udp_failure(addr, source))]
+    Udp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("UDP reply from {addr} does not contain {want}")]
+    UdpReply { addr: SocketAddr, want: String },
+    #[error("DNS reply from {addr}: {problem}")]
+    Dns {
+        addr: SocketAddr,
+        problem: super::dns::DnsProblem,
+    },
+    #[error(
+        "opening an ICMP socket: {source} (needs net.ipv4.ping_group_range to cover the \
+         agent's group, or CAP_NET_RAW)"
+    )]
+    IcmpSocket { source: std::io::Error },
+    #[error("ICMP echo to {addr}: {source}")]
+    Echo {
+        addr: IpAddr,
+        source: std::io::Error,
+    },
+    #[error("SMTP {step} from {addr} is {line:?}, expected {want}")]
+    Smtp {
+        addr: SocketAddr,
+        step: &'static str,
+        want: u16,
+        line: String,
+    },
+    #[error("{addr} sent no SMTP reply as its {step}")]
+    NotSmtp {
+        addr: SocketAddr,
+        step: &'static str,
+    },
+}
+
+/// A UDP exchange that failed; ECONNREFUSED is an ICMP port unreachable from the server.
+fn udp_failure(addr: &SocketAddr, source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::ConnectionRefused {
+        format!("UDP to {addr}: ICMP port unreachable (nothing listens)")
+    } else {
+        format!("UDP to {addr}: {source}")
+    }
+}
+
+/// The check's timeout as a deadline that each step of a udp, dns, icmp or smtp check runs
+/// within, so that a step running out names itself and the server.
+pub struct Bound {
+    deadline: tokio::time::Instant,
+    ms: u128,
+}
+
+impl Bound {
+    pub fn new(timeout: std::time::Duration) -> Bound {
+        Bound {
+            deadline: tokio::time::Instant::now() + timeout,
+            ms: timeout.as_millis(),
+        }
+    }
+
+    /// Runs one step; when the deadline comes first, "no `what` from `peer`".
+    pub async fn run<T>(
+        &self,
+        what: &'static str,
+        peer: impl std::fmt::Display,
+        step: impl std::future::Future<Output = Result<T, ProbeError>>,
+    ) -> Result<T, ProbeError> {
+        match self.until(step).await {
+            Some(result) => result,
+            None => Err(self.elapsed(what, peer)),
+        }
+    }
+
+    /// Runs `step` until the deadline: None when the deadline came first.
+    pub async fn until<F: std::future::Future>(&self, step: F) -> Option<F::Output> {
+        tokio::time::timeout_at(self.deadline, step).await.ok()
+    }
+
+    /// The error of a step that ran out of time.
+    pub fn elapsed(&self, what: &'static str, peer: impl std::fmt::Display) -> ProbeError {
+        ProbeError::NoReply {
+            what,
+            peer: peer.to_string(),
+            ms: self.ms,
+        }
+    }
 }
 
 /// Why a check failed, as a small fixed set: the `reason` label of the metrics and the word
@@ -98,9 +192,9 @@ pub enum Reason {
     Timeout,
     /// Sending, reading, or an answer cut off.
     Io,
-    /// An HTTP status other than the expected one, or no HTTP at all.
+    /// An HTTP status or SMTP reply code other than the expected one, or not that protocol.
     Status,
-    /// The body lacks the expected text.
+    /// The body, or a UDP reply, lacks the expected text.
     Body,
     /// TLS setup, server name or handshake.
     Tls,
@@ -108,10 +202,13 @@ pub enum Reason {
     ExitCode,
     /// A command check could not be started.
     Command,
+    /// A DNS reply with an error code (NXDOMAIN, SERVFAIL, ...), no answer record or not the
+    /// expected address; or no reply to the query at all (another id, malformed).
+    Dns,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Refused,
         Reason::Connect,
         Reason::Timeout,
@@ -121,6 +218,7 @@ impl Reason {
         Reason::Tls,
         Reason::ExitCode,
         Reason::Command,
+        Reason::Dns,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +232,7 @@ impl Reason {
             Reason::Tls => "tls",
             Reason::ExitCode => "exit_code",
             Reason::Command => "command",
+            Reason::Dns => "dns",
         }
     }
 }
@@ -141,18 +240,25 @@ impl Reason {
 impl ProbeError {
     pub fn reason(&self) -> Reason {
         match self {
-            ProbeError::Timeout { .. } => Reason::Timeout,
-            ProbeError::Connect { source, .. }
+            ProbeError::Timeout { .. } | ProbeError::NoReply { .. } => Reason::Timeout,
+            ProbeError::Connect { source, .. } | ProbeError::Udp { source, .. }
                 if source.kind() == std::io::ErrorKind::ConnectionRefused =>
             {
                 Reason::Refused
             }
-            ProbeError::Connect { .. } => Reason::Connect,
+            ProbeError::Connect { .. }
+            | ProbeError::Udp { .. }
+            | ProbeError::IcmpSocket { .. }
+            | ProbeError::Echo { .. } => Reason::Connect,
             ProbeError::Send { .. } | ProbeError::NoAnswer(_) | ProbeError::Read { .. } => {
                 Reason::Io
             }
-            ProbeError::NotHttp | ProbeError::Status { .. } => Reason::Status,
-            ProbeError::Body(_) => Reason::Body,
+            ProbeError::NotHttp
+            | ProbeError::Status { .. }
+            | ProbeError::Smtp { .. }
+            | ProbeError::NotSmtp { .. } => Reason::Status,
+            ProbeError::Body(_) | ProbeError::UdpReply { .. } => Reason::Body,
+            ProbeError::Dns { .. } => Reason::Dns,
             ProbeError::TlsSetup(_) | ProbeError::TlsName(_) | ProbeError::TlsHandshake { .. } => {
                 Reason::Tls
             }
@@ -188,16 +294,29 @@ pub async fn check(
     session: &mut Session,
 ) -> Result<(), ProbeError> {
     let addr = SocketAddr::new(target.addr, check.port.unwrap_or(target.port));
-    let work = async {
-        match &check.probe {
-            Probe::Tcp => connect(addr).await.map(drop),
-            Probe::Http(http) => http_check(addr, http, false, session).await,
-            Probe::Https(http) => http_check(addr, http, true, session).await,
-            Probe::Command { argv, dynamic } => command(argv, *dynamic, target, addr)
-                .await
-                .map(|weight| session.weight = weight),
-        }
-    };
+    // The udp, dns, icmp and smtp checks bound each of their steps by the timeout themselves
+    // (a udp check without `expect_reply` passes when its time runs out); the others are
+    // bounded as a whole.
+    let bound = Bound::new(check.timeout);
+    match &check.probe {
+        Probe::Tcp => within(check, connect(addr)).await.map(drop),
+        Probe::Http(http) => within(check, http_check(addr, http, false, session)).await,
+        Probe::Https(http) => within(check, http_check(addr, http, true, session)).await,
+        Probe::Command { argv, dynamic } => within(check, command(argv, *dynamic, target, addr))
+            .await
+            .map(|weight| session.weight = weight),
+        Probe::Udp(udp) => super::udp::udp(addr, udp, &bound).await,
+        Probe::Dns(dns) => super::udp::dns(addr, dns, &bound).await,
+        Probe::Icmp => super::icmp::icmp(target.addr, &bound).await,
+        Probe::Smtp(smtp) => super::smtp::smtp(addr, smtp, &bound).await,
+    }
+}
+
+/// `work` bounded by the check's timeout as a whole.
+async fn within<T>(
+    check: &HealthCheck,
+    work: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
     match tokio::time::timeout(check.timeout, work).await {
         Ok(result) => result,
         // A kept connection was taken out of the session for the exchange, and is dropped
@@ -278,7 +397,7 @@ fn still_idle(conn: &mut dyn Conn) -> bool {
 /// FIN handshake, so a check leaves no TIME_WAIT socket behind on either side (2,000 checks a
 /// second would otherwise keep ~120,000 of them) and costs fewer packets. The response has
 /// been read by then; like HAProxy's checks, nothing is lost by not lingering.
-async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
+pub(super) async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
     let fail = |source| ProbeError::Connect { addr, source };
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),

@@ -118,6 +118,16 @@ pub(super) struct Check {
     pub(super) on_failure: Option<&'static str>,
     pub(super) alpha: bool,
     pub(super) misc_dynamic: bool,
+    /// udp: the datagram and what the reply must contain, as hex; whether one is needed.
+    pub(super) payload_hex: Option<String>,
+    pub(super) expect_hex: Option<String>,
+    pub(super) expect_reply: Option<bool>,
+    /// dns: the question, and an address the answer must hold (`expect`).
+    pub(super) query_name: Option<String>,
+    pub(super) query_type: Option<String>,
+    pub(super) expect: Option<String>,
+    /// smtp: the EHLO name.
+    pub(super) helo: Option<String>,
 }
 
 /// A TOML basic string. Control characters are escaped, so any input word stays one string.
@@ -209,7 +219,17 @@ fn write_check(out: &mut Output, at: Option<&Place>, c: &Check) {
     out.line(at, "");
     out.line(at, "[director.service.check]");
     out.line(at, format_args!("type = {}", quote(c.kind)));
-    let strings = [("path", &c.path), ("body", &c.body), ("host", &c.host)];
+    let strings = [
+        ("path", &c.path),
+        ("body", &c.body),
+        ("host", &c.host),
+        ("payload_hex", &c.payload_hex),
+        ("expect_hex", &c.expect_hex),
+        ("query_name", &c.query_name),
+        ("query_type", &c.query_type),
+        ("expect", &c.expect),
+        ("helo", &c.helo),
+    ];
     if let Some(p) = c.port {
         out.line(at, format_args!("port = {p}"));
     }
@@ -220,6 +240,9 @@ fn write_check(out: &mut Output, at: Option<&Place>, c: &Check) {
     }
     if let Some(s) = c.status {
         out.line(at, format_args!("status = {s}"));
+    }
+    if let Some(r) = c.expect_reply {
+        out.line(at, format_args!("expect_reply = {r}"));
     }
     if let Some(argv) = &c.command {
         out.line(at, format_args!("command = {}", argv_array(argv)));

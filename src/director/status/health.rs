@@ -100,7 +100,8 @@ fn server(target: &Target, record: &Record) -> ServerHealth {
 /// A failure in the words an operator expects first.
 fn describe(reason: Reason, message: &str) -> String {
     match reason {
-        Reason::Refused => "connect refused".to_string(),
+        // A TCP connect refused; a UDP check's refusal (an ICMP port unreachable) says so.
+        Reason::Refused if message.starts_with("connect ") => "connect refused".to_string(),
         _ => message.to_string(),
     }
 }

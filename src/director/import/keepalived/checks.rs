@@ -107,11 +107,16 @@ pub(super) fn real_check(
             "HTTP_GET" => "http",
             "SSL_GET" => "https",
             "MISC_CHECK" => "command",
+            "UDP_CHECK" => "udp",
+            "DNS_CHECK" => "dns",
+            "SMTP_CHECK" => "smtp",
+            "PING_CHECK" => "icmp",
             other => {
                 w.add(
                     item.at(),
                     format_args!(
-                        "{other} is not carried (rs-agent checks tcp, http, https and commands)"
+                        "{other} is not carried (rs-agent checks tcp, http, https, udp, dns, \
+                         icmp, smtp and commands)"
                     ),
                 );
                 continue;
@@ -144,6 +149,7 @@ fn checker(
         kind,
         ..Check::default()
     };
+    keepalived_defaults(&mut check);
     let mut port = None;
     let mut misc_timeout = None;
     for i in item.block.iter().flatten() {
@@ -151,7 +157,9 @@ fn checker(
             continue;
         }
         match (kind, i.key.text.as_str()) {
+            ("icmp", "connect_port") => w.not_carried(i, "an icmp check has no port"),
             (_, "connect_port") => port = Some(number(i, "a port")?),
+            ("udp" | "dns" | "smtp", _) if protocol_setting(i, &mut check, w)? => {}
             ("http" | "https", "url") if check.path.is_none() => url(i, &mut check, w)?,
             ("http" | "https", "url") => w.add(
                 i.at(),
@@ -162,6 +170,13 @@ fn checker(
             ("command", "misc_dynamic") => check.misc_dynamic = true,
             (_, key) => w.not_carried(i, not_carried_why(key)),
         }
+    }
+    if kind == "smtp" && check.helo.is_none() {
+        w.add(
+            item.at(),
+            "SMTP_CHECK greets with HELO and keepalived's default name; rs-agent checks the \
+             banner only unless helo_name (helo) is given",
+        );
     }
     if kind == "command" && check.command.is_none() {
         return Err(item.at().err("MISC_CHECK needs misc_path"));
@@ -177,6 +192,70 @@ fn checker(
         check,
         port,
     })
+}
+
+/// keepalived's defaults where they differ from rs-agent's: a UDP_CHECK needs no reply (it
+/// fails on an ICMP error), a DNS_CHECK asks for the root's SOA.
+fn keepalived_defaults(check: &mut Check) {
+    match check.kind {
+        "udp" => check.expect_reply = Some(false),
+        "dns" => {
+            check.query_name = Some(".".into());
+            check.query_type = Some("SOA".into());
+        }
+        _ => {}
+    }
+}
+
+/// A UDP_CHECK, DNS_CHECK or SMTP_CHECK setting (true when it is one): `payload`,
+/// `require_reply [HEX]`; `type`, `name`; `helo_name`.
+fn protocol_setting(i: &Item, check: &mut Check, w: &mut Warnings) -> Result<bool, ConfigError> {
+    match (check.kind, i.key.text.as_str()) {
+        ("udp", "payload") => check.payload_hex = Some(hex(i)?),
+        ("udp", "require_reply") => {
+            check.expect_reply = Some(true);
+            if !i.args.is_empty() {
+                check.expect_hex = Some(hex(i)?);
+                w.add(
+                    i.at(),
+                    "require_reply's bytes are carried as expect_hex: rs-agent requires the \
+                     reply to contain them, keepalived to start with them",
+                );
+            }
+        }
+        ("udp", "min_length" | "max_length") => {
+            w.not_carried(i, "rs-agent does not check a reply's length")
+        }
+        ("dns", "type") => {
+            let a = arg(i)?;
+            let t = a.text.to_ascii_uppercase();
+            if !["A", "AAAA", "NS", "MX", "TXT", "SOA", "CNAME", "PTR", "SRV"].contains(&t.as_str())
+            {
+                return Err(a.at.err(format_args!(
+                    "DNS_CHECK type {:?}: expected A, AAAA, NS, MX, TXT, SOA, CNAME, PTR or SRV",
+                    a.text
+                )));
+            }
+            check.query_type = Some(t);
+        }
+        ("dns", "name") => check.query_name = Some(arg(i)?.text.clone()),
+        ("smtp", "helo_name") => check.helo = Some(arg(i)?.text.clone()),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// A `<HEX STRING>` argument, checked as rs-agent will read it.
+fn hex(i: &Item) -> Result<String, ConfigError> {
+    let a = arg(i)?;
+    let ok = a.text.len() % 2 == 0 && a.text.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        return Err(a.at.err(format_args!(
+            "{} {:?} is not a hex string (two hex digits a byte)",
+            i.key.text, a.text
+        )));
+    }
+    Ok(a.text.clone())
 }
 
 /// Why a checker setting is not carried.

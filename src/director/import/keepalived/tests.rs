@@ -209,20 +209,20 @@ fn what_is_not_carried_is_one_warning_each() {
             "keepalived.conf:3: notify_up / notify_down are not carried",
         ),
         (
-            "  DNS_CHECK {\n  }",
-            "keepalived.conf:4: DNS_CHECK is not carried",
-        ),
-        (
             "  SMTP_CHECK {\n  }",
-            "keepalived.conf:4: SMTP_CHECK is not carried",
+            "keepalived.conf:4: SMTP_CHECK greets with HELO and keepalived's default name",
         ),
         (
-            "  UDP_CHECK {\n  }",
-            "keepalived.conf:4: UDP_CHECK is not carried",
+            "  UDP_CHECK {\n   min_length 4\n  }",
+            "keepalived.conf:5: min_length 4 is not carried (rs-agent does not check a reply's length)",
         ),
         (
-            "  PING_CHECK {\n  }",
-            "keepalived.conf:4: PING_CHECK is not carried",
+            "  PING_CHECK {\n   connect_port 80\n  }",
+            "keepalived.conf:5: connect_port 80 is not carried (an icmp check has no port)",
+        ),
+        (
+            "  TCP_CHECK {\n  }\n  PING_CHECK {\n  }",
+            "keepalived.conf:6: PING_CHECK is not carried: rs-agent runs one check per service",
         ),
         (
             "  BFD_CHECK {\n  }",
@@ -476,4 +476,67 @@ fn non_nat_destinations_take_the_service_port_and_checks_keep_theirs() {
         "{:?}",
         out.warnings
     );
+}
+
+/// UDP_CHECK, DNS_CHECK, SMTP_CHECK and PING_CHECK map to the udp, dns, smtp and icmp checks
+/// with keepalived's defaults (no reply required; the root's SOA), and what is imported
+/// validates.
+#[test]
+fn udp_dns_smtp_and_ping_checks_are_carried() {
+    let real = |port: u16, inner: &str| {
+        format!("virtual_server 192.0.2.100 {port} {{\n lb_kind DR\n protocol UDP\n delay_loop 5\n real_server 198.51.100.2 {port} {{\n{inner}\n }}\n}}\n")
+    };
+    let cases = [
+        (
+            real(53, "  UDP_CHECK {\n   connect_timeout 2\n  }"),
+            "type = \"udp\"\nexpect_reply = false\ninterval_ms = 5000\ntimeout_ms = 2000",
+            0,
+        ),
+        (
+            real(
+                53,
+                "  UDP_CHECK {\n   payload 0001ff\n   require_reply 0a0b\n  }",
+            ),
+            "type = \"udp\"\npayload_hex = \"0001ff\"\nexpect_hex = \"0a0b\"\nexpect_reply = true",
+            1,
+        ),
+        (
+            real(53, "  UDP_CHECK {\n   require_reply\n  }"),
+            "type = \"udp\"\nexpect_reply = true",
+            0,
+        ),
+        (
+            real(53, "  DNS_CHECK {\n  }"),
+            "type = \"dns\"\nquery_name = \".\"\nquery_type = \"SOA\"",
+            0,
+        ),
+        (
+            real(53, "  DNS_CHECK {\n   type a\n   name www.example.org\n  }"),
+            "type = \"dns\"\nquery_name = \"www.example.org\"\nquery_type = \"A\"",
+            0,
+        ),
+        (
+            real(25, "  SMTP_CHECK {\n   helo_name director.example.org\n  }")
+                .replace("protocol UDP", "protocol TCP"),
+            "type = \"smtp\"\nhelo = \"director.example.org\"",
+            0,
+        ),
+        (
+            real(80, "  PING_CHECK {\n  }"),
+            "type = \"icmp\"\ninterval_ms = 5000",
+            0,
+        ),
+    ];
+    for (text, want, warnings) in cases {
+        let out = import(&text);
+        assert_has(&out.toml, want);
+        assert_eq!(out.warnings.len(), warnings, "{text}: {:?}", out.warnings);
+        let file = crate::config_file::ConfigFile::parse(None, out.toml.clone()).expect("parses");
+        crate::director::config::director(&file, &Default::default())
+            .unwrap_or_else(|e| panic!("{}\n{}", e.0, out.toml));
+    }
+    assert!(refused(&real(53, "  DNS_CHECK {\n   type AXFR\n  }"))
+        .contains("DNS_CHECK type \"AXFR\": expected A, AAAA"));
+    assert!(refused(&real(53, "  UDP_CHECK {\n   payload xyz\n  }"))
+        .contains("payload \"xyz\" is not a hex string"));
 }

@@ -305,24 +305,19 @@ fn check(
         .unwrap_or_else(|| default_service(port).into());
     let at = c.checktype.as_ref().map_or(&head.at, |l| &l.at);
     let negotiate = |w: &mut Vec<String>| negotiated(&service, c, reals, at, udp, w);
+    let icmp = || Check {
+        kind: "icmp",
+        ..Check::default()
+    };
     let (kind, mut check) = match checktype {
         "on" => return Ok((None, false)),
         "off" => {
             w.push(at.warning("checktype = off (no real server is used) is carried as every real server at weight 0"));
             return Ok((None, true));
         }
-        "ping" => {
-            w.push(
-                at.warning(
-                    "checktype = ping is not carried (rs-agent has no ping check): no check",
-                ),
-            );
-            return Ok((None, false));
-        }
-        "connect" if udp => {
-            w.push(at.warning("checktype = connect of a UDP service (a ping in ldirectord) is not carried: no check"));
-            return Ok((None, false));
-        }
+        "ping" => ("ping", icmp()),
+        // ldirectord pings for a connect check of a UDP service.
+        "connect" if udp => ("ping", icmp()),
         "connect" => (
             "connect",
             Check {
@@ -350,7 +345,9 @@ fn check(
         )))
         }
     };
-    check.port = c.checkport;
+    if check.kind != "icmp" {
+        check.port = c.checkport;
+    }
     // A negotiate check of another protocol falls back to a connect, with its timeout.
     let kind = if check.kind == "tcp" { "connect" } else { kind };
     timing(&mut check, set, kind, at, w);
@@ -386,6 +383,13 @@ fn negotiated(
     let kind = match service {
         "http" => "http",
         "https" => "https",
+        "dns" => "dns",
+        "smtp" => {
+            return Ok(Some(Check {
+                kind: "smtp",
+                ..Check::default()
+            }))
+        }
         "none" => return Ok(None),
         other => {
             let instead = if udp {
@@ -393,7 +397,7 @@ fn negotiated(
             } else {
                 "a TCP connect check instead"
             };
-            w.push(at.warning(format_args!("a negotiate check of service {other} is not carried (rs-agent checks tcp, http, https and commands): {instead}")));
+            w.push(at.warning(format_args!("a negotiate check of service {other} is not carried (rs-agent checks tcp, http, https, dns, smtp, icmp and commands): {instead}")));
             return Ok((!udp).then(|| Check {
                 kind: "tcp",
                 ..Check::default()
@@ -413,6 +417,9 @@ fn negotiated(
         return Ok(None);
     }
     let (request, receive) = first.unwrap_or_default();
+    if kind == "dns" {
+        return Ok(dns(request, receive, at, w));
+    }
     let mut check = Check {
         kind,
         host: c.virtualhost.clone(),
@@ -431,6 +438,30 @@ fn negotiated(
         check.body = Some(receive);
     }
     Ok(Some(check))
+}
+
+/// A negotiate check of service dns: ldirectord resolves `request` (an A query) and looks for
+/// `receive` in the answer.
+fn dns(request: String, receive: String, at: &Place, w: &mut Vec<String>) -> Option<Check> {
+    if request.is_empty() {
+        w.push(at.warning("a negotiate check of service dns without request (the name to resolve) is not carried: no check"));
+        return None;
+    }
+    let expect = match receive.parse::<std::net::Ipv4Addr>() {
+        Ok(addr) => Some(addr.to_string()),
+        Err(_) if receive.is_empty() => None,
+        Err(_) => {
+            w.push(at.warning(format_args!("receive {receive:?} is not carried: a dns check's expect is an address of the answer")));
+            None
+        }
+    };
+    Some(Check {
+        kind: "dns",
+        query_name: Some(request),
+        query_type: Some("A".into()),
+        expect,
+        ..Check::default()
+    })
 }
 
 /// `checktype = external`: `checkcommand` gets ldirectord's four arguments (virtual

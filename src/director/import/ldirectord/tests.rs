@@ -97,7 +97,6 @@ fn external_checks_get_ldirectords_arguments() {
 #[test]
 fn what_is_not_carried_is_one_warning_each() {
     let cases: &[(&str, &str)] = &[
-        ("\tchecktype=ping\n", "ldirectord.cf:4: checktype = ping is not carried"),
         ("\tchecktype=off\n", "ldirectord.cf:4: checktype = off (no real server is used) is carried as every real server at weight 0"),
         ("\tchecktype=negotiate\n\tservice=mysql\n", "ldirectord.cf:4: a negotiate check of service mysql is not carried"),
         ("\tservice=http\n\treceive=\"o+k\"\n\tnegotiatetimeout=5\n", "ldirectord.cf:1: receive \"o+k\" is a regular expression"),
@@ -202,4 +201,48 @@ fn the_fixture_imports_and_validates() {
     let file = crate::config_file::ConfigFile::parse(None, out.toml.clone()).expect("parses");
     let d = crate::director::config::director(&file, &Default::default()).expect("validates");
     assert_eq!(d.services.len(), 2, "{}", out.toml);
+}
+
+/// checktype = ping (and connect of a UDP service, which ldirectord pings) → icmp, with no
+/// port; negotiate of service dns → a dns check of `request` expecting `receive`, of service
+/// smtp → an smtp check. What is imported validates.
+#[test]
+fn ping_dns_and_smtp_checks_are_carried() {
+    let cases = [
+        (section("\tchecktype=ping\n\tcheckport=80\n"), "type = \"icmp\"\ninterval_ms", 0),
+        (
+            "virtual=192.0.2.100:53\n real=198.51.100.2:53 gate\n protocol=udp\n checktype=connect\n".to_string(),
+            "type = \"icmp\"\ninterval_ms",
+            0,
+        ),
+        (
+            "virtual=192.0.2.100:53\n real=198.51.100.2:53 gate\n protocol=udp\n service=dns\n negotiatetimeout=5\n request=\"www.example.org\"\n receive=\"192.0.2.10\"\n".to_string(),
+            "type = \"dns\"\nquery_name = \"www.example.org\"\nquery_type = \"A\"\nexpect = \"192.0.2.10\"",
+            0,
+        ),
+        (
+            "virtual=192.0.2.100:53\n real=198.51.100.2:53 gate\n protocol=udp\n service=dns\n negotiatetimeout=5\n request=\"www.example.org\"\n receive=\"web\"\n".to_string(),
+            "type = \"dns\"\nquery_name = \"www.example.org\"\nquery_type = \"A\"\ninterval_ms",
+            1,
+        ),
+        (
+            "virtual=192.0.2.100:25\n real=198.51.100.2:25 gate\n service=smtp\n negotiatetimeout=5\n".to_string(),
+            "type = \"smtp\"\ninterval_ms",
+            0,
+        ),
+    ];
+    for (text, want, warnings) in cases {
+        let out = import(&text);
+        assert_has(&out.toml, want);
+        assert_eq!(
+            out.warnings.len(),
+            warnings,
+            "{text}: {:?} {}",
+            out.warnings,
+            out.toml
+        );
+        let file = crate::config_file::ConfigFile::parse(None, out.toml.clone()).expect("parses");
+        crate::director::config::director(&file, &Default::default())
+            .unwrap_or_else(|e| panic!("{}\n{}", e.0, out.toml));
+    }
 }
