@@ -133,10 +133,14 @@ impl Record {
 /// The records of every checked real server and the check durations of each service.
 #[derive(Debug, Clone, Default)]
 pub struct Board {
-    pub records: HashMap<Target, Record>,
+    /// Each behind an `Arc`: a scrape's copy of the board shares them, so the run loop's next
+    /// change copies the map and one record, not every record.
+    pub records: HashMap<Target, std::sync::Arc<Record>>,
     pub check_seconds: HashMap<ServiceKey, Histogram>,
     /// The quorum state of every checked service.
     pub quorums: Quorums,
+    /// A record `director status` shows changed since the view was last written.
+    pub view_stale: bool,
 }
 
 impl Board {
@@ -150,10 +154,13 @@ impl Board {
         verdict: (super::Health, bool),
     ) {
         let now = SystemTime::now();
-        self.records
+        let record = self
+            .records
             .entry(target.clone())
-            .or_insert_with(|| Record::start(verdict.0))
-            .note(result, took, now, verdict);
+            .or_insert_with(|| std::sync::Arc::new(Record::start(verdict.0)));
+        let record = std::sync::Arc::make_mut(record);
+        record.note(result, took, now, verdict);
+        self.view_stale |= record.noteworthy();
         self.check_seconds
             .entry(target.service.clone())
             .or_insert_with(|| Histogram::new(crate::metrics::SECONDS))
@@ -176,7 +183,7 @@ impl Board {
             .filter(|(_, r)| r.noteworthy())
             .map(|(target, record)| ServerView {
                 target: target.clone(),
-                record: record.clone(),
+                record: Record::clone(record),
             })
             .collect();
         servers.sort_by_key(|s| s.target.to_string());

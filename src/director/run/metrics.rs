@@ -18,6 +18,7 @@ use crate::metrics::{Encoder, Family, Format, Labels};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 mod families;
 use families::*;
@@ -29,6 +30,20 @@ pub struct MetricsRoute {
     /// Per real server series (IPVS and health); off for very large tables, which keep the
     /// per-service ones.
     pub per_real_server: bool,
+    /// One scrape at a time reads and renders the table: each holds a copy of it (megabytes
+    /// for a large table), and scrapes that come together wait for the one before them.
+    pub one_at_a_time: Arc<tokio::sync::Semaphore>,
+}
+
+impl MetricsRoute {
+    pub fn new(telemetry: Shared, state_dir: PathBuf, per_real_server: bool) -> MetricsRoute {
+        MetricsRoute {
+            telemetry,
+            state_dir,
+            per_real_server,
+            one_at_a_time: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 /// What one scrape renders.
@@ -48,6 +63,17 @@ impl Routes for MetricsRoute {
     fn respond<'a>(&'a self, request: &'a Request) -> Answer<'a> {
         Box::pin(async move {
             let format = Format::negotiate(request.accept.as_deref());
+            if request.method == "HEAD" {
+                // The head of a scrape, without reading the table for a body nobody gets.
+                return Response {
+                    status: 200,
+                    content_type: format.content_type(),
+                    body: Body::Full(Vec::new()),
+                };
+            }
+            let Ok(turn) = self.one_at_a_time.clone().acquire_owned().await else {
+                return Response::text(503, "rs-agent director run is stopping\n");
+            };
             let dir = self.state_dir.clone();
             let read = tokio::task::spawn_blocking(move || read_kernel(&dir)).await;
             let (ipvs, owned) = match read {
@@ -65,7 +91,8 @@ impl Routes for MetricsRoute {
                 status: 200,
                 content_type: format.content_type(),
                 body: Body::Streamed(Box::new(move |chunks: &mut Chunks| {
-                    render(&scrape, format, &mut |chunk| chunks.send(chunk))
+                    render(&scrape, format, &mut |chunk| chunks.send(chunk));
+                    drop(turn);
                 })),
             }
         })
@@ -398,7 +425,7 @@ fn real_server_families(
     });
     let checked: Vec<(&Labels, &crate::director::health::Record)> = reals
         .iter()
-        .filter_map(|(l, target, ..)| t.board.records.get(target).map(|r| (l, r)))
+        .filter_map(|(l, target, ..)| t.board.records.get(target).map(|r| (l, &**r)))
         .collect();
     let up = reals
         .iter()

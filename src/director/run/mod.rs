@@ -68,6 +68,9 @@ pub async fn run(
     coalesce_timers();
     let desired = load()?;
     let _run_lock = super::DIRECTOR_RUN.hold(state_dir).await?;
+    // The verdicts a previous run left are not this run's: `director status` must not show
+    // them (a reused pid would pass for ours) until this run writes its own.
+    crate::state_dir::write_atomic(state_dir, crate::state_dir::DIRECTOR_HEALTH, None)?;
     // Bound before configuring anything: a taken port is bad input, reported up front.
     let listener = match options.metrics {
         Some(m) => Some(
@@ -84,11 +87,11 @@ pub async fn run(
     tracing::info!(summary = %director.status, "director configured; checking real servers");
     let _metrics = listener.zip(options.metrics).map(|(listener, m)| {
         tracing::info!(listen = %m.listen, "serving metrics on /metrics");
-        let route = metrics::MetricsRoute {
-            telemetry: director.engine.telemetry.clone(),
-            state_dir: state_dir.to_path_buf(),
-            per_real_server: m.per_real_server,
-        };
+        let route = metrics::MetricsRoute::new(
+            director.engine.telemetry.clone(),
+            state_dir.to_path_buf(),
+            m.per_real_server,
+        );
         crate::AbortOnDrop(tokio::spawn(endpoint::serve(
             listener,
             vec![Arc::new(route)],
@@ -145,7 +148,12 @@ struct Engine<'a> {
     rx: mpsc::Receiver<CheckResult>,
     /// What the metrics and `director status` read.
     telemetry: Shared,
+    /// When the view for `director status` was last written.
+    view_saved: std::time::Instant,
 }
+
+/// How often, at most, the view is written for changes that flip nothing.
+const VIEW_REFRESH: Duration = Duration::from_secs(1);
 
 impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
     /// The first pass (all servers taken as healthy), then the announcement of every VIP.
@@ -157,6 +165,9 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
     ) -> Result<Director<'a, L>, Error> {
         let health = HashMap::new();
         let mut passes = Passes::new(options.adopt);
+        // Made before the first pass, which it counts (and the start time is the start's).
+        let telemetry = Shared::new(Telemetry::new(desired.clone()));
+        let started = std::time::Instant::now();
         let first = passes
             .reconcile(
                 &desired,
@@ -164,7 +175,12 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
                 state_dir,
                 Pass::Full,
             )
-            .await?;
+            .await;
+        let writes = first.as_ref().ok().map(|r| r.writes);
+        telemetry
+            .lock()
+            .passed(Pass::Full, started.elapsed(), writes);
+        let first = first?;
         first.warnings.iter().for_each(|w| tracing::warn!("{w}"));
         // As keepalived does on becoming master: announce every VIP at start (the ones the first
         // pass bound included), since a restarted director's neighbours may hold entries from a
@@ -172,7 +188,7 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
         let mut announcer = Announcer::default();
         announcer.every_vip(passes.kernel(), &desired).await;
         Ok(Director::new(
-            load, desired, state_dir, passes, announcer, options,
+            load, desired, state_dir, passes, announcer, options, telemetry,
         ))
     }
 
@@ -184,9 +200,9 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
         passes: Passes,
         announcer: Announcer,
         options: &RunOptions,
+        telemetry: Shared,
     ) -> Director<'a, L> {
         let (tx, rx) = mpsc::channel::<CheckResult>(1024);
-        let telemetry = Shared::new(Telemetry::new(desired.clone()));
         let health = HashMap::new();
         // As they start: no change, so no quorum_up / quorum_down.
         let mut quorums = Quorums::default();
@@ -204,6 +220,7 @@ impl<'a, L: Fn() -> Result<DirectorDesired, Error>> Director<'a, L> {
             tx,
             rx,
             telemetry,
+            view_saved: std::time::Instant::now(),
         };
         let period = options.reconcile_interval;
         let mut drift = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -268,6 +285,12 @@ impl<L: Fn() -> Result<DirectorDesired, Error>> daemon::Daemon for Director<'_, 
                     engine.verdicts_changed(self.desired.settings(), &judged);
                     self.pass(Pass::Health).await;
                     self.engine.save_view();
+                } else if engine.view_saved.elapsed() >= VIEW_REFRESH
+                    && engine.telemetry.lock().board.view_stale
+                {
+                    // A down server's run of failures, or a new reason: at most once a
+                    // second, so that status's "N checks in a row" stays current.
+                    engine.save_view();
                 }
             }
             Wake::Drift => self.pass(Pass::Full).await,
@@ -408,8 +431,13 @@ impl Engine<'_> {
 
     /// Writes the verdicts for `director status` (a failure is logged: status then shows
     /// the last view written, or none).
-    fn save_view(&self) {
-        let view = self.telemetry.lock().board.view();
+    fn save_view(&mut self) {
+        self.view_saved = std::time::Instant::now();
+        let view = {
+            let mut telemetry = self.telemetry.lock();
+            telemetry.board_mut().view_stale = false;
+            telemetry.board.view()
+        };
         if let Err(e) = view.save(self.state_dir) {
             tracing::warn!("{e}; `director status` will not show the current health verdicts");
         }
@@ -530,6 +558,7 @@ mod tests {
                 passes,
                 Announcer::default(),
                 &options,
+                Shared::new(Telemetry::new(desired.clone())),
             );
             director.start_checks();
             assert!(director.engine.checks.is_checked(&target));
