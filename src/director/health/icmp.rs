@@ -9,7 +9,7 @@
 //! keeps other ICMP types out, and the identifier and sequence number, random for each
 //! check, tell this check's reply from the others'.
 
-use super::probe::{Bound, ProbeError};
+use super::steps::{Bound, ProbeError};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -15,6 +15,7 @@ pub mod probe;
 pub mod quorum;
 pub mod record;
 pub mod smtp;
+pub mod steps;
 pub mod tls;
 pub mod udp;
 

@@ -2,7 +2,7 @@
 //! last line), `EHLO name` must get `250` when `helo` is set, then `QUIT`. Replies are parsed
 //! by `reply` (pure); reads are bounded in size and, with the steps, by the check's timeout.
 
-use super::probe::{connect, Bound, ProbeError};
+use super::steps::{connect, Bound, ProbeError};
 use super::SmtpProbe;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

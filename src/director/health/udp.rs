@@ -2,7 +2,7 @@
 //! (a query, its reply judged by `dns`). The socket is connected, so only the real server's
 //! datagrams are read and an ICMP port unreachable it provokes comes back as ECONNREFUSED.
 
-use super::probe::{Bound, ProbeError};
+use super::steps::{Bound, ProbeError};
 use super::{dns, DnsProbe, UdpProbe};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
